@@ -1,0 +1,189 @@
+//! The PostgreSQL schema of Truffles and the provisioning of tenant schemas.
+//!
+//! - `platform/`: the `platform` schema (clients, subscriptions, billing, prompt
+//!   templates, platform audit and error logs, backups, aggregated statistics).
+//! - `tenant/`: one tenant's operational data, applied inside the tenant's own
+//!   schema. Each tenant has a login role with DML rights on its schema only, so a
+//!   tenant runtime cannot read another tenant's rows or the platform tables.
+
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::{Connection, Executor};
+
+/// Migrations of the platform schema.
+pub static PLATFORM: Migrator = sqlx::migrate!("platform");
+/// Migrations applied inside every tenant schema.
+pub static TENANT: Migrator = sqlx::migrate!("tenant");
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "invalid tenant name {0:?}: use 1-40 lowercase letters, digits or '-', starting with a letter and not ending with '-'"
+    )]
+    InvalidTenantName(String),
+    #[error("applying the {what} migrations: {source}")]
+    Migrate {
+        what: String,
+        #[source]
+        source: MigrateError,
+    },
+    #[error("{action} for tenant schema {schema}: {source}")]
+    Database {
+        action: &'static str,
+        schema: String,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// Names of a tenant's database objects, derived from the TrufflesClient name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantDb {
+    /// Schema holding the tenant's tables.
+    pub schema: String,
+    /// Login role of the tenant's runtime.
+    pub role: String,
+}
+
+impl TenantDb {
+    /// Derives the schema and role names. The name rule is the CRD's, so every
+    /// valid TrufflesClient maps to a distinct, safe SQL identifier
+    /// (`-` becomes `_`, which Kubernetes names cannot contain).
+    pub fn for_client(name: &str) -> Result<Self, Error> {
+        if !is_valid_tenant_name(name) {
+            return Err(Error::InvalidTenantName(name.to_owned()));
+        }
+        let ident = format!("tenant_{}", name.replace('-', "_"));
+        Ok(Self { schema: ident.clone(), role: ident })
+    }
+
+    /// Connection options for the tenant's runtime: the platform database as the
+    /// tenant's role.
+    pub fn connect_options(&self, platform: &PgConnectOptions, password: &str) -> PgConnectOptions {
+        platform.clone().username(&self.role).password(password)
+    }
+
+    fn db_error(&self, action: &'static str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
+        move |source| Error::Database { action, schema: self.schema.clone(), source }
+    }
+}
+
+fn is_valid_tenant_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=40).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase()
+        && bytes.last().is_some_and(|b| *b != b'-')
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// Applies the platform migrations (idempotent).
+pub async fn migrate_platform(pool: &PgPool) -> Result<(), Error> {
+    PLATFORM.run(pool).await.map_err(|source| Error::Migrate { what: "platform".into(), source })
+}
+
+/// Creates (or updates) the tenant's login role, schema, tables and grants.
+/// Idempotent: running it again migrates the schema and resets the password.
+/// `pool` must connect as a role that may create roles and schemas.
+#[tracing::instrument(skip(pool, password), fields(schema = %tenant.schema))]
+pub async fn provision_tenant(pool: &PgPool, tenant: &TenantDb, password: &str) -> Result<(), Error> {
+    let TenantDb { schema, role } = tenant;
+    // Identifiers were validated by `for_client`; quoting is belt and braces.
+    let create_role = format!(
+        r#"DO $$ BEGIN CREATE ROLE "{role}" LOGIN NOINHERIT; EXCEPTION WHEN duplicate_object THEN NULL; END $$"#
+    );
+    pool.execute(create_role.as_str()).await.map_err(tenant.db_error("creating the role"))?;
+    // Let the server quote the password literal instead of escaping it here.
+    let set_password: String = sqlx::query_scalar("SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text)")
+        .bind(role)
+        .bind(password)
+        .fetch_one(pool)
+        .await
+        .map_err(tenant.db_error("quoting the password"))?;
+    pool.execute(set_password.as_str()).await.map_err(tenant.db_error("setting the password"))?;
+
+    // The schema belongs to the platform's admin role, not the tenant: a runtime
+    // can change rows but never drop or alter its tables.
+    let create_schema = format!(r#"CREATE SCHEMA IF NOT EXISTS "{schema}"; REVOKE ALL ON SCHEMA "{schema}" FROM PUBLIC"#);
+    pool.execute(create_schema.as_str()).await.map_err(tenant.db_error("creating the schema"))?;
+
+    migrate_tenant_schema(pool, tenant).await?;
+
+    let grants = format!(
+        r#"GRANT USAGE ON SCHEMA "{schema}" TO "{role}";
+        GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}";
+        GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}";
+        REVOKE ALL ON TABLE "{schema}"._sqlx_migrations FROM "{role}";
+        ALTER ROLE "{role}" SET search_path = "{schema}";"#
+    );
+    pool.execute(grants.as_str()).await.map_err(tenant.db_error("granting privileges"))?;
+    Ok(())
+}
+
+/// Runs the tenant migrations inside the tenant schema. sqlx keeps its
+/// `_sqlx_migrations` table in the first schema of the search path, so each tenant
+/// schema tracks its own migration state.
+async fn migrate_tenant_schema(pool: &PgPool, tenant: &TenantDb) -> Result<(), Error> {
+    // A detached connection: the altered search_path must not leak back into the pool.
+    let mut conn = pool.acquire().await.map_err(tenant.db_error("connecting"))?.detach();
+    let set_path = format!(r#"SET search_path TO "{}""#, tenant.schema);
+    conn.execute(set_path.as_str()).await.map_err(tenant.db_error("selecting the schema"))?;
+    let result = TENANT
+        .run(&mut conn)
+        .await
+        .map_err(|source| Error::Migrate { what: format!("tenant {}", tenant.schema), source });
+    // Closing is best effort; the migration result is what matters.
+    let _ = conn.close().await;
+    result
+}
+
+/// Drops the tenant's schema with all its data, and its role. Irreversible: the
+/// operator calls it only for a confirmed purge.
+#[tracing::instrument(skip(pool), fields(schema = %tenant.schema))]
+pub async fn drop_tenant(pool: &PgPool, tenant: &TenantDb) -> Result<(), Error> {
+    let TenantDb { schema, role } = tenant;
+    let drop = format!(
+        r#"DROP SCHEMA IF EXISTS "{schema}" CASCADE;
+        DO $$ BEGIN
+            IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
+                DROP OWNED BY "{role}";
+                DROP ROLE "{role}";
+            END IF;
+        END $$;"#
+    );
+    pool.execute(drop.as_str()).await.map_err(tenant.db_error("dropping"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_names_map_to_identifiers() {
+        let db = TenantDb::for_client("flower-shop").expect("valid name");
+        assert_eq!(db.schema, "tenant_flower_shop");
+        assert_eq!(db.role, "tenant_flower_shop");
+    }
+
+    #[test]
+    fn unsafe_names_are_rejected() {
+        for name in ["", "Flower", "1shop", "shop-", "a\"; DROP TABLE x; --", "shop_1", &"a".repeat(41)] {
+            assert!(
+                matches!(TenantDb::for_client(name), Err(Error::InvalidTenantName(_))),
+                "{name:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn longest_valid_name_fits_a_postgres_identifier() {
+        let db = TenantDb::for_client(&"a".repeat(40)).expect("valid name");
+        assert!(db.schema.len() <= 63, "PostgreSQL truncates identifiers past 63 bytes");
+    }
+
+    #[test]
+    fn both_migration_sets_are_embedded() {
+        assert!(PLATFORM.iter().count() >= 2);
+        assert!(TENANT.iter().count() >= 1);
+    }
+}

@@ -1,0 +1,298 @@
+#!/usr/bin/env bash
+# The Truffles test environment: private PostgreSQL and Redis instances and a real
+# Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager), all on
+# free loopback ports in a temporary directory. Nothing system-wide is changed
+# except installing missing Debian packages.
+#
+#   scripts/testenv.sh run -- CMD...   start everything, run CMD with DATABASE_URL,
+#                                      REDIS_URL and KUBECONFIG set, tear down
+#                                      (also on failure or Ctrl-C), exit with CMD's code
+#   scripts/testenv.sh up              start everything and wait until Ctrl-C
+#   scripts/testenv.sh build           build (or reuse) the control-plane binaries
+#
+# The control plane is built with `go build` from the Go modules in
+# tests/controlplane/ and cached in ${TRUFFLES_CACHE:-~/.cache/truffles}, keyed by
+# the hash of those modules, so only the first run pays for it.
+# TRUFFLES_KEEP_TESTENV=1 keeps the temporary directory (logs, data) for debugging.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+K8S_VERSION="v1.35.4"
+CACHE="${TRUFFLES_CACHE:-$HOME/.cache/truffles}"
+
+log() { printf '[testenv] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- packages
+ensure_packages() {
+    local missing=()
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v openssl >/dev/null || missing+=(openssl)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v go >/dev/null || missing+=(golang-go)
+    if ((${#missing[@]})); then
+        log "installing Debian packages: ${missing[*]}"
+        local sudo=""
+        [[ $(id -u) == 0 ]] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        # The package starts system-wide services we do not use; ours are private.
+        $sudo service redis-server stop >/dev/null 2>&1 || true
+    fi
+}
+
+pg_bin() {
+    local dir
+    dir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+    echo "$dir/$1"
+}
+
+# ---------------------------------------------------------------- control plane
+controlplane_dir() {
+    local key
+    key=$(cat "$ROOT"/tests/controlplane/*/go.mod "$ROOT"/tests/controlplane/*/go.sum "$ROOT"/tests/controlplane/*/*.go \
+        | sha256sum | cut -c1-12)
+    echo "$CACHE/controlplane-$K8S_VERSION-$key"
+}
+
+build_controlplane() {
+    local out
+    out=$(controlplane_dir)
+    if [[ -x $out/kube-apiserver && -x $out/kube-controller-manager && -x $out/etcd ]]; then
+        echo "$out"
+        return
+    fi
+    command -v go >/dev/null || die "go is required to build the control plane"
+    log "building etcd, kube-apiserver and kube-controller-manager $K8S_VERSION into $out (first run only)"
+    local tmp="$out.tmp.$$"
+    mkdir -p "$tmp"
+    local minor=${K8S_VERSION#v1.}
+    minor=${minor%%.*}
+    local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
+    ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+    (cd "$ROOT/tests/controlplane/kube" && go build -trimpath -ldflags "$ldflags" -o "$tmp/" \
+        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager) >&2
+    (cd "$ROOT/tests/controlplane/etcd" && go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" .) >&2
+    rm -rf "$out"
+    mv "$tmp" "$out"
+    echo "$out"
+}
+
+# ---------------------------------------------------------------- helpers
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+PIDS=()
+TMP=""
+start_bg() { # name, command...
+    local name=$1
+    shift
+    "$@" >"$TMP/logs/$name.log" 2>&1 &
+    PIDS+=($!)
+}
+
+wait_for() { # description, seconds, command...
+    local what=$1 secs=$2
+    shift 2
+    local deadline=$((SECONDS + secs))
+    until "$@" >/dev/null 2>&1; do
+        if ((SECONDS > deadline)); then
+            log "$what did not become ready in ${secs}s"
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+teardown() {
+    local code=$?
+    trap - EXIT INT TERM
+    if [[ -n $TMP && -d $TMP ]]; then
+        if ((code != 0)) && [[ -d $TMP/logs ]]; then
+            for f in "$TMP"/logs/*.log; do
+                [[ -s $f ]] || continue
+                log "--- last lines of $(basename "$f")"
+                tail -n 15 "$f" >&2 || true
+            done
+        fi
+        if [[ -d $TMP/pg/data ]]; then
+            as_pg "$(pg_bin pg_ctl)" -D "$TMP/pg/data" -m immediate stop >/dev/null 2>&1 || true
+        fi
+    fi
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if [[ -n $TMP && -d $TMP ]]; then
+        if [[ ${TRUFFLES_KEEP_TESTENV:-} == 1 ]]; then
+            log "kept $TMP"
+        else
+            rm -rf "$TMP"
+        fi
+    fi
+    exit "$code"
+}
+
+# PostgreSQL refuses to run as root; run it as the postgres user the package creates.
+as_pg() {
+    if [[ $(id -u) == 0 ]]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# ---------------------------------------------------------------- services
+start_postgres() {
+    local port password
+    port=$(free_port)
+    password=$(openssl rand -hex 16)
+    mkdir -p "$TMP/pg"
+    printf '%s\n' "$password" >"$TMP/pg/pwfile"
+    [[ $(id -u) == 0 ]] && chown -R postgres "$TMP/pg"
+    as_pg "$(pg_bin initdb)" -D "$TMP/pg/data" -U postgres --pwfile="$TMP/pg/pwfile" \
+        --auth-local=scram-sha-256 --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$TMP/logs/initdb.log" 2>&1
+    # Durability is pointless for throwaway test data; speed is not.
+    as_pg "$(pg_bin pg_ctl)" -D "$TMP/pg/data" -l "$TMP/pg/postgres.log" -w -t 60 start -o \
+        "-h 127.0.0.1 -p $port -k $TMP/pg -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+        >"$TMP/logs/pg_ctl.log" 2>&1 || { cat "$TMP/pg/postgres.log" >&2; die "PostgreSQL did not start"; }
+    ln -sf "$TMP/pg/postgres.log" "$TMP/logs/postgres.log"
+    PGPASSWORD=$password "$(pg_bin psql)" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qAt \
+        -c "CREATE DATABASE truffles_platform" >/dev/null
+    export DATABASE_URL="postgres://postgres:$password@127.0.0.1:$port/truffles_platform"
+    log "PostgreSQL on 127.0.0.1:$port"
+}
+
+start_redis() {
+    local port
+    port=$(free_port)
+    mkdir -p "$TMP/redis"
+    start_bg redis redis-server --port "$port" --bind 127.0.0.1 --dir "$TMP/redis" --save "" --appendonly no
+    wait_for "Redis" 30 redis-cli -p "$port" ping
+    export REDIS_URL="redis://127.0.0.1:$port/"
+    log "Redis on 127.0.0.1:$port"
+}
+
+make_certs() {
+    local d=$TMP/pki
+    mkdir -p "$d"
+    (
+        cd "$d"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=truffles-testenv-ca" \
+            -keyout ca.key -out ca.crt 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' >san.ext
+        openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext \
+            -out apiserver.crt 2>/dev/null
+        openssl genrsa -out sa.key 2048 2>/dev/null
+        openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+        printf '%s,admin,admin,system:masters\n' "$(openssl rand -hex 24)" >tokens.csv
+    )
+}
+
+start_kubernetes() {
+    local bin=$1
+    make_certs
+    local etcd_port peer_port api_port token
+    etcd_port=$(free_port)
+    peer_port=$(free_port)
+    api_port=$(free_port)
+    token=$(cut -d, -f1 "$TMP/pki/tokens.csv")
+
+    start_bg etcd "$bin/etcd" --name testenv --data-dir "$TMP/etcd" --unsafe-no-fsync --log-level warn \
+        --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+        --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+        --initial-cluster "testenv=http://127.0.0.1:$peer_port"
+    wait_for "etcd" 60 curl -sf "http://127.0.0.1:$etcd_port/health"
+
+    start_bg kube-apiserver "$bin/kube-apiserver" \
+        --etcd-servers "http://127.0.0.1:$etcd_port" \
+        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+        --cert-dir "$TMP/pki" --tls-cert-file "$TMP/pki/apiserver.crt" --tls-private-key-file "$TMP/pki/apiserver.key" \
+        --client-ca-file "$TMP/pki/ca.crt" --token-auth-file "$TMP/pki/tokens.csv" \
+        --authorization-mode RBAC --disable-admission-plugins ServiceAccount \
+        --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
+        --service-account-issuer https://kubernetes.default.svc \
+        --service-account-key-file "$TMP/pki/sa.pub" --service-account-signing-key-file "$TMP/pki/sa.key" \
+        --enable-priority-and-fairness=false
+    wait_for "kube-apiserver" 120 curl -sf --cacert "$TMP/pki/ca.crt" -H "Authorization: Bearer $token" \
+        "https://127.0.0.1:$api_port/readyz"
+
+    export KUBECONFIG="$TMP/kubeconfig"
+    cat >"$KUBECONFIG" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: testenv
+  cluster:
+    server: https://127.0.0.1:$api_port
+    certificate-authority-data: $(base64 -w0 <"$TMP/pki/ca.crt")
+users:
+- name: admin
+  user:
+    token: $token
+contexts:
+- name: testenv
+  context: {cluster: testenv, user: admin, namespace: default}
+current-context: testenv
+EOF
+    chmod 600 "$KUBECONFIG"
+
+    # Garbage collection (ownerReferences) and Deployment/ReplicaSet status.
+    start_bg kube-controller-manager "$bin/kube-controller-manager" \
+        --kubeconfig "$KUBECONFIG" --authentication-kubeconfig "$KUBECONFIG" --authorization-kubeconfig "$KUBECONFIG" \
+        --leader-elect=false --secure-port 0 --use-service-account-credentials=false \
+        --service-account-private-key-file "$TMP/pki/sa.key" --root-ca-file "$TMP/pki/ca.crt" \
+        --controllers '*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-route,-persistentvolume-binder,-attachdetach,-ttl'
+    log "kube-apiserver $K8S_VERSION on https://127.0.0.1:$api_port (KUBECONFIG=$KUBECONFIG)"
+}
+
+start_all() {
+    ensure_packages
+    local bin
+    bin=$(build_controlplane)
+    TMP=$(mktemp -d "${TMPDIR:-/tmp}/truffles-testenv.XXXXXX")
+    chmod 755 "$TMP"
+    mkdir -p "$TMP/logs"
+    trap teardown EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    start_postgres
+    start_redis
+    start_kubernetes "$bin"
+    export TRUFFLES_TESTENV_DIR="$TMP"
+}
+
+# ---------------------------------------------------------------- main
+case "${1:-}" in
+build)
+    ensure_packages
+    build_controlplane
+    ;;
+run)
+    shift
+    [[ ${1:-} == "--" ]] && shift
+    (($#)) || die "usage: $0 run -- CMD..."
+    start_all
+    set +e
+    "$@"
+    code=$?
+    set -e
+    exit "$code"
+    ;;
+up)
+    start_all
+    cat <<EOF
+export DATABASE_URL='$DATABASE_URL'
+export REDIS_URL='$REDIS_URL'
+export KUBECONFIG='$KUBECONFIG'
+EOF
+    log "running; Ctrl-C stops and removes everything"
+    while true; do sleep 3600; done
+    ;;
+*)
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac
