@@ -7,7 +7,10 @@
 #   scripts/testenv.sh run -- CMD...   start everything, run CMD with DATABASE_URL,
 #                                      REDIS_URL and KUBECONFIG set, tear down
 #                                      (also on failure or Ctrl-C), exit with CMD's code
-#   scripts/testenv.sh up              start everything and wait until Ctrl-C
+#   scripts/testenv.sh up [--with-examples]
+#                                      start everything, install the CRDs (and apply
+#                                      examples/tenants into namespace demo), print
+#                                      the variables and wait until Ctrl-C
 #   scripts/testenv.sh build           build (or reuse) the control-plane binaries
 #
 # The control plane is built with `go build` from the Go modules in
@@ -59,12 +62,12 @@ controlplane_dir() {
 build_controlplane() {
     local out
     out=$(controlplane_dir)
-    if [[ -x $out/kube-apiserver && -x $out/kube-controller-manager && -x $out/etcd ]]; then
+    if [[ -x $out/kube-apiserver && -x $out/kube-controller-manager && -x $out/kubectl && -x $out/etcd ]]; then
         echo "$out"
         return
     fi
     command -v go >/dev/null || die "go is required to build the control plane"
-    log "building etcd, kube-apiserver and kube-controller-manager $K8S_VERSION into $out (first run only)"
+    log "building etcd, kube-apiserver, kube-controller-manager and kubectl $K8S_VERSION into $out (first run only)"
     local tmp="$out.tmp.$$"
     mkdir -p "$tmp"
     local minor=${K8S_VERSION#v1.}
@@ -72,7 +75,7 @@ build_controlplane() {
     local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
     ldflags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
     (cd "$ROOT/tests/controlplane/kube" && go build -trimpath -ldflags "$ldflags" -o "$tmp/" \
-        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager) >&2
+        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl) >&2
     (cd "$ROOT/tests/controlplane/etcd" && go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" .) >&2
     rm -rf "$out"
     mv "$tmp" "$out"
@@ -106,11 +109,22 @@ wait_for() { # description, seconds, command...
     done
 }
 
+stop_pid() { # TERM, then KILL after a grace period
+    local pid=$1 n
+    kill "$pid" 2>/dev/null || return 0
+    for ((n = 0; n < 50; n++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
 teardown() {
     local code=$?
     trap - EXIT INT TERM
     if [[ -n $TMP && -d $TMP ]]; then
-        if ((code != 0)) && [[ -d $TMP/logs ]]; then
+        if ((code != 0 && code != 130)) && [[ -d $TMP/logs ]]; then
             for f in "$TMP"/logs/*.log; do
                 [[ -s $f ]] || continue
                 log "--- last lines of $(basename "$f")"
@@ -121,9 +135,9 @@ teardown() {
             as_pg "$(pg_bin pg_ctl)" -D "$TMP/pg/data" -m immediate stop >/dev/null 2>&1 || true
         fi
     fi
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # Reverse start order: kube-apiserver hangs in shutdown once etcd is gone.
+    local i
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}"; done
     if [[ -n $TMP && -d $TMP ]]; then
         if [[ ${TRUFFLES_KEEP_TESTENV:-} == 1 ]]; then
             log "kept $TMP"
@@ -250,8 +264,7 @@ EOF
 
 start_all() {
     ensure_packages
-    local bin
-    bin=$(build_controlplane)
+    BIN=$(build_controlplane)
     TMP=$(mktemp -d "${TMPDIR:-/tmp}/truffles-testenv.XXXXXX")
     chmod 755 "$TMP"
     mkdir -p "$TMP/logs"
@@ -260,8 +273,9 @@ start_all() {
     trap 'exit 143' TERM
     start_postgres
     start_redis
-    start_kubernetes "$bin"
+    start_kubernetes "$BIN"
     export TRUFFLES_TESTENV_DIR="$TMP"
+    export PATH="$BIN:$PATH"
 }
 
 # ---------------------------------------------------------------- main
@@ -283,16 +297,25 @@ run)
     ;;
 up)
     start_all
+    kubectl apply --server-side --field-manager truffles -f "$ROOT/crds/truffles.kz_crds.yaml" >&2
+    kubectl wait --for condition=Established --timeout 60s crd/trufflesclients.truffles.kz crd/subscriptions.truffles.kz >&2
+    if [[ ${2:-} == --with-examples ]]; then
+        kubectl create namespace demo >&2
+        kubectl apply -n demo -f "$ROOT/examples/tenants/" >&2
+        kubectl get trufflesclients,subscriptions -n demo >&2
+    fi
     cat <<EOF
+# The local stack is up. In another shell:
 export DATABASE_URL='$DATABASE_URL'
 export REDIS_URL='$REDIS_URL'
 export KUBECONFIG='$KUBECONFIG'
+export PATH='$BIN':\$PATH   # kubectl $K8S_VERSION
 EOF
     log "running; Ctrl-C stops and removes everything"
     while true; do sleep 3600; done
     ;;
 *)
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

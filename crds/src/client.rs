@@ -444,7 +444,10 @@ pub struct ChunkingSpec {
 
 impl Default for ChunkingSpec {
     fn default() -> Self {
-        Self { max_tokens: default_chunk_tokens(), overlap_tokens: default_overlap_tokens() }
+        Self {
+            max_tokens: default_chunk_tokens(),
+            overlap_tokens: default_overlap_tokens(),
+        }
     }
 }
 
@@ -526,13 +529,26 @@ pub struct HandoverSpec {
 }
 
 fn default_keywords() -> Vec<String> {
-    ["менеджер", "человек", "оператор", "позвонить", "живой", "маман", "адам", "manager", "human", "operator"]
-        .map(String::from)
-        .to_vec()
+    [
+        "менеджер",
+        "человек",
+        "оператор",
+        "позвонить",
+        "живой",
+        "маман",
+        "адам",
+        "manager",
+        "human",
+        "operator",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn default_handover_intents() -> Vec<String> {
-    ["complaint", "ready_to_buy", "human_request"].map(String::from).to_vec()
+    ["complaint", "ready_to_buy", "human_request"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn default_auto_return_hours() -> u32 {
@@ -784,8 +800,9 @@ fn default_log_level() -> String {
     "info".into()
 }
 
-/// Exposure of the tenant's webhook endpoints.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+/// Exposure of the tenant's webhook endpoints. Omitted: no Ingress (the Service
+/// only); given with a host: enabled unless `enabled: false`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.enabled || has(self.host)").message("ingress.host is required when ingress is enabled"))]
 pub struct IngressSpec {
@@ -793,7 +810,10 @@ pub struct IngressSpec {
     pub enabled: bool,
     /// Public host name, e.g. bots.truffles.kz.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"), length(max = 253))]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+        length(max = 253)
+    )]
     pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_name: Option<String>,
@@ -802,12 +822,6 @@ pub struct IngressSpec {
     pub tls_secret_name: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
-}
-
-impl Default for IngressSpec {
-    fn default() -> Self {
-        Self { enabled: false, host: None, class_name: None, tls_secret_name: None, annotations: BTreeMap::new() }
-    }
 }
 
 /// Observed state, written only by the operator.

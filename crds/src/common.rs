@@ -18,7 +18,10 @@ pub struct SecretKeyRef {
 
 impl SecretKeyRef {
     pub fn new(name: impl Into<String>, key: impl Into<String>) -> Self {
-        Self { name: name.into(), key: key.into() }
+        Self {
+            name: name.into(),
+            key: key.into(),
+        }
     }
 }
 
@@ -46,7 +49,8 @@ pub mod condition_type {
 /// Patterns reused by several fields; CEL rules and schema patterns must agree.
 pub mod pattern {
     /// A cron expression with five fields (what a Kubernetes CronJob accepts).
-    pub const CRON: &str = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$";
+    pub const CRON: &str =
+        r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$";
     /// An http(s) URL.
     pub const HTTP_URL: &str = r"^https?://[^\s/$.?#][^\s]*$";
     /// A calendar date, `YYYY-MM-DD`.

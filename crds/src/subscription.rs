@@ -115,7 +115,10 @@ pub struct Trial {
 
 impl Default for Trial {
     fn default() -> Self {
-        Self { days: default_trial_days(), start: None }
+        Self {
+            days: default_trial_days(),
+            start: None,
+        }
     }
 }
 
@@ -143,7 +146,11 @@ pub struct ReminderSpec {
 
 impl Default for ReminderSpec {
     fn default() -> Self {
-        Self { telegram_chat_id: None, emails: Vec::new(), days_before: default_days_before() }
+        Self {
+            telegram_chat_id: None,
+            emails: Vec::new(),
+            days_before: default_days_before(),
+        }
     }
 }
 

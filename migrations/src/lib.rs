@@ -8,12 +8,12 @@
 
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool};
-use sqlx::{Connection, Executor};
+use sqlx::{AssertSqlSafe, Connection, raw_sql};
 
 /// Migrations of the platform schema.
-pub static PLATFORM: Migrator = sqlx::migrate!("platform");
+pub static PLATFORM: Migrator = sqlx::migrate!("./platform");
 /// Migrations applied inside every tenant schema.
-pub static TENANT: Migrator = sqlx::migrate!("tenant");
+pub static TENANT: Migrator = sqlx::migrate!("./tenant");
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -54,7 +54,10 @@ impl TenantDb {
             return Err(Error::InvalidTenantName(name.to_owned()));
         }
         let ident = format!("tenant_{}", name.replace('-', "_"));
-        Ok(Self { schema: ident.clone(), role: ident })
+        Ok(Self {
+            schema: ident.clone(),
+            role: ident,
+        })
     }
 
     /// Connection options for the tenant's runtime: the platform database as the
@@ -64,7 +67,11 @@ impl TenantDb {
     }
 
     fn db_error(&self, action: &'static str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
-        move |source| Error::Database { action, schema: self.schema.clone(), source }
+        move |source| Error::Database {
+            action,
+            schema: self.schema.clone(),
+            source,
+        }
     }
 }
 
@@ -73,38 +80,60 @@ fn is_valid_tenant_name(name: &str) -> bool {
     (1..=40).contains(&bytes.len())
         && bytes[0].is_ascii_lowercase()
         && bytes.last().is_some_and(|b| *b != b'-')
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 /// Applies the platform migrations (idempotent).
 pub async fn migrate_platform(pool: &PgPool) -> Result<(), Error> {
-    PLATFORM.run(pool).await.map_err(|source| Error::Migrate { what: "platform".into(), source })
+    PLATFORM.run(pool).await.map_err(|source| Error::Migrate {
+        what: "platform".into(),
+        source,
+    })
 }
 
 /// Creates (or updates) the tenant's login role, schema, tables and grants.
 /// Idempotent: running it again migrates the schema and resets the password.
 /// `pool` must connect as a role that may create roles and schemas.
 #[tracing::instrument(skip(pool, password), fields(schema = %tenant.schema))]
-pub async fn provision_tenant(pool: &PgPool, tenant: &TenantDb, password: &str) -> Result<(), Error> {
+pub async fn provision_tenant(
+    pool: &PgPool,
+    tenant: &TenantDb,
+    password: &str,
+) -> Result<(), Error> {
     let TenantDb { schema, role } = tenant;
     // Identifiers were validated by `for_client`; quoting is belt and braces.
     let create_role = format!(
         r#"DO $$ BEGIN CREATE ROLE "{role}" LOGIN NOINHERIT; EXCEPTION WHEN duplicate_object THEN NULL; END $$"#
     );
-    pool.execute(create_role.as_str()).await.map_err(tenant.db_error("creating the role"))?;
-    // Let the server quote the password literal instead of escaping it here.
-    let set_password: String = sqlx::query_scalar("SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text)")
-        .bind(role)
-        .bind(password)
-        .fetch_one(pool)
+    raw_sql(AssertSqlSafe(create_role))
+        .execute(pool)
         .await
-        .map_err(tenant.db_error("quoting the password"))?;
-    pool.execute(set_password.as_str()).await.map_err(tenant.db_error("setting the password"))?;
+        .map_err(tenant.db_error("creating the role"))?;
+    // Let the server quote the password literal instead of escaping it here.
+    let set_password: String = sqlx::query_scalar(
+        "SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text)",
+    )
+    .bind(role)
+    .bind(password)
+    .fetch_one(pool)
+    .await
+    .map_err(tenant.db_error("quoting the password"))?;
+    raw_sql(AssertSqlSafe(set_password))
+        .execute(pool)
+        .await
+        .map_err(tenant.db_error("setting the password"))?;
 
     // The schema belongs to the platform's admin role, not the tenant: a runtime
     // can change rows but never drop or alter its tables.
-    let create_schema = format!(r#"CREATE SCHEMA IF NOT EXISTS "{schema}"; REVOKE ALL ON SCHEMA "{schema}" FROM PUBLIC"#);
-    pool.execute(create_schema.as_str()).await.map_err(tenant.db_error("creating the schema"))?;
+    let create_schema = format!(
+        r#"CREATE SCHEMA IF NOT EXISTS "{schema}"; REVOKE ALL ON SCHEMA "{schema}" FROM PUBLIC"#
+    );
+    raw_sql(AssertSqlSafe(create_schema))
+        .execute(pool)
+        .await
+        .map_err(tenant.db_error("creating the schema"))?;
 
     migrate_tenant_schema(pool, tenant).await?;
 
@@ -115,7 +144,10 @@ pub async fn provision_tenant(pool: &PgPool, tenant: &TenantDb, password: &str) 
         REVOKE ALL ON TABLE "{schema}"._sqlx_migrations FROM "{role}";
         ALTER ROLE "{role}" SET search_path = "{schema}";"#
     );
-    pool.execute(grants.as_str()).await.map_err(tenant.db_error("granting privileges"))?;
+    raw_sql(AssertSqlSafe(grants))
+        .execute(pool)
+        .await
+        .map_err(tenant.db_error("granting privileges"))?;
     Ok(())
 }
 
@@ -124,13 +156,23 @@ pub async fn provision_tenant(pool: &PgPool, tenant: &TenantDb, password: &str) 
 /// schema tracks its own migration state.
 async fn migrate_tenant_schema(pool: &PgPool, tenant: &TenantDb) -> Result<(), Error> {
     // A detached connection: the altered search_path must not leak back into the pool.
-    let mut conn = pool.acquire().await.map_err(tenant.db_error("connecting"))?.detach();
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(tenant.db_error("connecting"))?
+        .detach();
     let set_path = format!(r#"SET search_path TO "{}""#, tenant.schema);
-    conn.execute(set_path.as_str()).await.map_err(tenant.db_error("selecting the schema"))?;
+    raw_sql(AssertSqlSafe(set_path))
+        .execute(&mut conn)
+        .await
+        .map_err(tenant.db_error("selecting the schema"))?;
     let result = TENANT
         .run(&mut conn)
         .await
-        .map_err(|source| Error::Migrate { what: format!("tenant {}", tenant.schema), source });
+        .map_err(|source| Error::Migrate {
+            what: format!("tenant {}", tenant.schema),
+            source,
+        });
     // Closing is best effort; the migration result is what matters.
     let _ = conn.close().await;
     result
@@ -150,7 +192,10 @@ pub async fn drop_tenant(pool: &PgPool, tenant: &TenantDb) -> Result<(), Error> 
             END IF;
         END $$;"#
     );
-    pool.execute(drop.as_str()).await.map_err(tenant.db_error("dropping"))?;
+    raw_sql(AssertSqlSafe(drop))
+        .execute(pool)
+        .await
+        .map_err(tenant.db_error("dropping"))?;
     Ok(())
 }
 
@@ -167,7 +212,15 @@ mod tests {
 
     #[test]
     fn unsafe_names_are_rejected() {
-        for name in ["", "Flower", "1shop", "shop-", "a\"; DROP TABLE x; --", "shop_1", &"a".repeat(41)] {
+        for name in [
+            "",
+            "Flower",
+            "1shop",
+            "shop-",
+            "a\"; DROP TABLE x; --",
+            "shop_1",
+            &"a".repeat(41),
+        ] {
             assert!(
                 matches!(TenantDb::for_client(name), Err(Error::InvalidTenantName(_))),
                 "{name:?} should be rejected"
@@ -178,7 +231,10 @@ mod tests {
     #[test]
     fn longest_valid_name_fits_a_postgres_identifier() {
         let db = TenantDb::for_client(&"a".repeat(40)).expect("valid name");
-        assert!(db.schema.len() <= 63, "PostgreSQL truncates identifiers past 63 bytes");
+        assert!(
+            db.schema.len() <= 63,
+            "PostgreSQL truncates identifiers past 63 bytes"
+        );
     }
 
     #[test]

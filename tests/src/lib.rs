@@ -1,1 +1,207 @@
+//! Harness for the integration tests. The environment is started by
+//! `scripts/testenv.sh` (`make test`), which exports DATABASE_URL, REDIS_URL and
+//! KUBECONFIG; every test gets its own database or namespace so tests run in
+//! parallel and leave nothing behind.
 
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, ConnectOptions};
+
+/// Field manager for everything the tests apply.
+pub const FIELD_MANAGER: &str = "truffles-tests";
+
+/// Installs the ring crypto provider once: two providers in one tree make
+/// rustls panic at the first handshake.
+pub fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Err means another provider was installed first, which is fine for tests.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Reads a variable the test environment exports, with a clear error when the
+/// tests were started without it.
+pub fn env_var(name: &str) -> Result<String> {
+    std::env::var(name).with_context(|| {
+        format!("{name} is not set: run the integration tests through `make test` (scripts/testenv.sh run -- cargo test)")
+    })
+}
+
+/// The workspace root, for reading committed files (CRD YAML, examples).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Reads every `*.yaml` file of a folder of the workspace, sorted by name.
+pub fn yaml_files(dir: &str) -> Result<Vec<PathBuf>> {
+    let dir = workspace_root().join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no YAML files in {}", dir.display());
+    }
+    Ok(files)
+}
+
+/// Parses a multi-document YAML file into JSON values (one per document).
+pub fn read_manifests(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_saphyr::from_multiple(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+// ------------------------------------------------------------------ Kubernetes
+
+/// A client for the test API server.
+pub async fn kube_client() -> Result<Client> {
+    init();
+    env_var("KUBECONFIG")?;
+    Client::try_default()
+        .await
+        .context("connecting to the test kube-apiserver")
+}
+
+/// Installs the committed CRDs (what users apply, not the Rust types) with
+/// server-side apply and waits until the API server serves them.
+pub async fn install_crds(client: &Client) -> Result<()> {
+    let path = workspace_root().join(truffles_crds::CRDS_YAML_PATH);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let crds: Vec<CustomResourceDefinition> =
+        serde_saphyr::from_multiple(&text).context("parsing the CRD YAML")?;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for crd in crds {
+        let name = crd.metadata.name.clone().context("CRD without a name")?;
+        api.patch(&name, &params, &Patch::Apply(&crd))
+            .await
+            .with_context(|| format!("applying CRD {name}"))?;
+        let established = await_condition(api.clone(), &name, conditions::is_crd_established());
+        tokio::time::timeout(Duration::from_secs(30), established)
+            .await
+            .with_context(|| format!("CRD {name} not established within 30s"))??;
+    }
+    Ok(())
+}
+
+/// A namespace of its own for one test (the linkerd2 policy-test pattern).
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &Client, prefix: &str) -> Result<Self> {
+        let name = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"truffles.kz/test": "true"}}
+        }))?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+        Ok(Self {
+            name,
+            client: client.clone(),
+        })
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// An untyped API for kind `K`, to send manifests exactly as written.
+    pub fn dynamic_api<K>(&self) -> Api<kube::api::DynamicObject>
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        Api::namespaced_with(
+            self.client.clone(),
+            &self.name,
+            &kube::api::ApiResource::erase::<K>(&()),
+        )
+    }
+
+    /// Deletes the namespace (the API server removes what is in it).
+    pub async fn delete(self) -> Result<()> {
+        Api::<Namespace>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::default())
+            .await
+            .with_context(|| format!("deleting namespace {}", self.name))?;
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------ PostgreSQL
+
+/// A fresh database for one test, created on the test PostgreSQL server.
+pub struct TestDatabase {
+    pub name: String,
+    /// Superuser pool on the fresh database (what the operator has).
+    pub pool: PgPool,
+    pub options: PgConnectOptions,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Result<Self> {
+        init();
+        let url = env_var("DATABASE_URL")?;
+        let server: PgConnectOptions = url.parse().context("parsing DATABASE_URL")?;
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = server
+            .clone()
+            .connect()
+            .await
+            .context("connecting to the test PostgreSQL")?;
+        sqlx::raw_sql(AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+            .execute(&mut admin)
+            .await
+            .context("creating a test database")?;
+        let options = server.database(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(5)
+            .connect_with(options.clone())
+            .await?;
+        Ok(Self {
+            name,
+            pool,
+            options,
+        })
+    }
+}
+
+// ------------------------------------------------------------------ Redis
+
+/// A connection to the test Redis.
+pub async fn redis_connection() -> Result<redis::aio::MultiplexedConnection> {
+    let url = env_var("REDIS_URL")?;
+    let client = redis::Client::open(url.as_str()).context("parsing REDIS_URL")?;
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .context("connecting to the test Redis")
+}

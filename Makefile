@@ -1,0 +1,35 @@
+# The two commands a newcomer needs: `make test` (everything CI runs) and, once
+# the operator lands, `make run`. Everything else is a building block of those.
+.PHONY: run test check crds toolchain testenv-build testenv-up
+
+CARGO ?= cargo
+
+## Run all checks and tests against a real PostgreSQL, Redis and kube-apiserver.
+test: check
+	scripts/testenv.sh run -- $(CARGO) test --workspace --locked
+
+## Formatting and lints (warnings are errors).
+check: toolchain
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+toolchain:
+	scripts/ensure-toolchain.sh
+
+## Regenerate the CRD YAML from the Rust types (crds/ and the Helm chart).
+crds:
+	$(CARGO) run -q -p truffles-crds --bin crdgen > crds/truffles.kz_crds.yaml
+	cp crds/truffles.kz_crds.yaml charts/truffles/crds/truffles.kz_crds.yaml
+
+## Build (or reuse from ~/.cache/truffles) etcd, kube-apiserver, kube-controller-manager.
+testenv-build:
+	scripts/testenv.sh build
+
+## Start the test environment and print its variables; Ctrl-C stops it.
+testenv-up:
+	scripts/testenv.sh up
+
+## The local platform: PostgreSQL, Redis, kube-apiserver with the CRDs and the
+## example tenants applied (namespace demo). Ctrl-C stops everything.
+run:
+	scripts/testenv.sh up --with-examples
