@@ -7,8 +7,8 @@
 //!   tenant runtime cannot read another tenant's rows or the platform tables.
 
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool};
-use sqlx::{AssertSqlSafe, Connection, raw_sql};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, raw_sql};
 
 /// Migrations of the platform schema.
 pub static PLATFORM: Migrator = sqlx::migrate!("./platform");
@@ -66,8 +66,8 @@ impl TenantDb {
         platform.clone().username(&self.role).password(password)
     }
 
-    fn db_error(&self, action: &'static str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
-        move |source| Error::Database {
+    fn db_error(&self, action: &'static str, source: sqlx::Error) -> Error {
+        Error::Database {
             action,
             schema: self.schema.clone(),
             source,
@@ -110,7 +110,7 @@ pub async fn provision_tenant(
     raw_sql(AssertSqlSafe(create_role))
         .execute(pool)
         .await
-        .map_err(tenant.db_error("creating the role"))?;
+        .map_err(|e| tenant.db_error("creating the role", e))?;
     // Let the server quote the password literal instead of escaping it here.
     let set_password: String = sqlx::query_scalar(
         "SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text)",
@@ -119,11 +119,11 @@ pub async fn provision_tenant(
     .bind(password)
     .fetch_one(pool)
     .await
-    .map_err(tenant.db_error("quoting the password"))?;
+    .map_err(|e| tenant.db_error("quoting the password", e))?;
     raw_sql(AssertSqlSafe(set_password))
         .execute(pool)
         .await
-        .map_err(tenant.db_error("setting the password"))?;
+        .map_err(|e| tenant.db_error("setting the password", e))?;
 
     // The schema belongs to the platform's admin role, not the tenant: a runtime
     // can change rows but never drop or alter its tables.
@@ -133,7 +133,7 @@ pub async fn provision_tenant(
     raw_sql(AssertSqlSafe(create_schema))
         .execute(pool)
         .await
-        .map_err(tenant.db_error("creating the schema"))?;
+        .map_err(|e| tenant.db_error("creating the schema", e))?;
 
     migrate_tenant_schema(pool, tenant).await?;
 
@@ -147,7 +147,7 @@ pub async fn provision_tenant(
     raw_sql(AssertSqlSafe(grants))
         .execute(pool)
         .await
-        .map_err(tenant.db_error("granting privileges"))?;
+        .map_err(|e| tenant.db_error("granting privileges", e))?;
     Ok(())
 }
 
@@ -155,27 +155,42 @@ pub async fn provision_tenant(
 /// `_sqlx_migrations` table in the first schema of the search path, so each tenant
 /// schema tracks its own migration state.
 async fn migrate_tenant_schema(pool: &PgPool, tenant: &TenantDb) -> Result<(), Error> {
-    // A detached connection: the altered search_path must not leak back into the pool.
-    let mut conn = pool
-        .acquire()
+    // A one-connection pool of its own: the search_path must not leak into `pool`.
+    // (Running on a bare connection makes the future fail rustc's higher-ranked
+    // `Send` check inside sqlx's `Acquire`, so the operator could not spawn it.)
+    let options = (*pool.connect_options())
+        .clone()
+        .options([("search_path", tenant.schema.as_str())]);
+    let schema_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
         .await
-        .map_err(tenant.db_error("connecting"))?
-        .detach();
-    let set_path = format!(r#"SET search_path TO "{}""#, tenant.schema);
-    raw_sql(AssertSqlSafe(set_path))
-        .execute(&mut conn)
-        .await
-        .map_err(tenant.db_error("selecting the schema"))?;
+        .map_err(|e| tenant.db_error("connecting", e))?;
     let result = TENANT
-        .run(&mut conn)
+        .run(&schema_pool)
         .await
         .map_err(|source| Error::Migrate {
             what: format!("tenant {}", tenant.schema),
             source,
         });
-    // Closing is best effort; the migration result is what matters.
-    let _ = conn.close().await;
+    schema_pool.close().await;
     result
+}
+
+/// Stops the tenant's role from logging in (its runtime is gone, its data retained).
+/// `provision_tenant` enables it again.
+pub async fn disable_login(pool: &PgPool, tenant: &TenantDb) -> Result<(), Error> {
+    let sql = format!(
+        r#"DO $$ BEGIN
+            IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN ALTER ROLE "{role}" NOLOGIN; END IF;
+        END $$;"#,
+        role = tenant.role
+    );
+    raw_sql(AssertSqlSafe(sql))
+        .execute(pool)
+        .await
+        .map_err(|e| tenant.db_error("disabling login", e))?;
+    Ok(())
 }
 
 /// Drops the tenant's schema with all its data, and its role. Irreversible: the
@@ -195,7 +210,7 @@ pub async fn drop_tenant(pool: &PgPool, tenant: &TenantDb) -> Result<(), Error> 
     raw_sql(AssertSqlSafe(drop))
         .execute(pool)
         .await
-        .map_err(tenant.db_error("dropping"))?;
+        .map_err(|e| tenant.db_error("dropping", e))?;
     Ok(())
 }
 

@@ -1,10 +1,85 @@
-//! truffles-operator: reconciles TrufflesClient and Subscription resources.
-//! The reconcile loop is not built yet (see README, "Not done yet").
+//! truffles-operator: runs the TrufflesClient controller against the cluster of the
+//! current kubeconfig (or the in-cluster service account).
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "truffles-operator {}: the reconciler is not implemented yet",
-        env!("CARGO_PKG_VERSION")
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use truffles_operator::tenant::{self, Context, Settings};
+
+/// Truffles operator.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Platform database (a role that may create roles and schemas).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// Image of truffles-bot for tenants whose spec names none.
+    #[arg(
+        long,
+        env = "TRUFFLES_RUNTIME_IMAGE",
+        default_value = "ghcr.io/truffles-kz/truffles-bot:0.1.0"
+    )]
+    runtime_image: String,
+    /// host:port tenant runtimes use for PostgreSQL, if not the operator's.
+    #[arg(long, env = "TRUFFLES_TENANT_DATABASE_HOST")]
+    tenant_database_host: Option<String>,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "TRUFFLES_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    // One rustls provider for kube and sqlx alike.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+
+    let database: PgConnectOptions = args
+        .database_url
+        .parse()
+        .context("DATABASE_URL is not a valid postgres:// URL")?;
+    let tenant_database_host = args
+        .tenant_database_host
+        .as_deref()
+        .map(parse_host_port)
+        .transpose()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with(database.clone())
+        .await
+        .context("connecting to the platform database")?;
+    truffles_migrations::migrate_platform(&pool)
+        .await
+        .context("migrating the platform schema")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes")?;
+
+    let settings = Settings {
+        default_image: args.runtime_image,
+        tenant_database_host,
+        namespace: args.namespace,
+    };
+    tracing::info!(
+        namespace = settings.namespace.as_deref().unwrap_or("*"),
+        "truffles-operator starting"
     );
-    std::process::ExitCode::FAILURE
+    tenant::run(Arc::new(Context::new(client, pool, database, settings))).await;
+    Ok(())
+}
+
+fn parse_host_port(value: &str) -> Result<(String, u16)> {
+    let (host, port) = value.rsplit_once(':').unwrap_or((value, "5432"));
+    Ok((
+        host.to_owned(),
+        port.parse()
+            .with_context(|| format!("invalid port in {value:?}"))?,
+    ))
 }

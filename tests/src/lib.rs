@@ -126,6 +126,10 @@ impl TestNamespace {
         })
     }
 
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -154,6 +158,37 @@ impl TestNamespace {
             .with_context(|| format!("deleting namespace {}", self.name))?;
         Ok(())
     }
+}
+
+/// Creates every document of a manifest file in the namespace, as the raw JSON of
+/// the file: what the API server validates and defaults is the manifest itself,
+/// not what the Rust types would make of it.
+pub async fn create_all(ns: &TestNamespace, docs: Vec<serde_json::Value>) -> Result<()> {
+    for doc in docs {
+        match doc["kind"].as_str() {
+            Some("Secret") => create_raw::<k8s_openapi::api::core::v1::Secret>(ns, &doc).await?,
+            Some("ConfigMap") => {
+                create_raw::<k8s_openapi::api::core::v1::ConfigMap>(ns, &doc).await?
+            }
+            Some("TrufflesClient") => create_raw::<truffles_crds::TrufflesClient>(ns, &doc).await?,
+            Some("Subscription") => create_raw::<truffles_crds::Subscription>(ns, &doc).await?,
+            other => bail!("unexpected kind {other:?} in a manifest"),
+        }
+    }
+    Ok(())
+}
+
+/// Creates one manifest document of kind `K` as written.
+pub async fn create_raw<K>(ns: &TestNamespace, doc: &serde_json::Value) -> Result<(), kube::Error>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let obj: kube::api::DynamicObject =
+        serde_json::from_value(doc.clone()).map_err(kube::Error::SerdeError)?;
+    ns.dynamic_api::<K>()
+        .create(&PostParams::default(), &obj)
+        .await
+        .map(drop)
 }
 
 // ------------------------------------------------------------------ PostgreSQL

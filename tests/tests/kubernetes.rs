@@ -5,44 +5,17 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use truffles_crds::client::{ClientPhase, DeletionPolicy, HandoverAdapterType, TenantState};
 use truffles_crds::{Subscription, TrufflesClient};
 use truffles_tests::{
-    FIELD_MANAGER, TestNamespace, install_crds, kube_client, read_manifests, yaml_files,
+    FIELD_MANAGER, TestNamespace, create_all, create_raw, install_crds, kube_client,
+    read_manifests, yaml_files,
 };
-
-/// Creates every document of a manifest file in the namespace, as the raw JSON of
-/// the file: what the API server validates and defaults is the manifest itself,
-/// not what the Rust types would make of it.
-async fn create_all(ns: &TestNamespace, docs: Vec<serde_json::Value>) -> Result<()> {
-    for doc in docs {
-        match doc["kind"].as_str() {
-            Some("Secret") => create_raw::<Secret>(ns, &doc).await?,
-            Some("ConfigMap") => create_raw::<ConfigMap>(ns, &doc).await?,
-            Some("TrufflesClient") => create_raw::<TrufflesClient>(ns, &doc).await?,
-            Some("Subscription") => create_raw::<Subscription>(ns, &doc).await?,
-            other => bail!("unexpected kind {other:?} in an example"),
-        }
-    }
-    Ok(())
-}
-
-async fn create_raw<K>(ns: &TestNamespace, doc: &serde_json::Value) -> Result<(), kube::Error>
-where
-    K: Resource<DynamicType = ()>,
-{
-    let obj: DynamicObject =
-        serde_json::from_value(doc.clone()).map_err(kube::Error::SerdeError)?;
-    ns.dynamic_api::<K>()
-        .create(&PostParams::default(), &obj)
-        .await
-        .map(drop)
-}
 
 #[tokio::test]
 async fn example_tenants_are_accepted_and_read_back_with_defaults() -> Result<()> {

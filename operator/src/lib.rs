@@ -1,0 +1,4 @@
+//! The Truffles operator: reconciles `TrufflesClient` resources into a tenant's
+//! database schema, Secrets, runtime Deployment, Service, Ingress and CronJobs.
+
+pub mod tenant;

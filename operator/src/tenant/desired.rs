@@ -1,0 +1,519 @@
+//! Every Kubernetes object a tenant needs, built from its spec without I/O.
+//!
+//! `build` returns one [`TenantObjects`]; `apply` destructures it without `..`, so
+//! a new kind of object cannot be forgotten there.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar,
+    EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Secret, SecretEnvSource,
+    SecretKeySelector, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+use truffles_crds::TrufflesClient;
+use truffles_crds::client::{TenantState, VectorBackend};
+use truffles_crds::common::SecretKeyRef;
+
+/// Label every object of a tenant carries; pruning lists by it.
+pub const CLIENT_LABEL: &str = "truffles.kz/client";
+/// Annotation with the hash of the runtime's configuration; a change rolls the pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "truffles.kz/config-hash";
+/// Port of the runtime's HTTP server.
+pub const RUNTIME_PORT: i32 = 8080;
+
+/// What the operator knows beyond the spec when it builds a tenant's objects.
+#[derive(Clone, Debug)]
+pub struct BuildInputs {
+    /// Id of the client row in the platform database.
+    pub client_id: String,
+    /// Database schema of the tenant.
+    pub schema: String,
+    /// `postgres://` URL of the platform database as the tenant's role.
+    pub database_url: String,
+    /// Secret path segment of the webhook URL.
+    pub webhook_secret: String,
+    /// Image used when the spec names none.
+    pub default_image: String,
+}
+
+/// Everything a tenant has in Kubernetes.
+#[derive(Clone, Debug)]
+pub struct TenantObjects {
+    pub runtime_config: ConfigMap,
+    pub runtime_secret: Secret,
+    pub webhook_secret: Secret,
+    pub deployment: Deployment,
+    pub service: Service,
+    /// Absent when the spec has no ingress.
+    pub ingress: Option<Ingress>,
+    pub knowledge_sync: CronJob,
+    /// Absent when backups are disabled.
+    pub backup: Option<CronJob>,
+}
+
+/// Names of a tenant's objects, derived from the TrufflesClient name.
+pub struct Names<'a>(pub &'a str);
+
+impl Names<'_> {
+    pub fn runtime(&self) -> String {
+        format!("{}-runtime", self.0)
+    }
+    pub fn bot(&self) -> String {
+        format!("{}-bot", self.0)
+    }
+    pub fn webhook(&self) -> String {
+        format!("{}-webhook", self.0)
+    }
+    pub fn knowledge_sync(&self) -> String {
+        format!("{}-knowledge-sync", self.0)
+    }
+    pub fn backup(&self) -> String {
+        format!("{}-backup", self.0)
+    }
+}
+
+/// The path the tenant's webhooks arrive on (before the secret segment). The
+/// secret is not part of the Ingress, which many people can read.
+pub fn webhook_path_prefix(name: &str) -> String {
+    format!("/t/{name}/")
+}
+
+/// The URL ChatFlow must be configured with. Contains the webhook secret.
+pub fn webhook_url(tc: &TrufflesClient, webhook_secret: &str) -> String {
+    let name = tc.name_any();
+    let path = format!("{}webhook/{webhook_secret}", webhook_path_prefix(&name));
+    match (&tc.spec.ingress.enabled, &tc.spec.ingress.host) {
+        (true, Some(host)) => format!("https://{host}{path}"),
+        _ => {
+            let ns = tc.namespace().unwrap_or_else(|| "default".into());
+            format!(
+                "http://{}.{ns}.svc.cluster.local:{RUNTIME_PORT}{path}",
+                Names(&name).bot()
+            )
+        }
+    }
+}
+
+/// Builds the desired objects. Fails only for specs the CRD schema cannot rule out.
+pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects, InvalidSpec> {
+    validate(tc)?;
+    let name = tc.name_any();
+    let names = Names(&name);
+    let meta = |object_name: String| ObjectMeta {
+        name: Some(object_name),
+        namespace: tc.namespace(),
+        labels: Some(labels(&name)),
+        owner_references: owner_reference(tc).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    };
+
+    let runtime_config = ConfigMap {
+        metadata: meta(names.runtime()),
+        data: Some(runtime_config_data(tc, inputs)?),
+        ..ConfigMap::default()
+    };
+    let runtime_secret = Secret {
+        metadata: meta(names.runtime()),
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([
+            (
+                "DATABASE_URL".into(),
+                ByteString(inputs.database_url.clone().into_bytes()),
+            ),
+            (
+                "TRUFFLES_WEBHOOK_SECRET".into(),
+                ByteString(inputs.webhook_secret.clone().into_bytes()),
+            ),
+        ])),
+        ..Secret::default()
+    };
+    let webhook_secret = Secret {
+        metadata: meta(names.webhook()),
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            "url".into(),
+            ByteString(webhook_url(tc, &inputs.webhook_secret).into_bytes()),
+        )])),
+        ..Secret::default()
+    };
+    let config_hash = config_hash(&runtime_config, &runtime_secret);
+    let image = tc
+        .spec
+        .runtime
+        .image
+        .clone()
+        .unwrap_or_else(|| inputs.default_image.clone());
+    let suspended = tc.spec.state != TenantState::Active;
+
+    let deployment = Deployment {
+        metadata: meta(names.bot()),
+        spec: Some(DeploymentSpec {
+            replicas: Some(if suspended {
+                0
+            } else {
+                tc.spec.runtime.replicas
+            }),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&name)),
+                ..LabelSelector::default()
+            },
+            // Edge keeps vectors on a local volume that one pod at a time may open.
+            strategy: (tc.spec.knowledge.vector_store.backend == VectorBackend::Edge).then(|| {
+                DeploymentStrategy {
+                    type_: Some("Recreate".into()),
+                    ..DeploymentStrategy::default()
+                }
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&name)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.into(),
+                        config_hash,
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(tc, &image, vec!["serve".into()], true)),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    };
+
+    let service = Service {
+        metadata: meta(names.bot()),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(&name)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: RUNTIME_PORT,
+                target_port: Some(IntOrString::String("http".into())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+
+    let ingress = ingress(tc, &name).map(|spec| Ingress {
+        metadata: ObjectMeta {
+            annotations: (!tc.spec.ingress.annotations.is_empty())
+                .then(|| tc.spec.ingress.annotations.clone()),
+            ..meta(names.bot())
+        },
+        spec: Some(spec),
+        ..Ingress::default()
+    });
+
+    let cron = |object_name: String, schedule: &str, command: &str| CronJob {
+        metadata: meta(object_name),
+        spec: Some(CronJobSpec {
+            schedule: schedule.to_owned(),
+            time_zone: Some("Etc/UTC".into()),
+            suspend: Some(suspended),
+            concurrency_policy: Some("Forbid".into()),
+            successful_jobs_history_limit: Some(3),
+            failed_jobs_history_limit: Some(3),
+            job_template: JobTemplateSpec {
+                metadata: None,
+                spec: Some(JobSpec {
+                    backoff_limit: Some(2),
+                    template: PodTemplateSpec {
+                        metadata: Some(ObjectMeta {
+                            labels: Some(labels(&name)),
+                            ..ObjectMeta::default()
+                        }),
+                        spec: Some(PodSpec {
+                            restart_policy: Some("OnFailure".into()),
+                            ..pod_spec(tc, &image, vec![command.to_owned()], false)
+                        }),
+                    },
+                    ..JobSpec::default()
+                }),
+            },
+            ..CronJobSpec::default()
+        }),
+        ..CronJob::default()
+    };
+    let knowledge_sync = cron(
+        names.knowledge_sync(),
+        &tc.spec.knowledge.sync_schedule,
+        "knowledge-sync",
+    );
+    let backup = tc
+        .spec
+        .backup
+        .enabled
+        .then(|| cron(names.backup(), &tc.spec.backup.schedule, "backup"));
+
+    Ok(TenantObjects {
+        runtime_config,
+        runtime_secret,
+        webhook_secret,
+        deployment,
+        service,
+        ingress,
+        knowledge_sync,
+        backup,
+    })
+}
+
+/// A spec the schema admits but the operator cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSpec(pub String);
+
+/// Rules the CRD schema cannot express (they span unrelated fields).
+pub fn validate(tc: &TrufflesClient) -> Result<(), InvalidSpec> {
+    let spec = &tc.spec;
+    if spec.knowledge.vector_store.backend == VectorBackend::Edge && spec.runtime.replicas > 1 {
+        return Err(InvalidSpec(format!(
+            "runtime.replicas is {} but the Edge vector store lives on one pod's volume: use replicas 1 or vectorStore.backend Qdrant",
+            spec.runtime.replicas
+        )));
+    }
+    Ok(())
+}
+
+/// Secret keys the tenant's spec refers to; the runtime reads them as environment.
+pub fn referenced_secret_keys(tc: &TrufflesClient) -> Vec<(&'static str, &SecretKeyRef)> {
+    let spec = &tc.spec;
+    let mut refs = Vec::new();
+    if let Some(w) = &spec.channels.whatsapp {
+        refs.push(("CHATFLOW_TOKEN", &w.token_secret_ref));
+        if let Some(s) = &w.signature_secret_ref {
+            refs.push(("CHATFLOW_SIGNATURE_KEY", s));
+        }
+    }
+    if let Some(t) = &spec.channels.telegram {
+        refs.push(("TELEGRAM_BOT_TOKEN", &t.bot_token_secret_ref));
+    }
+    if let Some(i) = &spec.channels.instagram {
+        refs.push(("INSTAGRAM_ACCESS_TOKEN", &i.access_token_secret_ref));
+        refs.push(("INSTAGRAM_APP_SECRET", &i.app_secret_ref));
+        refs.push(("INSTAGRAM_VERIFY_TOKEN", &i.verify_token_secret_ref));
+    }
+    if let Some(k) = &spec.llm.api_key_secret_ref {
+        refs.push(("OPENAI_API_KEY", k));
+    }
+    if let Some(k) = &spec.knowledge.vector_store.api_key_secret_ref {
+        refs.push(("QDRANT_API_KEY", k));
+    }
+    refs
+}
+
+/// Whole Secrets the spec mounts (handover adapters' credentials), with mount names.
+pub fn referenced_secrets(tc: &TrufflesClient) -> Vec<(&'static str, &str)> {
+    let handover = &tc.spec.handover;
+    let mut out = Vec::new();
+    if let Some(s) = &handover.adapter.secret_ref {
+        out.push(("handover", s.name.as_str()));
+    }
+    if let Some(s) = handover
+        .fallback
+        .as_ref()
+        .and_then(|f| f.secret_ref.as_ref())
+    {
+        out.push(("handover-fallback", s.name.as_str()));
+    }
+    out
+}
+
+fn pod_spec(tc: &TrufflesClient, image: &str, args: Vec<String>, serve: bool) -> PodSpec {
+    let name = tc.name_any();
+    let names = Names(&name);
+    let env: Vec<EnvVar> = referenced_secret_keys(tc)
+        .into_iter()
+        .map(|(var, r)| EnvVar {
+            name: var.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: r.name.clone(),
+                    key: r.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        })
+        .collect();
+    let mut volumes = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: names.runtime(),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "config".into(),
+        mount_path: "/etc/truffles".into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }];
+    for (mount, secret) in referenced_secrets(tc) {
+        volumes.push(Volume {
+            name: mount.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.into()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: mount.into(),
+            mount_path: format!("/etc/truffles/secrets/{mount}"),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        ..Probe::default()
+    };
+    PodSpec {
+        containers: vec![Container {
+            name: "truffles-bot".into(),
+            image: Some(image.to_owned()),
+            args: Some(args),
+            env_from: Some(vec![
+                EnvFromSource {
+                    config_map_ref: Some(k8s_openapi::api::core::v1::ConfigMapEnvSource {
+                        name: names.runtime(),
+                        optional: Some(false),
+                    }),
+                    ..EnvFromSource::default()
+                },
+                EnvFromSource {
+                    secret_ref: Some(SecretEnvSource {
+                        name: names.runtime(),
+                        optional: Some(false),
+                    }),
+                    ..EnvFromSource::default()
+                },
+            ]),
+            env: Some(env),
+            ports: serve.then(|| {
+                vec![ContainerPort {
+                    name: Some("http".into()),
+                    container_port: RUNTIME_PORT,
+                    ..ContainerPort::default()
+                }]
+            }),
+            readiness_probe: serve.then(|| probe("/readyz")),
+            liveness_probe: serve.then(|| probe("/livez")),
+            resources: tc.spec.runtime.resources.clone(),
+            volume_mounts: Some(mounts),
+            ..Container::default()
+        }],
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    }
+}
+
+fn runtime_config_data(
+    tc: &TrufflesClient,
+    inputs: &BuildInputs,
+) -> Result<BTreeMap<String, String>, InvalidSpec> {
+    // The spec holds only references to Secrets, never their values.
+    let spec_json = serde_json::to_string_pretty(&tc.spec)
+        .map_err(|e| InvalidSpec(format!("spec does not serialize: {e}")))?;
+    Ok(BTreeMap::from([
+        ("TRUFFLES_CLIENT_NAME".into(), tc.name_any()),
+        ("TRUFFLES_CLIENT_ID".into(), inputs.client_id.clone()),
+        ("TRUFFLES_SCHEMA".into(), inputs.schema.clone()),
+        (
+            "TRUFFLES_CONFIG_FILE".into(),
+            "/etc/truffles/client.json".into(),
+        ),
+        ("RUST_LOG".into(), tc.spec.runtime.log_level.clone()),
+        ("client.json".into(), spec_json),
+    ]))
+}
+
+fn ingress(tc: &TrufflesClient, name: &str) -> Option<IngressSpec> {
+    let spec = &tc.spec.ingress;
+    let host = spec.host.clone().filter(|_| spec.enabled)?;
+    Some(IngressSpec {
+        ingress_class_name: spec.class_name.clone(),
+        tls: spec.tls_secret_name.as_ref().map(|secret| {
+            vec![IngressTLS {
+                hosts: Some(vec![host.clone()]),
+                secret_name: Some(secret.clone()),
+            }]
+        }),
+        rules: Some(vec![IngressRule {
+            host: Some(host),
+            http: Some(HTTPIngressRuleValue {
+                paths: vec![HTTPIngressPath {
+                    path: Some(webhook_path_prefix(name)),
+                    path_type: "Prefix".into(),
+                    backend: IngressBackend {
+                        service: Some(IngressServiceBackend {
+                            name: Names(name).bot(),
+                            port: Some(ServiceBackendPort {
+                                name: Some("http".into()),
+                                number: None,
+                            }),
+                        }),
+                        ..IngressBackend::default()
+                    },
+                }],
+            }),
+        }]),
+        ..IngressSpec::default()
+    })
+}
+
+/// Labels on every object of the tenant.
+pub fn labels(name: &str) -> BTreeMap<String, String> {
+    let mut l = selector_labels(name);
+    l.insert(
+        "app.kubernetes.io/managed-by".into(),
+        "truffles-operator".into(),
+    );
+    l.insert(CLIENT_LABEL.into(), name.into());
+    l
+}
+
+fn selector_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "truffles-bot".into()),
+        ("app.kubernetes.io/instance".into(), name.into()),
+    ])
+}
+
+fn owner_reference(tc: &TrufflesClient) -> Option<OwnerReference> {
+    tc.controller_owner_ref(&())
+}
+
+/// Hash of what the runtime reads at start; it changes exactly when pods must restart.
+fn config_hash(config: &ConfigMap, secret: &Secret) -> String {
+    let mut hasher = Sha256::new();
+    for (k, v) in config.data.iter().flatten() {
+        hasher.update(k.as_bytes());
+        hasher.update(v.as_bytes());
+    }
+    for (k, v) in secret.data.iter().flatten() {
+        hasher.update(k.as_bytes());
+        hasher.update(&v.0);
+    }
+    let digest = hasher.finalize();
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}

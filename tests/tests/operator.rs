@@ -1,0 +1,653 @@
+//! The TrufflesClient controller against the real control plane and PostgreSQL:
+//! onboarding to Active, drift correction, rollout on spec change, suspend and
+//! reactivate, purge and retain, and clear conditions for bad input.
+//!
+//! Each test runs its own controller, scoped to its own namespace, over its own
+//! database. PostgreSQL roles are server-wide, so tenant names differ per test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+use tokio::task::JoinHandle;
+use truffles_crds::TrufflesClient;
+use truffles_crds::client::ClientPhase;
+use truffles_migrations::TenantDb;
+use truffles_operator::tenant::{self, Context, Settings};
+use truffles_tests::{
+    TestDatabase, TestNamespace, create_all, create_raw, install_crds, kube_client, read_manifests,
+    workspace_root,
+};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+struct Env {
+    ns: TestNamespace,
+    db: TestDatabase,
+    operator: JoinHandle<()>,
+}
+
+impl Env {
+    async fn start(prefix: &str) -> Result<Self> {
+        let client = kube_client().await?;
+        install_crds(&client).await?;
+        let ns = TestNamespace::create(&client, prefix).await?;
+        let db = TestDatabase::create().await?;
+        truffles_migrations::migrate_platform(&db.pool).await?;
+        let settings = Settings {
+            default_image: "truffles-bot:test".into(),
+            tenant_database_host: None,
+            namespace: Some(ns.name.clone()),
+        };
+        let ctx = Context::new(client, db.pool.clone(), db.options.clone(), settings);
+        let operator = tokio::spawn(tenant::run(Arc::new(ctx)));
+        Ok(Self { ns, db, operator })
+    }
+
+    fn clients(&self) -> Api<TrufflesClient> {
+        self.ns.api()
+    }
+
+    /// Waits until the client's status satisfies `check`.
+    async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&TrufflesClient) -> bool,
+    ) -> Result<TrufflesClient> {
+        let cond = await_condition(self.clients(), name, move |obj: Option<&TrufflesClient>| {
+            obj.is_some_and(&check)
+        });
+        let found = tokio::time::timeout(WAIT, cond)
+            .await
+            .with_context(|| format!("{name}: {what} within {WAIT:?}"))??;
+        found.context("object vanished")
+    }
+
+    async fn wait_ready(&self, name: &str) -> Result<TrufflesClient> {
+        self.wait_for(name, "Ready=True", |tc| condition_is(tc, "Ready", "True"))
+            .await
+    }
+
+    async fn finish(self) -> Result<()> {
+        self.operator.abort();
+        self.ns.delete().await
+    }
+}
+
+fn condition_is(tc: &TrufflesClient, type_: &str, status: &str) -> bool {
+    tc.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == status)
+    })
+}
+
+fn condition_reason(tc: &TrufflesClient, type_: &str) -> Option<String> {
+    tc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.reason.clone())
+}
+
+fn client_manifest(name: &str, extra_spec: serde_json::Value) -> serde_json::Value {
+    let mut doc = json!({
+        "apiVersion": "truffles.kz/v1alpha1", "kind": "TrufflesClient",
+        "metadata": {"name": name},
+        "spec": {
+            "companyName": "Test Shop",
+            "channels": {"whatsapp": {"instanceId": "i-1", "tokenSecretRef": {"name": format!("{name}-creds"), "key": "token"}}},
+            "handover": {"adapter": {"type": "whatsappWeb"}}
+        }
+    });
+    if let (Some(spec), Some(extra)) = (doc["spec"].as_object_mut(), extra_spec.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    doc
+}
+
+fn secret_manifest(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{name}-creds")}, "stringData": {"token": "chatflow-token-value"}})
+}
+
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+}
+
+async fn events_for(ns: &TestNamespace, name: &str) -> Result<Vec<Event>> {
+    let events: Api<Event> = ns.api();
+    let list = events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await?;
+    Ok(list.items)
+}
+
+async fn schema_exists(db: &TestDatabase, schema: &str) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)")
+            .bind(schema)
+            .fetch_one(&db.pool)
+            .await?,
+    )
+}
+
+#[tokio::test]
+async fn example_flower_shop_is_onboarded_to_active() -> Result<()> {
+    let env = Env::start("op-onboard").await?;
+    create_all(
+        &env.ns,
+        read_manifests(&workspace_root().join("examples/tenants/flower-shop.yaml"))?,
+    )
+    .await?;
+    let tc = env.wait_ready("flower-shop").await?;
+    let status = tc.status.clone().context("status")?;
+    assert_eq!(status.phase, Some(ClientPhase::Active));
+    assert_eq!(status.observed_generation, tc.metadata.generation);
+    assert_eq!(status.schema.as_deref(), Some("tenant_flower_shop"));
+
+    // The client row, the schema and the prompts copied from the templates.
+    let client_id: String = sqlx::query_scalar(
+        "SELECT id::text FROM platform.clients WHERE name = 'flower-shop' AND status = 'active'",
+    )
+    .fetch_one(&env.db.pool)
+    .await?;
+    assert_eq!(status.client_id.as_deref(), Some(client_id.as_str()));
+
+    // Every owned object, built from the spec.
+    let deployment: Deployment = env.ns.api().get("flower-shop-bot").await?;
+    let dspec = deployment.spec.clone().context("deployment spec")?;
+    assert_eq!(dspec.replicas, Some(1));
+    let pod = dspec.template.spec.clone().context("pod spec")?;
+    assert_eq!(
+        pod.containers[0].args.as_deref(),
+        Some(&["serve".to_string()][..])
+    );
+    let env_names: Vec<String> = pod.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.clone())
+        .collect();
+    assert!(
+        env_names.contains(&"CHATFLOW_TOKEN".into())
+            && env_names.contains(&"OPENAI_API_KEY".into()),
+        "{env_names:?}"
+    );
+    assert!(
+        dspec
+            .template
+            .metadata
+            .and_then(|m| m.annotations)
+            .is_some_and(|a| a.contains_key("truffles.kz/config-hash"))
+    );
+    assert_eq!(
+        deployment
+            .owner_references()
+            .first()
+            .map(|o| o.name.as_str()),
+        Some("flower-shop")
+    );
+    env.ns.api::<Service>().get("flower-shop-bot").await?;
+    let ingress: Ingress = env.ns.api().get("flower-shop-bot").await?;
+    let rule = &ingress
+        .spec
+        .and_then(|s| s.rules)
+        .context("ingress rules")?[0];
+    assert_eq!(rule.host.as_deref(), Some("bots.truffles.kz"));
+    assert_eq!(
+        rule.http.as_ref().map(|h| h.paths[0].path.clone()),
+        Some(Some("/t/flower-shop/".into()))
+    );
+    let sync: CronJob = env.ns.api().get("flower-shop-knowledge-sync").await?;
+    assert_eq!(
+        sync.spec.as_ref().map(|s| (s.schedule.as_str(), s.suspend)),
+        Some(("0 * * * *", Some(false)))
+    );
+    let backup: CronJob = env.ns.api().get("flower-shop-backup").await?;
+    assert_eq!(
+        backup.spec.as_ref().map(|s| s.schedule.as_str()),
+        Some("0 3 * * *")
+    );
+
+    // The webhook URL is published in a Secret, and its secret is not in status.
+    let url_ref = status
+        .webhook_url_secret_ref
+        .clone()
+        .context("webhook secret ref")?;
+    let url = secret_value(
+        &env.ns.api::<Secret>().get(&url_ref.name).await?,
+        &url_ref.key,
+    )
+    .context("url")?;
+    let webhook_secret = url
+        .strip_prefix("https://bots.truffles.kz/t/flower-shop/webhook/")
+        .context(url.clone())?;
+    assert_eq!(webhook_secret.len(), 64);
+    let status_json = serde_json::to_string(&tc.status)?;
+    assert!(
+        !status_json.contains(webhook_secret),
+        "the webhook secret leaked into status"
+    );
+
+    // The runtime's DATABASE_URL works and reaches only its own schema.
+    let runtime: Secret = env.ns.api().get("flower-shop-runtime").await?;
+    let database_url = secret_value(&runtime, "DATABASE_URL").context("DATABASE_URL")?;
+    let mut conn = PgConnection::connect(&database_url).await?;
+    let prompts: i64 = sqlx::query_scalar("SELECT count(*) FROM prompts")
+        .fetch_one(&mut conn)
+        .await?;
+    assert!(prompts >= 7, "prompts copied from the templates: {prompts}");
+    assert!(
+        sqlx::query("SELECT 1 FROM platform.clients")
+            .execute(&mut conn)
+            .await
+            .is_err()
+    );
+    let config: ConfigMap = env.ns.api().get("flower-shop-runtime").await?;
+    assert!(
+        !serde_json::to_string(&config.data)?.contains(webhook_secret),
+        "no secret in the ConfigMap"
+    );
+
+    let events = events_for(&env.ns, "flower-shop").await?;
+    assert!(
+        events.iter().any(|e| e.reason.as_deref() == Some("Active")),
+        "an Event announces Active"
+    );
+    env.finish().await
+}
+
+#[tokio::test]
+async fn drift_is_corrected_and_spec_changes_roll_out() -> Result<()> {
+    let env = Env::start("op-drift").await?;
+    create_raw::<Secret>(&env.ns, &secret_manifest("drift-shop")).await?;
+    create_raw::<TrufflesClient>(&env.ns, &client_manifest("drift-shop", json!({}))).await?;
+    env.wait_ready("drift-shop").await?;
+
+    let deployments: Api<Deployment> = env.ns.api();
+    let before = deployments.get("drift-shop-bot").await?;
+    let hash = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get("truffles.kz/config-hash").cloned())
+    };
+    let old_hash = hash(&before).context("config hash")?;
+
+    // A deleted owned object comes back.
+    deployments
+        .delete("drift-shop-bot", &DeleteParams::foreground())
+        .await?;
+    tokio::time::timeout(
+        WAIT,
+        await_condition(
+            deployments.clone(),
+            "drift-shop-bot",
+            conditions::is_deleted(&before.uid().unwrap_or_default()),
+        ),
+    )
+    .await??;
+    let restored = tokio::time::timeout(
+        WAIT,
+        await_condition(
+            deployments.clone(),
+            "drift-shop-bot",
+            |d: Option<&Deployment>| d.is_some(),
+        ),
+    )
+    .await??;
+    assert!(restored.is_some());
+
+    // An edited owned object is put back.
+    let scale = json!({"spec": {"replicas": 5}});
+    deployments
+        .patch(
+            "drift-shop-bot",
+            &PatchParams::default(),
+            &Patch::Merge(&scale),
+        )
+        .await?;
+    tokio::time::timeout(
+        WAIT,
+        await_condition(
+            deployments.clone(),
+            "drift-shop-bot",
+            |d: Option<&Deployment>| {
+                d.and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas) == Some(1)
+            },
+        ),
+    )
+    .await??;
+
+    // A spec change rolls the pods (new config hash) and is audited.
+    let change = json!({"spec": {"llm": {"temperature": 0.9}}});
+    env.clients()
+        .patch(
+            "drift-shop",
+            &PatchParams::default(),
+            &Patch::Merge(&change),
+        )
+        .await?;
+    let rolled = tokio::time::timeout(
+        WAIT,
+        await_condition(
+            deployments.clone(),
+            "drift-shop-bot",
+            |d: Option<&Deployment>| d.and_then(hash).is_some_and(|h| h != old_hash),
+        ),
+    )
+    .await??;
+    assert!(rolled.is_some());
+    let tc = env
+        .wait_for("drift-shop", "generation 2 observed", |tc| {
+            tc.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+        })
+        .await?;
+    assert!(condition_is(&tc, "Ready", "True"));
+    let changed: Vec<serde_json::Value> =
+        sqlx::query_scalar("SELECT details FROM platform.audit_log WHERE action = 'config_change'")
+            .fetch_all(&env.db.pool)
+            .await?;
+    assert!(
+        changed.iter().any(|d| d["changed"]
+            .as_array()
+            .is_some_and(|c| c.contains(&json!("llm")))),
+        "{changed:?}"
+    );
+    env.finish().await
+}
+
+#[tokio::test]
+async fn suspend_keeps_data_and_reactivation_restores_the_runtime() -> Result<()> {
+    let env = Env::start("op-suspend").await?;
+    create_raw::<Secret>(&env.ns, &secret_manifest("pause-shop")).await?;
+    create_raw::<TrufflesClient>(&env.ns, &client_manifest("pause-shop", json!({}))).await?;
+    env.wait_ready("pause-shop").await?;
+
+    let suspend = json!({"spec": {"state": "Suspended"}});
+    env.clients()
+        .patch(
+            "pause-shop",
+            &PatchParams::default(),
+            &Patch::Merge(&suspend),
+        )
+        .await?;
+    let tc = env
+        .wait_for("pause-shop", "phase Suspended", |tc| {
+            tc.status.as_ref().and_then(|s| s.phase) == Some(ClientPhase::Suspended)
+        })
+        .await?;
+    assert_eq!(condition_reason(&tc, "Ready").as_deref(), Some("Suspended"));
+    let deployment: Deployment = env.ns.api().get("pause-shop-bot").await?;
+    assert_eq!(deployment.spec.and_then(|s| s.replicas), Some(0));
+    let sync: CronJob = env.ns.api().get("pause-shop-knowledge-sync").await?;
+    assert_eq!(sync.spec.and_then(|s| s.suspend), Some(true));
+    assert!(
+        schema_exists(&env.db, "tenant_pause_shop").await?,
+        "data is kept while suspended"
+    );
+    let row: String =
+        sqlx::query_scalar("SELECT status FROM platform.clients WHERE name = 'pause-shop'")
+            .fetch_one(&env.db.pool)
+            .await?;
+    assert_eq!(row, "suspended");
+
+    let resume = json!({"spec": {"state": "Active"}});
+    env.clients()
+        .patch(
+            "pause-shop",
+            &PatchParams::default(),
+            &Patch::Merge(&resume),
+        )
+        .await?;
+    env.wait_for("pause-shop", "phase Active", |tc| {
+        tc.status.as_ref().and_then(|s| s.phase) == Some(ClientPhase::Active)
+    })
+    .await?;
+    let deployment: Deployment = env.ns.api().get("pause-shop-bot").await?;
+    assert_eq!(deployment.spec.and_then(|s| s.replicas), Some(1));
+    let sync: CronJob = env.ns.api().get("pause-shop-knowledge-sync").await?;
+    assert_eq!(sync.spec.and_then(|s| s.suspend), Some(false));
+    env.finish().await
+}
+
+#[tokio::test]
+async fn purge_leaves_nothing_of_the_tenant() -> Result<()> {
+    let env = Env::start("op-purge").await?;
+    create_raw::<Secret>(&env.ns, &secret_manifest("purge-shop")).await?;
+    let manifest = client_manifest(
+        "purge-shop",
+        json!({"deletion": {"policy": "Purge", "confirmPurge": "purge-shop"}}),
+    );
+    create_raw::<TrufflesClient>(&env.ns, &manifest).await?;
+    let tc = env.wait_ready("purge-shop").await?;
+    let uid = tc.uid().context("uid")?;
+
+    // The tenant has conversations by now.
+    let runtime: Secret = env.ns.api().get("purge-shop-runtime").await?;
+    let mut conn =
+        PgConnection::connect(&secret_value(&runtime, "DATABASE_URL").context("url")?).await?;
+    sqlx::raw_sql(
+        "WITH u AS (INSERT INTO users (channel, remote_jid) VALUES ('whatsapp', '77015550000@s.whatsapp.net') RETURNING id),
+              c AS (INSERT INTO conversations (user_id, channel) SELECT id, 'whatsapp' FROM u RETURNING id)
+         INSERT INTO messages (conversation_id, role, content) SELECT id, 'user', 'Сколько стоит букет?' FROM c",
+    )
+    .execute(&mut conn)
+    .await?;
+    conn.close().await?;
+
+    env.clients()
+        .delete("purge-shop", &DeleteParams::default())
+        .await?;
+    tokio::time::timeout(
+        WAIT,
+        await_condition(env.clients(), "purge-shop", conditions::is_deleted(&uid)),
+    )
+    .await??;
+
+    let tenant = TenantDb::for_client("purge-shop")?;
+    assert!(
+        !schema_exists(&env.db, &tenant.schema).await?,
+        "schema dropped"
+    );
+    let role: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
+        .bind(&tenant.role)
+        .fetch_one(&env.db.pool)
+        .await?;
+    assert_eq!(role, 0, "role dropped");
+    let (status, deleted): (String, bool) = sqlx::query_as(
+        "SELECT status, deleted_at IS NOT NULL FROM platform.clients WHERE name = 'purge-shop'",
+    )
+    .fetch_one(&env.db.pool)
+    .await?;
+    assert_eq!((status.as_str(), deleted), ("deleted", true));
+    // Aggregates without PII survive; nothing else does.
+    let archived: i64 = sqlx::query_scalar("SELECT coalesce(sum(messages_in), 0) FROM platform.daily_stats WHERE client_name = 'purge-shop'")
+        .fetch_one(&env.db.pool)
+        .await?;
+    assert_eq!(archived, 1);
+    let audited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM platform.audit_log WHERE action = 'purge'")
+            .fetch_one(&env.db.pool)
+            .await?;
+    assert_eq!(audited, 1);
+    // Owned objects are garbage-collected by the controller manager.
+    let secrets: Api<Secret> = env.ns.api();
+    tokio::time::timeout(
+        WAIT,
+        await_condition(secrets, "purge-shop-runtime", |s: Option<&Secret>| {
+            s.is_none()
+        }),
+    )
+    .await
+    .context("the runtime Secret was not garbage-collected")??;
+    env.finish().await
+}
+
+#[tokio::test]
+async fn retain_keeps_the_data_and_locks_the_role() -> Result<()> {
+    let env = Env::start("op-retain").await?;
+    create_raw::<Secret>(&env.ns, &secret_manifest("keep-shop")).await?;
+    create_raw::<TrufflesClient>(&env.ns, &client_manifest("keep-shop", json!({}))).await?;
+    let tc = env.wait_ready("keep-shop").await?;
+    let uid = tc.uid().context("uid")?;
+    let runtime: Secret = env.ns.api().get("keep-shop-runtime").await?;
+    let database_url = secret_value(&runtime, "DATABASE_URL").context("url")?;
+
+    env.clients()
+        .delete("keep-shop", &DeleteParams::default())
+        .await?;
+    tokio::time::timeout(
+        WAIT,
+        await_condition(env.clients(), "keep-shop", conditions::is_deleted(&uid)),
+    )
+    .await??;
+    assert!(
+        schema_exists(&env.db, "tenant_keep_shop").await?,
+        "Retain keeps the schema"
+    );
+    assert!(
+        PgConnection::connect(&database_url).await.is_err(),
+        "the retained tenant's role cannot log in"
+    );
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM platform.clients WHERE name = 'keep-shop'")
+            .fetch_one(&env.db.pool)
+            .await?;
+    assert_eq!(status, "suspended");
+    env.finish().await
+}
+
+#[tokio::test]
+async fn missing_secret_is_reported_and_picked_up_once_created() -> Result<()> {
+    let env = Env::start("op-secret").await?;
+    create_raw::<TrufflesClient>(&env.ns, &client_manifest("nosecret-shop", json!({}))).await?;
+    let tc = env
+        .wait_for("nosecret-shop", "SecretsReady=False", |tc| {
+            condition_is(tc, "SecretsReady", "False")
+        })
+        .await?;
+    assert_eq!(
+        condition_reason(&tc, "Ready").as_deref(),
+        Some("SecretMissing")
+    );
+    let message = tc
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("nosecret-shop-creds") && message.contains("token"),
+        "{message}"
+    );
+    assert_eq!(
+        tc.status.as_ref().and_then(|s| s.phase),
+        Some(ClientPhase::Onboarding)
+    );
+    assert!(
+        env.ns
+            .api::<Deployment>()
+            .get_opt("nosecret-shop-bot")
+            .await?
+            .is_none(),
+        "no runtime without its Secret"
+    );
+    let events = events_for(&env.ns, "nosecret-shop").await?;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("SecretMissing")
+                && e.type_.as_deref() == Some("Warning"))
+    );
+
+    create_raw::<Secret>(&env.ns, &secret_manifest("nosecret-shop")).await?;
+    env.wait_ready("nosecret-shop").await?;
+    env.finish().await
+}
+
+#[tokio::test]
+async fn a_spec_the_operator_cannot_run_is_reported_not_applied() -> Result<()> {
+    let env = Env::start("op-invalid").await?;
+    create_raw::<Secret>(&env.ns, &secret_manifest("crowd-shop")).await?;
+    // Three replicas cannot share one Edge vector store volume.
+    create_raw::<TrufflesClient>(
+        &env.ns,
+        &client_manifest("crowd-shop", json!({"runtime": {"replicas": 3}})),
+    )
+    .await?;
+    let tc = env
+        .wait_for("crowd-shop", "Ready=False", |tc| {
+            condition_is(tc, "Ready", "False")
+        })
+        .await?;
+    assert_eq!(
+        condition_reason(&tc, "Ready").as_deref(),
+        Some("InvalidSpec")
+    );
+    assert!(
+        env.ns
+            .api::<Deployment>()
+            .get_opt("crowd-shop-bot")
+            .await?
+            .is_none()
+    );
+    env.finish().await
+}
+
+#[tokio::test]
+async fn state_deleted_removes_the_runtime_and_keeps_the_record() -> Result<()> {
+    let env = Env::start("op-retire").await?;
+    create_raw::<Secret>(&env.ns, &secret_manifest("retire-shop")).await?;
+    create_raw::<TrufflesClient>(&env.ns, &client_manifest("retire-shop", json!({}))).await?;
+    env.wait_ready("retire-shop").await?;
+    let retire = json!({"spec": {"state": "Deleted"}});
+    env.clients()
+        .patch(
+            "retire-shop",
+            &PatchParams::default(),
+            &Patch::Merge(&retire),
+        )
+        .await?;
+    env.wait_for("retire-shop", "phase Deleted", |tc| {
+        tc.status.as_ref().and_then(|s| s.phase) == Some(ClientPhase::Deleted)
+    })
+    .await?;
+    assert!(
+        env.ns
+            .api::<Deployment>()
+            .get_opt("retire-shop-bot")
+            .await?
+            .is_none()
+    );
+    assert!(
+        env.ns
+            .api::<Secret>()
+            .get_opt("retire-shop-webhook")
+            .await?
+            .is_none()
+    );
+    assert!(
+        schema_exists(&env.db, "tenant_retire_shop").await?,
+        "Retain (the default) keeps data"
+    );
+    env.finish().await
+}
