@@ -1,5 +1,5 @@
-# The two commands a newcomer needs: `make test` (everything CI runs) and, once
-# the operator lands, `make run`. Everything else is a building block of those.
+# The two commands a newcomer needs: `make run` (the local platform) and
+# `make test` (everything CI runs). Everything else is a building block of those.
 .PHONY: run test check crds toolchain testenv-build testenv-up
 
 CARGO ?= cargo
@@ -29,7 +29,9 @@ testenv-build:
 testenv-up:
 	scripts/testenv.sh up
 
-## The local platform: PostgreSQL, Redis, kube-apiserver with the CRDs and the
-## example tenants applied (namespace demo). Ctrl-C stops everything.
-run:
-	scripts/testenv.sh up --with-examples
+## The local platform: PostgreSQL, Redis, kube-apiserver with the CRDs, the
+## operator, and the example tenants (namespace demo) reconciled to Ready.
+## Ctrl-C stops everything.
+run: toolchain
+	$(CARGO) build -p truffles-operator
+	scripts/testenv.sh up --with-examples --with-operator

@@ -7,10 +7,11 @@
 #   scripts/testenv.sh run -- CMD...   start everything, run CMD with DATABASE_URL,
 #                                      REDIS_URL and KUBECONFIG set, tear down
 #                                      (also on failure or Ctrl-C), exit with CMD's code
-#   scripts/testenv.sh up [--with-examples]
-#                                      start everything, install the CRDs (and apply
-#                                      examples/tenants into namespace demo), print
-#                                      the variables and wait until Ctrl-C
+#   scripts/testenv.sh up [--with-examples [--with-operator]]
+#                                      start everything, install the CRDs (apply
+#                                      examples/tenants into namespace demo, run
+#                                      target/debug/truffles-operator), print the
+#                                      variables and wait until Ctrl-C
 #   scripts/testenv.sh build           build (or reuse) the control-plane binaries
 #
 # The control plane is built with `go build` from the Go modules in
@@ -302,7 +303,17 @@ up)
     if [[ ${2:-} == --with-examples ]]; then
         kubectl create namespace demo >&2
         kubectl apply -n demo -f "$ROOT/examples/tenants/" >&2
+    fi
+    if [[ ${3:-} == --with-operator ]]; then
+        start_bg truffles-operator env RUST_LOG=info TRUFFLES_METRICS_ADDR="127.0.0.1:$(free_port)" \
+            "$ROOT/target/debug/truffles-operator"
+        log "truffles-operator started (log: $TMP/logs/truffles-operator.log); waiting for the tenants"
+        kubectl wait -n demo --for condition=Ready --timeout 120s trufflesclients --all >&2 ||
+            log "not every tenant is Ready yet: kubectl describe trufflesclients -n demo"
+    fi
+    if [[ ${2:-} == --with-examples ]]; then
         kubectl get trufflesclients,subscriptions -n demo >&2
+        log "webhook URL of flower-shop: kubectl get secret -n demo flower-shop-webhook -o jsonpath='{.data.url}' | base64 -d"
     fi
     cat <<EOF
 # The local stack is up. In another shell:
@@ -315,7 +326,7 @@ EOF
     while true; do sleep 3600; done
     ;;
 *)
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -1,4 +1,5 @@
 //! The Truffles operator: reconciles `TrufflesClient` resources into a tenant's
 //! database schema, Secrets, runtime Deployment, Service, Ingress and CronJobs.
 
+pub mod metrics;
 pub mod tenant;

@@ -28,6 +28,9 @@ struct Args {
     /// Watch only this namespace (default: all).
     #[arg(long, env = "TRUFFLES_WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// Address of /metrics (Prometheus) and /healthz.
+    #[arg(long, env = "TRUFFLES_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
 }
 
 #[tokio::main]
@@ -71,7 +74,21 @@ async fn main() -> Result<()> {
         namespace = settings.namespace.as_deref().unwrap_or("*"),
         "truffles-operator starting"
     );
-    tenant::run(Arc::new(Context::new(client, pool, database, settings))).await;
+    let ctx = Arc::new(Context::new(client, pool, database, settings));
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding {}", args.metrics_addr))?;
+    let metrics_ctx = ctx.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || async move { metrics_ctx.metrics.render() }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    // The controller returns when the process is asked to stop (SIGTERM/SIGINT).
+    tenant::run(ctx).await;
+    server.abort();
     Ok(())
 }
 

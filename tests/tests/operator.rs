@@ -33,6 +33,7 @@ const WAIT: Duration = Duration::from_secs(90);
 struct Env {
     ns: TestNamespace,
     db: TestDatabase,
+    ctx: Arc<Context>,
     operator: JoinHandle<()>,
 }
 
@@ -48,9 +49,19 @@ impl Env {
             tenant_database_host: None,
             namespace: Some(ns.name.clone()),
         };
-        let ctx = Context::new(client, db.pool.clone(), db.options.clone(), settings);
-        let operator = tokio::spawn(tenant::run(Arc::new(ctx)));
-        Ok(Self { ns, db, operator })
+        let ctx = Arc::new(Context::new(
+            client,
+            db.pool.clone(),
+            db.options.clone(),
+            settings,
+        ));
+        let operator = tokio::spawn(tenant::run(ctx.clone()));
+        Ok(Self {
+            ns,
+            db,
+            ctx,
+            operator,
+        })
     }
 
     fn clients(&self) -> Api<TrufflesClient> {
@@ -270,6 +281,15 @@ async fn example_flower_shop_is_onboarded_to_active() -> Result<()> {
     assert!(
         events.iter().any(|e| e.reason.as_deref() == Some("Active")),
         "an Event announces Active"
+    );
+    let metrics = env.ctx.metrics.render();
+    assert!(
+        metrics.contains("truffles_operator_reconcile_duration_seconds_count"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("truffles_operator_reconciles_total 0"),
+        "{metrics}"
     );
     env.finish().await
 }
@@ -577,6 +597,11 @@ async fn missing_secret_is_reported_and_picked_up_once_created() -> Result<()> {
             .iter()
             .any(|e| e.reason.as_deref() == Some("SecretMissing")
                 && e.type_.as_deref() == Some("Warning"))
+    );
+    let metrics = env.ctx.metrics.render();
+    assert!(
+        metrics.contains(r#"truffles_operator_reconcile_failures_total{reason="SecretMissing"}"#),
+        "{metrics}"
     );
 
     create_raw::<Secret>(&env.ns, &secret_manifest("nosecret-shop")).await?;

@@ -517,3 +517,199 @@ fn config_hash(config: &ConfigMap, secret: &Secret) -> String {
     let digest = hasher.finalize();
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use truffles_crds::client::TenantState;
+
+    /// The TrufflesClient of an example manifest, as the API server would store it.
+    fn example(file: &str, namespace: &str) -> TrufflesClient {
+        let path = format!("{}/../examples/tenants/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("example exists");
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).expect("valid YAML");
+        let doc = docs
+            .into_iter()
+            .find(|d| d["kind"] == "TrufflesClient")
+            .expect("a TrufflesClient");
+        let mut tc: TrufflesClient = serde_json::from_value(doc).expect("valid TrufflesClient");
+        tc.metadata.namespace = Some(namespace.into());
+        tc.metadata.uid = Some("uid-1".into());
+        tc
+    }
+
+    fn inputs() -> BuildInputs {
+        BuildInputs {
+            client_id: "5d1c".into(),
+            schema: "tenant_flower_shop".into(),
+            database_url: "postgres://tenant_flower_shop:pw@db:5432/truffles_platform".into(),
+            webhook_secret: "s3cr3t".into(),
+            default_image: "truffles-bot:1".into(),
+        }
+    }
+
+    fn hash(d: &Deployment) -> Option<String> {
+        d.spec
+            .as_ref()?
+            .template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get(CONFIG_HASH_ANNOTATION)
+            .cloned()
+    }
+
+    #[test]
+    fn every_object_is_owned_labelled_and_namespaced() {
+        let objects = build(&example("flower-shop.yaml", "shops"), &inputs()).expect("builds");
+        let TenantObjects {
+            runtime_config,
+            runtime_secret,
+            webhook_secret,
+            deployment,
+            service,
+            ingress,
+            knowledge_sync,
+            backup,
+        } = objects;
+        let ingress = ingress.expect("ingress enabled");
+        let backup = backup.expect("backup enabled");
+        for meta in [
+            &runtime_config.metadata,
+            &runtime_secret.metadata,
+            &webhook_secret.metadata,
+            &deployment.metadata,
+            &service.metadata,
+            &ingress.metadata,
+            &knowledge_sync.metadata,
+            &backup.metadata,
+        ] {
+            assert_eq!(meta.namespace.as_deref(), Some("shops"));
+            assert_eq!(
+                meta.labels
+                    .as_ref()
+                    .and_then(|l| l.get(CLIENT_LABEL))
+                    .map(String::as_str),
+                Some("flower-shop")
+            );
+            let owner = &meta.owner_references.as_ref().expect("owned")[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.controller),
+                ("TrufflesClient", Some(true))
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_stay_out_of_the_config_map_and_the_ingress() {
+        let objects = build(&example("flower-shop.yaml", "shops"), &inputs()).expect("builds");
+        let config = serde_json::to_string(&objects.runtime_config).expect("serializes");
+        let ingress = serde_json::to_string(&objects.ingress).expect("serializes");
+        for secret in ["s3cr3t", "postgres://"] {
+            assert!(
+                !config.contains(secret) && !ingress.contains(secret),
+                "{secret} leaked"
+            );
+        }
+        let url = objects
+            .webhook_secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get("url"))
+            .expect("url");
+        assert_eq!(
+            String::from_utf8_lossy(&url.0),
+            "https://bots.truffles.kz/t/flower-shop/webhook/s3cr3t"
+        );
+    }
+
+    #[test]
+    fn suspension_scales_to_zero_and_suspends_cron_jobs() {
+        let mut tc = example("flower-shop.yaml", "shops");
+        tc.spec.state = TenantState::Suspended;
+        let objects = build(&tc, &inputs()).expect("builds");
+        assert_eq!(objects.deployment.spec.and_then(|s| s.replicas), Some(0));
+        assert_eq!(
+            objects.knowledge_sync.spec.and_then(|s| s.suspend),
+            Some(true)
+        );
+        assert_eq!(
+            objects.backup.and_then(|b| b.spec).and_then(|s| s.suspend),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn config_hash_changes_with_the_spec_only() {
+        let tc = example("flower-shop.yaml", "shops");
+        let first = hash(&build(&tc, &inputs()).expect("builds").deployment);
+        assert_eq!(
+            first,
+            hash(&build(&tc, &inputs()).expect("builds").deployment),
+            "deterministic"
+        );
+        let mut changed = tc.clone();
+        changed.spec.llm.temperature = 0.9;
+        assert_ne!(
+            first,
+            hash(&build(&changed, &inputs()).expect("builds").deployment)
+        );
+    }
+
+    #[test]
+    fn referenced_credentials_become_secret_env_vars() {
+        let tc = example("dental-clinic.yaml", "clinics");
+        let vars: Vec<&str> = referenced_secret_keys(&tc)
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
+        assert_eq!(
+            vars,
+            ["CHATFLOW_TOKEN", "TELEGRAM_BOT_TOKEN", "OPENAI_API_KEY"]
+        );
+        let mounts: Vec<&str> = referenced_secrets(&tc)
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
+        assert_eq!(mounts, ["handover", "handover-fallback"]);
+        let objects = build(&tc, &inputs()).expect("builds");
+        // Qdrant server backend: rolling updates are fine, two replicas allowed.
+        assert_eq!(
+            objects.deployment.spec.as_ref().and_then(|s| s.replicas),
+            Some(2)
+        );
+        assert!(objects.deployment.spec.and_then(|s| s.strategy).is_none());
+        // The dental clinic's ingress names no TLS Secret (TLS ends at its load balancer).
+        assert!(
+            objects
+                .ingress
+                .and_then(|i| i.spec)
+                .and_then(|s| s.tls)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn edge_vector_store_allows_one_replica_only() {
+        let mut tc = example("flower-shop.yaml", "shops");
+        tc.spec.runtime.replicas = 2;
+        let err = build(&tc, &inputs()).expect_err("must be invalid");
+        assert!(
+            err.0.contains("replicas") && err.0.contains("Qdrant"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn without_ingress_the_webhook_url_is_the_cluster_service() {
+        let mut tc = example("flower-shop.yaml", "shops");
+        tc.spec.ingress.enabled = false;
+        assert_eq!(
+            webhook_url(&tc, "abc"),
+            "http://flower-shop-bot.shops.svc.cluster.local:8080/t/flower-shop/webhook/abc"
+        );
+        let objects = build(&tc, &inputs()).expect("builds");
+        assert!(objects.ingress.is_none());
+    }
+}

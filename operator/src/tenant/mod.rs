@@ -54,6 +54,7 @@ pub struct Settings {
 /// Shared state of the controller.
 pub struct Context {
     pub client: Client,
+    pub metrics: crate::metrics::Metrics,
     pub pool: PgPool,
     pub database: PgConnectOptions,
     pub recorder: Recorder,
@@ -74,6 +75,7 @@ impl Context {
         let recorder = Recorder::new(client.clone(), reporter);
         Self {
             client,
+            metrics: Default::default(),
             pool,
             database,
             recorder,
@@ -111,7 +113,25 @@ impl Error {
             Error::Platform(PlatformError::NameTaken { .. }) => "NameTaken",
             Error::Platform(_) => "DatabaseUnavailable",
             Error::Kube(_) => "KubernetesApiError",
-            Error::Finalizer(_) => "FinalizerFailed",
+            Error::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(inner)
+                | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.reason(),
+                _ => "FinalizerFailed",
+            },
+        }
+    }
+}
+
+impl Error {
+    /// The error of the reconcile step itself, unwrapped from the finalizer's.
+    fn inner(&self) -> &Error {
+        match self {
+            Error::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(inner)
+                | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner,
+                _ => self,
+            },
+            other => other,
         }
     }
 }
@@ -174,24 +194,30 @@ fn reconcile(
 ) -> BoxFuture<'static, Result<Action, Error>> {
     let span = tracing::info_span!("reconcile", client = %tc.name_any(), namespace = tc.namespace().unwrap_or_default());
     async move {
+        let started = std::time::Instant::now();
+        let metrics_ctx = ctx.clone();
         let ns = tc
             .namespace()
             .ok_or_else(|| Error::InvalidSpec("TrufflesClient must be namespaced".into()))?;
         let api: Api<TrufflesClient> = Api::namespaced(ctx.client.clone(), &ns);
-        finalizer(&api, FINALIZER, tc, move |event| async move {
+        let result = finalizer(&api, FINALIZER, tc, move |event| async move {
             match event {
                 Finalizer::Apply(tc) => apply(tc, ctx).await,
                 Finalizer::Cleanup(tc) => cleanup(tc, ctx).await,
             }
         })
         .await
-        .map_err(|e| Error::Finalizer(Box::new(e)))
+        .map_err(|e| Error::Finalizer(Box::new(e)));
+        let failure = result.as_ref().err().map(Error::reason);
+        metrics_ctx.metrics.observe(started.elapsed(), failure);
+        result
     }
     .instrument(span)
     .boxed()
 }
 
 fn error_policy(tc: Arc<TrufflesClient>, error: &Error, _ctx: Arc<Context>) -> Action {
+    let error = error.inner();
     warn!(client = %tc.name_any(), reason = error.reason(), %error, "reconcile failed");
     Action::requeue(retry_delay(error))
 }
