@@ -210,7 +210,9 @@ pub struct Period {
 pub struct ReminderRecord {
     #[serde(rename = "type")]
     pub reminder_type: ReminderType,
-    /// The period end the reminder was about.
+    /// The day the reminder was due; with the type it identifies it.
+    pub due_on: String,
+    /// The end of the trial or period it was about.
     pub period_end: String,
     pub sent_at: Time,
     /// telegram or email.

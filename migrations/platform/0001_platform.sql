@@ -43,12 +43,13 @@ CREATE TABLE platform.billing_reminders (
     id              bigserial PRIMARY KEY,
     subscription_id uuid NOT NULL REFERENCES platform.subscriptions (id),
     type            text NOT NULL CHECK (type IN ('trial_ending', 'payment_due', 'past_due', 'final_warning')),
+    due_on          date NOT NULL,
     period_end      date NOT NULL,
     sent_at         timestamptz NOT NULL DEFAULT now(),
     sent_via        text NOT NULL CHECK (sent_via IN ('telegram', 'email')),
     response        text,
-    -- One reminder of a kind per period and channel, even if the job runs twice.
-    UNIQUE (subscription_id, type, period_end, sent_via)
+    -- Each reminder is sent once per channel, even if the job runs twice.
+    UNIQUE (subscription_id, type, due_on, sent_via)
 );
 
 CREATE TABLE platform.payments (

@@ -6,6 +6,10 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use truffles_operator::billing;
+use truffles_operator::billing::controller::{
+    BillingContext, Notifier, SystemClock, TelegramNotifier,
+};
 use truffles_operator::tenant::{self, Context, Settings};
 
 /// Truffles operator.
@@ -28,6 +32,12 @@ struct Args {
     /// Watch only this namespace (default: all).
     #[arg(long, env = "TRUFFLES_WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// Bot token of the platform owner's Telegram bot for billing reminders.
+    #[arg(long, env = "TRUFFLES_TELEGRAM_BOT_TOKEN", hide_env_values = true)]
+    telegram_bot_token: Option<String>,
+    /// Telegram Bot API base URL.
+    #[arg(long, env = "TRUFFLES_TELEGRAM_API_URL")]
+    telegram_api_url: Option<String>,
     /// Address of /metrics (Prometheus) and /healthz.
     #[arg(long, env = "TRUFFLES_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
@@ -74,6 +84,25 @@ async fn main() -> Result<()> {
         namespace = settings.namespace.as_deref().unwrap_or("*"),
         "truffles-operator starting"
     );
+    let notifier = match &args.telegram_bot_token {
+        Some(token) => Some(Arc::new(
+            TelegramNotifier::new(token, args.telegram_api_url.as_deref())
+                .map_err(anyhow::Error::msg)?,
+        ) as Arc<dyn Notifier>),
+        None => {
+            tracing::warn!(
+                "TRUFFLES_TELEGRAM_BOT_TOKEN is not set: billing reminders cannot be delivered"
+            );
+            None
+        }
+    };
+    let billing = Arc::new(BillingContext {
+        client: client.clone(),
+        pool: pool.clone(),
+        clock: Arc::new(SystemClock),
+        notifier,
+        namespace: settings.namespace.clone(),
+    });
     let ctx = Arc::new(Context::new(client, pool, database, settings));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
@@ -86,8 +115,8 @@ async fn main() -> Result<()> {
         )
         .route("/healthz", axum::routing::get(|| async { "ok" }));
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    // The controller returns when the process is asked to stop (SIGTERM/SIGINT).
-    tenant::run(ctx).await;
+    // The controllers return when the process is asked to stop (SIGTERM/SIGINT).
+    tokio::join!(tenant::run(ctx), billing::controller::run(billing));
     server.abort();
     Ok(())
 }

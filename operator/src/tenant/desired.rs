@@ -45,6 +45,8 @@ pub struct BuildInputs {
     pub webhook_secret: String,
     /// Image used when the spec names none.
     pub default_image: String,
+    /// The Subscription's billing state turns the bot off.
+    pub billing_suspended: bool,
 }
 
 /// Everything a tenant has in Kubernetes.
@@ -154,7 +156,7 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
         .image
         .clone()
         .unwrap_or_else(|| inputs.default_image.clone());
-    let suspended = tc.spec.state != TenantState::Active;
+    let suspended = tc.spec.state != TenantState::Active || inputs.billing_suspended;
 
     let deployment = Deployment {
         metadata: meta(names.bot()),
@@ -545,6 +547,7 @@ mod tests {
             database_url: "postgres://tenant_flower_shop:pw@db:5432/truffles_platform".into(),
             webhook_secret: "s3cr3t".into(),
             default_image: "truffles-bot:1".into(),
+            billing_suspended: false,
         }
     }
 
@@ -636,6 +639,25 @@ mod tests {
         );
         assert_eq!(
             objects.backup.and_then(|b| b.spec).and_then(|s| s.suspend),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn billing_suspension_turns_the_bot_off_without_touching_the_spec() {
+        let tc = example("flower-shop.yaml", "shops");
+        let objects = build(
+            &tc,
+            &BuildInputs {
+                billing_suspended: true,
+                ..inputs()
+            },
+        )
+        .expect("builds");
+        assert_eq!(tc.spec.state, TenantState::Active);
+        assert_eq!(objects.deployment.spec.and_then(|s| s.replicas), Some(0));
+        assert_eq!(
+            objects.knowledge_sync.spec.and_then(|s| s.suspend),
             Some(true)
         );
     }

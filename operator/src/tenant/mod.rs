@@ -19,6 +19,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -26,8 +27,9 @@ use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tracing::{Instrument, info, warn};
-use truffles_crds::TrufflesClient;
 use truffles_crds::client::{ClientPhase, DeletionPolicy, TenantState};
+use truffles_crds::subscription::BillingState;
+use truffles_crds::{Subscription, TrufflesClient};
 use truffles_migrations::TenantDb;
 
 use self::desired::{BuildInputs, CLIENT_LABEL, InvalidSpec, Names, TenantObjects};
@@ -164,6 +166,15 @@ pub async fn run(ctx: Arc<Context>) {
         .owns(scoped::<Service>(&client, ns.as_deref()), owned.clone())
         .owns(scoped::<Ingress>(&client, ns.as_deref()), owned.clone())
         .owns(scoped::<CronJob>(&client, ns.as_deref()), owned)
+        // A billing state change suspends or resumes the client it refers to.
+        .watches(
+            scoped::<Subscription>(&client, ns.as_deref()),
+            watcher::Config::default(),
+            |sub: Subscription| {
+                let ns = sub.namespace()?;
+                Some(ObjectRef::new(&sub.spec.client_ref.name).within(&ns))
+            },
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -317,11 +328,12 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
         database_url: tenant_database_url(ctx, &tenant, &credentials.db_password),
         webhook_secret: credentials.webhook_secret,
         default_image: ctx.settings.default_image.clone(),
+        billing_suspended: billing_suspended(ctx, &ns, &name).await?,
     };
     let objects = desired::build(tc, &inputs)?;
     let deployment = apply_objects(ctx, &ns, &name, objects).await?;
 
-    let suspended = tc.spec.state == TenantState::Suspended;
+    let suspended = tc.spec.state == TenantState::Suspended || inputs.billing_suspended;
     let db_status = if suspended {
         ClientStatus::Suspended
     } else {
@@ -333,8 +345,25 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
         tenant.schema,
         Names(&name).webhook(),
         suspended,
+        inputs.billing_suspended,
         &deployment,
     ))
+}
+
+/// Whether a Subscription of this client has billing state Suspended or Cancelled
+/// (written in its status by the billing controller).
+async fn billing_suspended(ctx: &Context, ns: &str, name: &str) -> Result<bool, Error> {
+    let subscriptions: Api<Subscription> = Api::namespaced(ctx.client.clone(), ns);
+    let list = subscriptions.list(&ListParams::default()).await?;
+    Ok(list.items.iter().any(|s| {
+        s.spec.client_ref.name == name
+            && s.status
+                .as_ref()
+                .and_then(|st| st.state)
+                .is_some_and(|state| {
+                    matches!(state, BillingState::Suspended | BillingState::Cancelled)
+                })
+    }))
 }
 
 /// The tenant's generated credentials: kept in its runtime Secret, generated once.

@@ -17,6 +17,8 @@ pub enum Outcome {
         schema: String,
         webhook_secret: String,
         suspended: bool,
+        /// Suspended by the Subscription's billing state, not by spec.state.
+        billing_suspended: bool,
         /// (available, reason, message) of the runtime Deployment.
         runtime: (bool, &'static str, String),
     },
@@ -37,6 +39,7 @@ impl Outcome {
         schema: String,
         webhook_secret: String,
         suspended: bool,
+        billing_suspended: bool,
         deployment: &Deployment,
     ) -> Self {
         Outcome::Provisioned {
@@ -44,6 +47,7 @@ impl Outcome {
             schema,
             webhook_secret,
             suspended,
+            billing_suspended,
             runtime: runtime_availability(deployment, suspended),
         }
     }
@@ -153,6 +157,7 @@ pub fn build(tc: &TrufflesClient, outcome: &Outcome, now: Time) -> TrufflesClien
             schema,
             webhook_secret,
             suspended,
+            billing_suspended,
             runtime,
         } => {
             set(
@@ -186,7 +191,14 @@ pub fn build(tc: &TrufflesClient, outcome: &Outcome, now: Time) -> TrufflesClien
                 },
                 format!("spec.state is {:?}", tc.spec.state),
             );
-            if *suspended {
+            if *billing_suspended {
+                set(
+                    ct::READY,
+                    false,
+                    "BillingSuspended",
+                    "the bot is off for billing and data is kept; record the payment in the Subscription's paidUntil to resume".into(),
+                );
+            } else if *suspended {
                 set(
                     ct::READY,
                     false,
@@ -201,6 +213,7 @@ pub fn build(tc: &TrufflesClient, outcome: &Outcome, now: Time) -> TrufflesClien
                     "the tenant is provisioned and its runtime deployed".into(),
                 );
             }
+            status.billing_suspended = Some(*billing_suspended);
             status.client_id = Some(client_id.clone());
             status.schema = Some(schema.clone());
             status.webhook_url_secret_ref = Some(SecretKeyRef::new(webhook_secret.clone(), "url"));
@@ -281,6 +294,7 @@ mod tests {
             schema: "tenant_shop".into(),
             webhook_secret: "shop-webhook".into(),
             suspended,
+            billing_suspended: false,
             runtime: (
                 false,
                 "ReplicasUnavailable",

@@ -1,0 +1,301 @@
+//! The billing timeline of a Subscription, driven by an injectable clock, against
+//! the real control plane and PostgreSQL, with a local fake of the Telegram Bot API
+//! that checks the documented sendMessage request.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::ToSpan;
+use k8s_openapi::jiff::civil::Date;
+use k8s_openapi::jiff::tz::TimeZone;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::wait::await_condition;
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+use truffles_crds::subscription::{BillingState, ReminderType};
+use truffles_crds::{Subscription, TrufflesClient};
+use truffles_operator::billing::controller::{self, BillingContext, Clock, TelegramNotifier};
+use truffles_operator::tenant::{self, Context, Settings};
+use truffles_tests::{TestDatabase, TestNamespace, create_raw, install_crds, kube_client};
+
+const WAIT: Duration = Duration::from_secs(90);
+const BOT_TOKEN: &str = "123456:TEST-owner-bot-token";
+
+struct MovableClock(Mutex<Date>);
+
+impl Clock for MovableClock {
+    fn today(&self) -> Date {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl MovableClock {
+    fn set(&self, day: Date) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = day;
+    }
+}
+
+type Sent = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// Accepts `POST /bot<token>/sendMessage` with a JSON body, as the Bot API documents,
+/// and answers with a Message. Anything else is a 404 the notifier must surface.
+async fn fake_telegram() -> Result<(String, Sent)> {
+    async fn handle(
+        State(sent): State<Sent>,
+        Path((bot, method)): Path<(String, String)>,
+        Json(body): Json<Value>,
+    ) -> (axum::http::StatusCode, Json<Value>) {
+        let token_ok = bot.strip_prefix("bot") == Some(BOT_TOKEN);
+        if !token_ok
+            || !method.eq_ignore_ascii_case("sendMessage")
+            || body["chat_id"].as_i64().is_none()
+            || body["text"].as_str().is_none()
+        {
+            return (
+                axum::http::StatusCode::NOT_FOUND,
+                Json(json!({"ok": false, "error_code": 404, "description": "Not Found"})),
+            );
+        }
+        sent.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((method, body.clone()));
+        let message = json!({
+            "message_id": 1, "date": 1_764_000_000,
+            "chat": {"id": body["chat_id"], "type": "private", "first_name": "Owner"},
+            "text": body["text"]
+        });
+        (
+            axum::http::StatusCode::OK,
+            Json(json!({"ok": true, "result": message})),
+        )
+    }
+    let sent: Sent = Arc::default();
+    let app = Router::new()
+        .route("/{bot}/{method}", post(handle))
+        .with_state(sent.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((format!("http://{addr}/"), sent))
+}
+
+async fn wait_sub(
+    api: &Api<Subscription>,
+    what: &str,
+    check: impl Fn(&Subscription) -> bool,
+) -> Result<Subscription> {
+    let cond = await_condition(api.clone(), "bill-shop", move |s: Option<&Subscription>| {
+        s.is_some_and(&check)
+    });
+    tokio::time::timeout(WAIT, cond)
+        .await
+        .with_context(|| format!("subscription: {what}"))??
+        .context("gone")
+}
+
+async fn wait_client(
+    api: &Api<TrufflesClient>,
+    what: &str,
+    check: impl Fn(&TrufflesClient) -> bool,
+) -> Result<TrufflesClient> {
+    let cond = await_condition(
+        api.clone(),
+        "bill-shop",
+        move |s: Option<&TrufflesClient>| s.is_some_and(&check),
+    );
+    tokio::time::timeout(WAIT, cond)
+        .await
+        .with_context(|| format!("client: {what}"))??
+        .context("gone")
+}
+
+fn ready_reason(tc: &TrufflesClient) -> Option<String> {
+    tc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.reason.clone())
+}
+
+fn state(sub: &Subscription) -> Option<BillingState> {
+    sub.status.as_ref()?.state
+}
+
+/// Touches the Subscription so the controller evaluates it again (the clock moved).
+async fn nudge(api: &Api<Subscription>, n: u32) -> Result<()> {
+    let patch = json!({"metadata": {"annotations": {"test.truffles.kz/nudge": n.to_string()}}});
+    api.patch("bill-shop", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn unpaid_trial_is_reminded_suspended_and_reactivated_by_a_payment() -> Result<()> {
+    let client = kube_client().await?;
+    install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, "billing").await?;
+    let db = TestDatabase::create().await?;
+    truffles_migrations::migrate_platform(&db.pool).await?;
+    let (telegram_url, sent) = fake_telegram().await?;
+
+    let today = k8s_openapi::jiff::Timestamp::now()
+        .to_zoned(TimeZone::UTC)
+        .date();
+    let clock = Arc::new(MovableClock(Mutex::new(today)));
+    let settings = Settings {
+        default_image: "truffles-bot:test".into(),
+        tenant_database_host: None,
+        namespace: Some(ns.name.clone()),
+    };
+    let tenants = Arc::new(Context::new(
+        client.clone(),
+        db.pool.clone(),
+        db.options.clone(),
+        settings,
+    ));
+    let notifier =
+        TelegramNotifier::new(BOT_TOKEN, Some(&telegram_url)).map_err(anyhow::Error::msg)?;
+    let billing = Arc::new(BillingContext {
+        client: client.clone(),
+        pool: db.pool.clone(),
+        clock: clock.clone(),
+        notifier: Some(Arc::new(notifier)),
+        namespace: Some(ns.name.clone()),
+    });
+    let tenant_task = tokio::spawn(tenant::run(tenants));
+    let billing_task = tokio::spawn(controller::run(billing));
+
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bill-shop-creds"}, "stringData": {"token": "t"}});
+    create_raw::<Secret>(&ns, &secret).await?;
+    let tc = json!({
+        "apiVersion": "truffles.kz/v1alpha1", "kind": "TrufflesClient", "metadata": {"name": "bill-shop"},
+        "spec": {"companyName": "Bill Shop",
+                 "channels": {"whatsapp": {"instanceId": "i", "tokenSecretRef": {"name": "bill-shop-creds", "key": "token"}}},
+                 "handover": {"adapter": {"type": "whatsappWeb"}}}
+    });
+    create_raw::<TrufflesClient>(&ns, &tc).await?;
+    let clients: Api<TrufflesClient> = ns.api();
+    wait_client(&clients, "Ready", |tc| {
+        ready_reason(tc).as_deref() == Some("Provisioned")
+    })
+    .await?;
+
+    // Day 4 of a 7-day trial: the 3-days-before reminder.
+    clock.set(today.checked_add(4.days())?);
+    let sub = json!({
+        "apiVersion": "truffles.kz/v1alpha1", "kind": "Subscription", "metadata": {"name": "bill-shop"},
+        "spec": {"clientRef": {"name": "bill-shop"}, "plan": "start", "price": {"amount": 25000},
+                 "trial": {"days": 7}, "reminders": {"telegramChatId": "777000111"}}
+    });
+    create_raw::<Subscription>(&ns, &sub).await?;
+    let subs: Api<Subscription> = ns.api();
+    let s = wait_sub(&subs, "trial reminder recorded", |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.reminders_sent.len() == 1)
+    })
+    .await?;
+    assert_eq!(state(&s), Some(BillingState::Trial));
+    assert_eq!(
+        s.status
+            .as_ref()
+            .map(|st| st.reminders_sent[0].reminder_type),
+        Some(ReminderType::TrialEnding)
+    );
+    {
+        let sent = sent.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].1["chat_id"], json!(777000111));
+        let text = sent[0].1["text"].as_str().unwrap_or_default();
+        assert!(
+            text.contains("bill-shop") && text.contains("25000"),
+            "{text}"
+        );
+    }
+    // Evaluating again the same day sends nothing new.
+    nudge(&subs, 1).await?;
+    wait_sub(&subs, "nudge observed", |s| {
+        s.annotations().contains_key("test.truffles.kz/nudge")
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sent.lock().unwrap_or_else(|e| e.into_inner()).len(),
+        1,
+        "a reminder is sent once"
+    );
+
+    // Day 15: trial over on day 7, 7 grace days passed: suspended, final warning.
+    clock.set(today.checked_add(15.days())?);
+    nudge(&subs, 2).await?;
+    let s = wait_sub(&subs, "Suspended", |s| {
+        state(s) == Some(BillingState::Suspended)
+    })
+    .await?;
+    assert!(s.status.as_ref().is_some_and(|st| {
+        st.reminders_sent
+            .iter()
+            .any(|r| r.reminder_type == ReminderType::FinalWarning)
+    }));
+    let tc = wait_client(&clients, "billing suspension", |tc| {
+        ready_reason(tc).as_deref() == Some("BillingSuspended")
+    })
+    .await?;
+    assert_eq!(
+        tc.status.as_ref().and_then(|s| s.billing_suspended),
+        Some(true)
+    );
+    assert_eq!(
+        tc.spec.state,
+        truffles_crds::client::TenantState::Active,
+        "the spec is never edited"
+    );
+    let deployments: Api<Deployment> = ns.api();
+    assert_eq!(
+        deployments
+            .get("bill-shop-bot")
+            .await?
+            .spec
+            .and_then(|s| s.replicas),
+        Some(0)
+    );
+
+    // The owner records a payment: paidUntil moves forward, the bot comes back.
+    let paid = json!({"spec": {"paidUntil": today.checked_add(45.days())?.to_string()}});
+    subs.patch("bill-shop", &PatchParams::default(), &Patch::Merge(&paid))
+        .await?;
+    wait_sub(&subs, "Active", |s| state(s) == Some(BillingState::Active)).await?;
+    wait_client(&clients, "Ready again", |tc| {
+        ready_reason(tc).as_deref() == Some("Provisioned")
+    })
+    .await?;
+    assert_eq!(
+        deployments
+            .get("bill-shop-bot")
+            .await?
+            .spec
+            .and_then(|s| s.replicas),
+        Some(1)
+    );
+
+    let reminders: Vec<String> =
+        sqlx::query_scalar("SELECT type FROM platform.billing_reminders ORDER BY sent_at")
+            .fetch_all(&db.pool)
+            .await?;
+    assert_eq!(reminders, ["trial_ending", "final_warning"]);
+    let db_state: String = sqlx::query_scalar("SELECT state FROM platform.subscriptions")
+        .fetch_one(&db.pool)
+        .await?;
+    assert_eq!(db_state, "active");
+
+    tenant_task.abort();
+    billing_task.abort();
+    ns.delete().await
+}
