@@ -22,6 +22,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 K8S_VERSION="v1.35.4"
+HELM_VERSION="v3.22.0"
 CACHE="${TRUFFLES_CACHE:-$HOME/.cache/truffles}"
 
 log() { printf '[testenv] %s\n' "$*" >&2; }
@@ -63,12 +64,12 @@ controlplane_dir() {
 build_controlplane() {
     local out
     out=$(controlplane_dir)
-    if [[ -x $out/kube-apiserver && -x $out/kube-controller-manager && -x $out/kubectl && -x $out/etcd ]]; then
+    if [[ -x $out/kube-apiserver && -x $out/kube-controller-manager && -x $out/kubectl && -x $out/etcd && -x $out/helm ]]; then
         echo "$out"
         return
     fi
     command -v go >/dev/null || die "go is required to build the control plane"
-    log "building etcd, kube-apiserver, kube-controller-manager and kubectl $K8S_VERSION into $out (first run only)"
+    log "building etcd, kube-apiserver, kube-controller-manager, kubectl $K8S_VERSION and helm $HELM_VERSION into $out (first run only)"
     local tmp="$out.tmp.$$"
     mkdir -p "$tmp"
     local minor=${K8S_VERSION#v1.}
@@ -78,6 +79,8 @@ build_controlplane() {
     (cd "$ROOT/tests/controlplane/kube" && go build -trimpath -ldflags "$ldflags" -o "$tmp/" \
         k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl) >&2
     (cd "$ROOT/tests/controlplane/etcd" && go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" .) >&2
+    (cd "$ROOT/tests/controlplane/helm" && go build -trimpath -o "$tmp/helm" \
+        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm.sh/helm/v3/cmd/helm) >&2
     rm -rf "$out"
     mv "$tmp" "$out"
     echo "$out"

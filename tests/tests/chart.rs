@@ -1,0 +1,226 @@
+//! The Helm chart: it lints, its output is accepted by the real API server
+//! (server-side dry run), and its RBAC is enough for the operator — the controller
+//! runs here with a token of the chart's ServiceAccount and nothing else.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use kube::runtime::wait::await_condition;
+use kube::{Api, Client, Config};
+use serde_json::json;
+use truffles_crds::TrufflesClient;
+use truffles_operator::tenant::{self, Context, Settings};
+use truffles_tests::{
+    TestDatabase, TestNamespace, create_raw, env_var, install_crds, kube_client, workspace_root,
+};
+
+fn chart() -> String {
+    workspace_root()
+        .join("charts/truffles")
+        .display()
+        .to_string()
+}
+
+/// Runs a command of the test environment's PATH (helm, kubectl), feeding `input`.
+fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("{program} is not on PATH: run the tests through `make test`"))?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{program} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn template(namespace: &str, set: &[&str]) -> Result<String> {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "truffles",
+        chart.as_str(),
+        "--namespace",
+        namespace,
+        "--kube-version",
+        "1.35.4",
+    ];
+    for s in set {
+        args.extend(["--set", s]);
+    }
+    run("helm", &args, None)
+}
+
+#[tokio::test]
+async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
+    env_var("KUBECONFIG")?;
+    run(
+        "helm",
+        &["lint", &chart(), "--kube-version", "1.35.4"],
+        None,
+    )?;
+    let client = kube_client().await?;
+    let ns = TestNamespace::create(&client, "chart").await?;
+
+    let rendered = template(&ns.name, &["telegram.existingSecret=owner-bot"])?;
+    let out = run(
+        "kubectl",
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&rendered),
+    )?;
+    for object in [
+        "serviceaccount/truffles-operator",
+        "clusterrole.rbac.authorization.k8s.io/truffles-operator",
+        "deployment.apps/truffles-operator",
+    ] {
+        ensure!(out.contains(object), "{object} not accepted: {out}");
+    }
+    ensure!(
+        rendered.contains("TRUFFLES_TELEGRAM_BOT_TOKEN"),
+        "the bot token Secret is wired"
+    );
+    ensure!(
+        !rendered.contains("kind: ServiceMonitor"),
+        "monitoring objects are off by default"
+    );
+
+    // The Prometheus Operator's kinds only when asked for (their CRDs are not here).
+    let monitored = template(
+        &ns.name,
+        &[
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.prometheusRule.enabled=true",
+        ],
+    )?;
+    ensure!(
+        monitored.contains("kind: ServiceMonitor") && monitored.contains("kind: PrometheusRule")
+    );
+    ensure!(
+        monitored.contains("truffles_operator_reconcile_failures_total"),
+        "the rule watches the operator's metric"
+    );
+    // The chart ships exactly the generated CRDs.
+    let crds = std::fs::read_to_string(
+        workspace_root().join("charts/truffles/crds/truffles.kz_crds.yaml"),
+    )?;
+    ensure!(
+        crds == truffles_crds::crds_yaml()?,
+        "the chart's CRDs are stale: make crds"
+    );
+    ns.delete().await
+}
+
+#[tokio::test]
+async fn the_operator_works_with_exactly_the_charts_rbac() -> Result<()> {
+    let admin = kube_client().await?;
+    install_crds(&admin).await?;
+    let ns = TestNamespace::create(&admin, "rbac").await?;
+
+    // Apply the chart's ServiceAccount and RBAC for real, under a unique name.
+    let rendered = template(&ns.name, &[])?;
+    let unique = format!("truffles-operator-{}", ns.name);
+    let rbac_only: Vec<&str> = rendered
+        .split("\n---")
+        .filter(|doc| doc.contains("kind: ServiceAccount") || doc.contains("kind: ClusterRole"))
+        .collect();
+    let rbac = rbac_only
+        .join("\n---\n")
+        .replace("name: truffles-operator\n", &format!("name: {unique}\n"));
+    run("kubectl", &["apply", "-f", "-"], Some(&rbac))?;
+    let token = run(
+        "kubectl",
+        &[
+            "create",
+            "token",
+            &unique,
+            "-n",
+            &ns.name,
+            "--duration",
+            "1h",
+        ],
+        None,
+    )?;
+
+    let mut config = Config::infer().await?;
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.trim().to_owned().into()),
+        ..Default::default()
+    };
+    let as_operator = Client::try_from(config)?;
+
+    let db = TestDatabase::create().await?;
+    truffles_migrations::migrate_platform(&db.pool).await?;
+    let settings = Settings {
+        default_image: "truffles-bot:test".into(),
+        tenant_database_host: None,
+        namespace: None,
+    };
+    let ctx = Arc::new(Context::new(
+        as_operator,
+        db.pool.clone(),
+        db.options.clone(),
+        settings,
+    ));
+    let operator = tokio::spawn(tenant::run(ctx.clone()));
+
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "rbac-shop-creds"}, "stringData": {"token": "t"}});
+    create_raw::<k8s_openapi::api::core::v1::Secret>(&ns, &secret).await?;
+    let tc = json!({
+        "apiVersion": "truffles.kz/v1alpha1", "kind": "TrufflesClient", "metadata": {"name": "rbac-shop"},
+        "spec": {"companyName": "RBAC Shop", "ingress": {"host": "bots.example.kz"},
+                 "channels": {"whatsapp": {"instanceId": "i", "tokenSecretRef": {"name": "rbac-shop-creds", "key": "token"}}},
+                 "handover": {"adapter": {"type": "whatsappWeb"}}}
+    });
+    create_raw::<TrufflesClient>(&ns, &tc).await?;
+    let clients: Api<TrufflesClient> = ns.api();
+    let ready = await_condition(
+        clients.clone(),
+        "rbac-shop",
+        |tc: Option<&TrufflesClient>| {
+            tc.and_then(|t| t.status.as_ref()).is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        },
+    );
+    tokio::time::timeout(Duration::from_secs(90), ready)
+        .await
+        .context(
+            "not Ready with the chart's RBAC: a permission is missing (see the reconcile failures)",
+        )??;
+    // Publishing Events was allowed too.
+    let events: Api<k8s_openapi::api::core::v1::Event> = ns.api();
+    let params = kube::api::ListParams::default().fields("involvedObject.name=rbac-shop");
+    let reasons: Vec<String> = events
+        .list(&params)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    ensure!(
+        reasons.iter().any(|r| r == "Active"),
+        "no Event published with the chart's RBAC: {reasons:?}"
+    );
+
+    operator.abort();
+    run(
+        "kubectl",
+        &["delete", "clusterrole,clusterrolebinding", &unique],
+        None,
+    )?;
+    ns.delete().await
+}
