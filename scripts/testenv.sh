@@ -36,6 +36,9 @@ ensure_packages() {
     command -v openssl >/dev/null || missing+=(openssl)
     command -v curl >/dev/null || missing+=(curl)
     command -v go >/dev/null || missing+=(golang-go)
+    # Argo CD health checks are Lua; the chart tests run them.
+    command -v lua5.4 >/dev/null || missing+=(lua5.4)
+    compgen -G "/usr/lib/*/lua/5.4/cjson.so" >/dev/null || missing+=(lua-cjson)
     if ((${#missing[@]})); then
         log "installing Debian packages: ${missing[*]}"
         local sudo=""

@@ -224,3 +224,54 @@ async fn the_operator_works_with_exactly_the_charts_rbac() -> Result<()> {
     )?;
     ns.delete().await
 }
+
+/// Runs an Argo CD health script on an object, as Argo CD does (a global `obj`,
+/// the script returns `{status, message}`).
+fn argocd_health(script: &str, obj: &serde_json::Value) -> Result<String> {
+    let path = workspace_root().join("charts/truffles/argocd").join(script);
+    let wrapper = format!(
+        r#"local cjson = require("cjson"); obj = cjson.decode(io.read("a")); local hs = dofile({path:?}); io.write(hs.status)"#,
+        path = path.display().to_string()
+    );
+    run("lua5.4", &["-e", &wrapper], Some(&obj.to_string()))
+}
+
+#[test]
+fn argocd_health_follows_the_status_conditions() -> Result<()> {
+    let tc = |generation: i64, observed: i64, status: &str, reason: &str| {
+        json!({"metadata": {"generation": generation}, "status": {"observedGeneration": observed,
+               "conditions": [{"type": "Ready", "status": status, "reason": reason, "message": "m"}]}})
+    };
+    let script = "trufflesclient-health.lua";
+    assert_eq!(
+        argocd_health(script, &json!({"metadata": {"generation": 1}}))?,
+        "Progressing"
+    );
+    assert_eq!(
+        argocd_health(script, &tc(1, 1, "True", "Provisioned"))?,
+        "Healthy"
+    );
+    assert_eq!(
+        argocd_health(script, &tc(2, 1, "True", "Provisioned"))?,
+        "Progressing"
+    );
+    assert_eq!(
+        argocd_health(script, &tc(1, 1, "False", "BillingSuspended"))?,
+        "Suspended"
+    );
+    assert_eq!(
+        argocd_health(script, &tc(1, 1, "False", "SecretMissing"))?,
+        "Degraded"
+    );
+    assert_eq!(
+        argocd_health(script, &tc(1, 1, "False", "DatabaseUnavailable"))?,
+        "Progressing"
+    );
+
+    let sub = |state: &str| json!({"metadata": {}, "status": {"state": state, "conditions": [{"type": "Ready", "status": "True"}]}});
+    let script = "subscription-health.lua";
+    assert_eq!(argocd_health(script, &sub("Active"))?, "Healthy");
+    assert_eq!(argocd_health(script, &sub("PastDue"))?, "Degraded");
+    assert_eq!(argocd_health(script, &sub("Suspended"))?, "Suspended");
+    Ok(())
+}
