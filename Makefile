@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make run` (the local platform) and
 # `make test` (everything CI runs). Everything else is a building block of those.
-.PHONY: run test check crds toolchain testenv-build testenv-up
+.PHONY: run test check bench crds toolchain testenv-build testenv-up
 
 CARGO ?= cargo
 
@@ -15,6 +15,10 @@ check: toolchain
 
 toolchain:
 	scripts/ensure-toolchain.sh
+
+## Operator scale benchmark (prints figures): TRUFFLES_BENCH_TENANTS=100,1000 make bench
+bench: toolchain
+	scripts/testenv.sh run -- $(CARGO) bench -p truffles-tests --bench operator_scale
 
 ## Regenerate the CRD YAML from the Rust types (crds/ and the Helm chart).
 crds:

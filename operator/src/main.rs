@@ -32,6 +32,9 @@ struct Args {
     /// Watch only this namespace (default: all).
     #[arg(long, env = "TRUFFLES_WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// Redis of the tenant runtimes; a purge deletes the tenant's keys there.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
     /// Bot token of the platform owner's Telegram bot for billing reminders.
     #[arg(long, env = "TRUFFLES_TELEGRAM_BOT_TOKEN", hide_env_values = true)]
     telegram_bot_token: Option<String>,
@@ -103,7 +106,19 @@ async fn main() -> Result<()> {
         notifier,
         namespace: settings.namespace.clone(),
     });
-    let ctx = Arc::new(Context::new(client, pool, database, settings));
+    let mut ctx = Context::new(client, pool, database, settings);
+    match &args.redis_url {
+        Some(url) => {
+            ctx = ctx.with_redis(
+                redis::Client::open(url.as_str())
+                    .context("REDIS_URL is not a valid redis:// URL")?,
+            )
+        }
+        None => {
+            tracing::warn!("REDIS_URL is not set: a purge cannot delete the tenant's Redis keys")
+        }
+    }
+    let ctx = Arc::new(ctx);
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;

@@ -49,12 +49,10 @@ impl Env {
             tenant_database_host: None,
             namespace: Some(ns.name.clone()),
         };
-        let ctx = Arc::new(Context::new(
-            client,
-            db.pool.clone(),
-            db.options.clone(),
-            settings,
-        ));
+        let redis = redis::Client::open(truffles_tests::env_var("REDIS_URL")?.as_str())?;
+        let ctx = Arc::new(
+            Context::new(client, db.pool.clone(), db.options.clone(), settings).with_redis(redis),
+        );
         let operator = tokio::spawn(tenant::run(ctx.clone()));
         Ok(Self {
             ns,
@@ -82,6 +80,22 @@ impl Env {
             .await
             .with_context(|| format!("{name}: {what} within {WAIT:?}"))??;
         found.context("object vanished")
+    }
+
+    /// Creates the client's credentials Secret and the client, and waits for Ready.
+    async fn onboard(&self, name: &str, extra_spec: serde_json::Value) -> Result<TrufflesClient> {
+        create_raw::<Secret>(&self.ns, &secret_manifest(name)).await?;
+        create_raw::<TrufflesClient>(&self.ns, &client_manifest(name, extra_spec)).await?;
+        self.wait_ready(name).await
+    }
+
+    /// Merge-patches the client's spec, as `kubectl patch --type merge` does.
+    async fn patch_spec(&self, name: &str, spec: serde_json::Value) -> Result<()> {
+        let patch = json!({ "spec": spec });
+        self.clients()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
     }
 
     async fn wait_ready(&self, name: &str) -> Result<TrufflesClient> {
@@ -297,9 +311,7 @@ async fn example_flower_shop_is_onboarded_to_active() -> Result<()> {
 #[tokio::test]
 async fn drift_is_corrected_and_spec_changes_roll_out() -> Result<()> {
     let env = Env::start("op-drift").await?;
-    create_raw::<Secret>(&env.ns, &secret_manifest("drift-shop")).await?;
-    create_raw::<TrufflesClient>(&env.ns, &client_manifest("drift-shop", json!({}))).await?;
-    env.wait_ready("drift-shop").await?;
+    env.onboard("drift-shop", json!({})).await?;
 
     let deployments: Api<Deployment> = env.ns.api();
     let before = deployments.get("drift-shop-bot").await?;
@@ -358,13 +370,7 @@ async fn drift_is_corrected_and_spec_changes_roll_out() -> Result<()> {
     .await??;
 
     // A spec change rolls the pods (new config hash) and is audited.
-    let change = json!({"spec": {"llm": {"temperature": 0.9}}});
-    env.clients()
-        .patch(
-            "drift-shop",
-            &PatchParams::default(),
-            &Patch::Merge(&change),
-        )
+    env.patch_spec("drift-shop", json!({"llm": {"temperature": 0.9}}))
         .await?;
     let rolled = tokio::time::timeout(
         WAIT,
@@ -398,17 +404,9 @@ async fn drift_is_corrected_and_spec_changes_roll_out() -> Result<()> {
 #[tokio::test]
 async fn suspend_keeps_data_and_reactivation_restores_the_runtime() -> Result<()> {
     let env = Env::start("op-suspend").await?;
-    create_raw::<Secret>(&env.ns, &secret_manifest("pause-shop")).await?;
-    create_raw::<TrufflesClient>(&env.ns, &client_manifest("pause-shop", json!({}))).await?;
-    env.wait_ready("pause-shop").await?;
+    env.onboard("pause-shop", json!({})).await?;
 
-    let suspend = json!({"spec": {"state": "Suspended"}});
-    env.clients()
-        .patch(
-            "pause-shop",
-            &PatchParams::default(),
-            &Patch::Merge(&suspend),
-        )
+    env.patch_spec("pause-shop", json!({"state": "Suspended"}))
         .await?;
     let tc = env
         .wait_for("pause-shop", "phase Suspended", |tc| {
@@ -430,13 +428,7 @@ async fn suspend_keeps_data_and_reactivation_restores_the_runtime() -> Result<()
             .await?;
     assert_eq!(row, "suspended");
 
-    let resume = json!({"spec": {"state": "Active"}});
-    env.clients()
-        .patch(
-            "pause-shop",
-            &PatchParams::default(),
-            &Patch::Merge(&resume),
-        )
+    env.patch_spec("pause-shop", json!({"state": "Active"}))
         .await?;
     env.wait_for("pause-shop", "phase Active", |tc| {
         tc.status.as_ref().and_then(|s| s.phase) == Some(ClientPhase::Active)
@@ -473,6 +465,18 @@ async fn purge_leaves_nothing_of_the_tenant() -> Result<()> {
     .execute(&mut conn)
     .await?;
     conn.close().await?;
+    // And keys in Redis, next to another tenant's.
+    let mut redis = truffles_tests::redis_connection().await?;
+    redis::cmd("SET")
+        .arg("truffles:purge-shop:dedup:3F6E61E2")
+        .arg(1)
+        .exec_async(&mut redis)
+        .await?;
+    redis::cmd("SET")
+        .arg("truffles:purge-shop-two:dedup:1")
+        .arg(1)
+        .exec_async(&mut redis)
+        .await?;
 
     env.clients()
         .delete("purge-shop", &DeleteParams::default())
@@ -509,6 +513,15 @@ async fn purge_leaves_nothing_of_the_tenant() -> Result<()> {
             .fetch_one(&env.db.pool)
             .await?;
     assert_eq!(audited, 1);
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("truffles:purge-shop*")
+        .query_async(&mut redis)
+        .await?;
+    assert_eq!(
+        left,
+        ["truffles:purge-shop-two:dedup:1"],
+        "only the purged tenant's keys are gone"
+    );
     // Owned objects are garbage-collected by the controller manager.
     let secrets: Api<Secret> = env.ns.api();
     tokio::time::timeout(
@@ -525,9 +538,7 @@ async fn purge_leaves_nothing_of_the_tenant() -> Result<()> {
 #[tokio::test]
 async fn retain_keeps_the_data_and_locks_the_role() -> Result<()> {
     let env = Env::start("op-retain").await?;
-    create_raw::<Secret>(&env.ns, &secret_manifest("keep-shop")).await?;
-    create_raw::<TrufflesClient>(&env.ns, &client_manifest("keep-shop", json!({}))).await?;
-    let tc = env.wait_ready("keep-shop").await?;
+    let tc = env.onboard("keep-shop", json!({})).await?;
     let uid = tc.uid().context("uid")?;
     let runtime: Secret = env.ns.api().get("keep-shop-runtime").await?;
     let database_url = secret_value(&runtime, "DATABASE_URL").context("url")?;
@@ -641,16 +652,8 @@ async fn a_spec_the_operator_cannot_run_is_reported_not_applied() -> Result<()> 
 #[tokio::test]
 async fn state_deleted_removes_the_runtime_and_keeps_the_record() -> Result<()> {
     let env = Env::start("op-retire").await?;
-    create_raw::<Secret>(&env.ns, &secret_manifest("retire-shop")).await?;
-    create_raw::<TrufflesClient>(&env.ns, &client_manifest("retire-shop", json!({}))).await?;
-    env.wait_ready("retire-shop").await?;
-    let retire = json!({"spec": {"state": "Deleted"}});
-    env.clients()
-        .patch(
-            "retire-shop",
-            &PatchParams::default(),
-            &Patch::Merge(&retire),
-        )
+    env.onboard("retire-shop", json!({})).await?;
+    env.patch_spec("retire-shop", json!({"state": "Deleted"}))
         .await?;
     env.wait_for("retire-shop", "phase Deleted", |tc| {
         tc.status.as_ref().and_then(|s| s.phase) == Some(ClientPhase::Deleted)

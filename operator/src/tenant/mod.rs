@@ -2,6 +2,7 @@
 //! dereference (Secrets) → validate → provision the database → build the desired
 //! objects → apply them (server-side apply) and prune the rest → write status.
 
+pub mod cache;
 pub mod desired;
 pub mod platform;
 pub mod status;
@@ -61,6 +62,8 @@ pub struct Context {
     pub database: PgConnectOptions,
     pub recorder: Recorder,
     pub settings: Settings,
+    /// Where tenants' Redis keys live; purge deletes them.
+    pub redis: Option<redis::Client>,
 }
 
 impl Context {
@@ -82,6 +85,14 @@ impl Context {
             database,
             recorder,
             settings,
+            redis: None,
+        }
+    }
+
+    pub fn with_redis(self, redis: redis::Client) -> Self {
+        Self {
+            redis: Some(redis),
+            ..self
         }
     }
 }
@@ -102,6 +113,8 @@ pub enum Error {
     Platform(#[from] PlatformError),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -115,6 +128,7 @@ impl Error {
             Error::Platform(PlatformError::NameTaken { .. }) => "NameTaken",
             Error::Platform(_) => "DatabaseUnavailable",
             Error::Kube(_) => "KubernetesApiError",
+            Error::Redis(_) => "RedisUnavailable",
             Error::Finalizer(e) => match e.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(inner)
                 | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.reason(),
@@ -582,6 +596,11 @@ async fn remove_data(tc: &TrufflesClient, ctx: &Context, tenant: &TenantDb) -> R
     let confirmed = tc.spec.deletion.policy == DeletionPolicy::Purge
         && tc.spec.deletion.confirm_purge.as_deref() == Some(name.as_str());
     if confirmed {
+        // Redis first: if it is down, nothing is deleted yet and the purge retries.
+        if let Some(redis) = &ctx.redis {
+            let keys = cache::purge_keys(redis, &name).await?;
+            info!(client = %name, keys, "tenant Redis keys deleted");
+        }
         if let Some(id) = client_id {
             if platform::schema_exists(&ctx.pool, tenant).await? {
                 platform::archive_statistics(&ctx.pool, id, &name, tenant).await?;

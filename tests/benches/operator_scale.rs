@@ -1,0 +1,131 @@
+//! Operator scale: creates N tenants and prints the time until all are Ready,
+//! reconciles per second, and the peak RSS of this process (controller + client).
+//!
+//!   make bench                                   # N = 100
+//!   TRUFFLES_BENCH_TENANTS=100,1000 make bench
+//!
+//! Runs inside the test environment (real PostgreSQL and kube-apiserver). Figures
+//! are printed, never asserted.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use futures::StreamExt;
+use serde_json::json;
+use truffles_crds::TrufflesClient;
+use truffles_operator::tenant::{self, Context, Settings};
+use truffles_tests::{TestDatabase, TestNamespace, create_raw, install_crds, kube_client};
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn reconciles(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("truffles_operator_reconciles_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn run(n: usize) -> Result<()> {
+    let client = kube_client().await?;
+    install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, &format!("bench{n}")).await?;
+    let db = TestDatabase::create().await?;
+    truffles_migrations::migrate_platform(&db.pool).await?;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "stringData": {"token": "t"}});
+    create_raw::<k8s_openapi::api::core::v1::Secret>(&ns, &secret).await?;
+
+    let settings = Settings {
+        default_image: "truffles-bot:bench".into(),
+        tenant_database_host: None,
+        namespace: Some(ns.name.clone()),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        db.pool.clone(),
+        db.options.clone(),
+        settings,
+    ));
+    let operator = tokio::spawn(tenant::run(ctx.clone()));
+
+    let started = Instant::now();
+    let prefix = format!("b{}", &ns.name[ns.name.len() - 6..]);
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let name = format!("{prefix}-{i}");
+            let doc = json!({
+                "apiVersion": "truffles.kz/v1alpha1", "kind": "TrufflesClient", "metadata": {"name": name},
+                "spec": {"companyName": format!("Shop {i}"),
+                         "channels": {"whatsapp": {"instanceId": "i", "tokenSecretRef": {"name": "creds", "key": "token"}}},
+                         "handover": {"adapter": {"type": "whatsappWeb"}}}
+            });
+            let ns = &ns;
+            async move { create_raw::<TrufflesClient>(ns, &doc).await }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let created = started.elapsed();
+
+    let api = ns.api::<TrufflesClient>();
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let ready = loop {
+        let list = api.list(&Default::default()).await?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|tc| {
+                tc.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count();
+        if ready == n || Instant::now() > deadline {
+            break ready;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let all_ready = started.elapsed();
+    let count = reconciles(&ctx.metrics.render());
+    println!(
+        "tenants={n} ready={ready} created_in={:.1}s all_ready_in={:.1}s tenants_per_s={:.1} reconciles={count} reconciles_per_s={:.1} peak_rss_mib={:.0}",
+        created.as_secs_f64(),
+        all_ready.as_secs_f64(),
+        ready as f64 / all_ready.as_secs_f64(),
+        count as f64 / all_ready.as_secs_f64(),
+        peak_rss_mib(),
+    );
+    operator.abort();
+    ns.delete().await.context("deleting the bench namespace")
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let sizes = std::env::var("TRUFFLES_BENCH_TENANTS").unwrap_or_else(|_| "100".into());
+    for n in sizes
+        .split(',')
+        .filter_map(|s| s.trim().parse::<usize>().ok())
+    {
+        run(n).await?;
+    }
+    Ok(())
+}
