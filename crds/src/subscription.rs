@@ -178,6 +178,10 @@ pub struct SubscriptionStatus {
     /// Since when the tenant is suspended for billing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspended_since: Option<Time>,
+    /// The opt-in automatic deletion is due (the TrufflesClient is purged if its
+    /// deletion policy confirms Purge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_due: Option<bool>,
     /// Reminders already sent, so none is sent twice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reminders_sent: Vec<ReminderRecord>,

@@ -87,31 +87,31 @@ async fn fake_telegram() -> Result<(String, Sent)> {
 
 async fn wait_sub(
     api: &Api<Subscription>,
+    name: &str,
     what: &str,
     check: impl Fn(&Subscription) -> bool,
 ) -> Result<Subscription> {
-    let cond = await_condition(api.clone(), "bill-shop", move |s: Option<&Subscription>| {
+    let cond = await_condition(api.clone(), name, move |s: Option<&Subscription>| {
         s.is_some_and(&check)
     });
     tokio::time::timeout(WAIT, cond)
         .await
-        .with_context(|| format!("subscription: {what}"))??
+        .with_context(|| format!("subscription {name}: {what}"))??
         .context("gone")
 }
 
 async fn wait_client(
     api: &Api<TrufflesClient>,
+    name: &str,
     what: &str,
     check: impl Fn(&TrufflesClient) -> bool,
 ) -> Result<TrufflesClient> {
-    let cond = await_condition(
-        api.clone(),
-        "bill-shop",
-        move |s: Option<&TrufflesClient>| s.is_some_and(&check),
-    );
+    let cond = await_condition(api.clone(), name, move |s: Option<&TrufflesClient>| {
+        s.is_some_and(&check)
+    });
     tokio::time::timeout(WAIT, cond)
         .await
-        .with_context(|| format!("client: {what}"))??
+        .with_context(|| format!("client {name}: {what}"))??
         .context("gone")
 }
 
@@ -128,75 +128,130 @@ fn state(sub: &Subscription) -> Option<BillingState> {
     sub.status.as_ref()?.state
 }
 
-/// Touches the Subscription so the controller evaluates it again (the clock moved).
-async fn nudge(api: &Api<Subscription>, n: u32) -> Result<()> {
-    let patch = json!({"metadata": {"annotations": {"test.truffles.kz/nudge": n.to_string()}}});
-    api.patch("bill-shop", &PatchParams::default(), &Patch::Merge(&patch))
+/// Both controllers in their own namespace and database, a movable clock that
+/// starts today, and the fake Telegram.
+struct BillingEnv {
+    ns: TestNamespace,
+    db: TestDatabase,
+    clock: Arc<MovableClock>,
+    today: Date,
+    sent: Sent,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl BillingEnv {
+    async fn start(prefix: &str) -> Result<Self> {
+        let client = kube_client().await?;
+        install_crds(&client).await?;
+        let ns = TestNamespace::create(&client, prefix).await?;
+        let db = TestDatabase::create().await?;
+        truffles_migrations::migrate_platform(&db.pool).await?;
+        let (telegram_url, sent) = fake_telegram().await?;
+        let today = k8s_openapi::jiff::Timestamp::now()
+            .to_zoned(TimeZone::UTC)
+            .date();
+        let clock = Arc::new(MovableClock(Mutex::new(today)));
+        let settings = Settings {
+            default_image: "truffles-bot:test".into(),
+            tenant_database_host: None,
+            namespace: Some(ns.name.clone()),
+        };
+        let tenants = Arc::new(Context::new(
+            client.clone(),
+            db.pool.clone(),
+            db.options.clone(),
+            settings,
+        ));
+        let notifier =
+            TelegramNotifier::new(BOT_TOKEN, Some(&telegram_url)).map_err(anyhow::Error::msg)?;
+        let billing = Arc::new(BillingContext {
+            client,
+            pool: db.pool.clone(),
+            clock: clock.clone(),
+            notifier: Some(Arc::new(notifier)),
+            namespace: Some(ns.name.clone()),
+        });
+        let tasks = vec![
+            tokio::spawn(tenant::run(tenants)),
+            tokio::spawn(controller::run(billing)),
+        ];
+        Ok(Self {
+            ns,
+            db,
+            clock,
+            today,
+            sent,
+            tasks,
+        })
+    }
+
+    /// A client with its Secret, Ready before its Subscription exists.
+    async fn onboard(&self, name: &str, extra_spec: Value) -> Result<()> {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{name}-creds")}, "stringData": {"token": "t"}});
+        create_raw::<Secret>(&self.ns, &secret).await?;
+        let mut tc = json!({
+            "apiVersion": "truffles.kz/v1alpha1", "kind": "TrufflesClient", "metadata": {"name": name},
+            "spec": {"companyName": "Bill Shop",
+                     "channels": {"whatsapp": {"instanceId": "i", "tokenSecretRef": {"name": format!("{name}-creds"), "key": "token"}}},
+                     "handover": {"adapter": {"type": "whatsappWeb"}}}
+        });
+        if let (Some(spec), Some(extra)) = (tc["spec"].as_object_mut(), extra_spec.as_object()) {
+            spec.extend(extra.clone());
+        }
+        create_raw::<TrufflesClient>(&self.ns, &tc).await?;
+        wait_client(&self.ns.api(), name, "Ready", |tc| {
+            ready_reason(tc).as_deref() == Some("Provisioned")
+        })
         .await?;
-    Ok(())
+        Ok(())
+    }
+
+    async fn subscribe(&self, name: &str, extra_spec: Value) -> Result<()> {
+        let mut sub = json!({
+            "apiVersion": "truffles.kz/v1alpha1", "kind": "Subscription", "metadata": {"name": name},
+            "spec": {"clientRef": {"name": name}, "plan": "start", "price": {"amount": 25000},
+                     "trial": {"days": 7}, "reminders": {"telegramChatId": "777000111"}}
+        });
+        if let (Some(spec), Some(extra)) = (sub["spec"].as_object_mut(), extra_spec.as_object()) {
+            spec.extend(extra.clone());
+        }
+        create_raw::<Subscription>(&self.ns, &sub).await?;
+        Ok(())
+    }
+
+    /// Moves the clock to `days` after today and has the Subscription evaluated again.
+    async fn advance_to(&self, name: &str, days: i64) -> Result<()> {
+        self.clock.set(self.today.checked_add(days.days())?);
+        let patch =
+            json!({"metadata": {"annotations": {"test.truffles.kz/day": days.to_string()}}});
+        self.ns
+            .api::<Subscription>()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    fn sent(&self) -> Vec<(String, Value)> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn finish(self) -> Result<()> {
+        self.tasks.iter().for_each(|t| t.abort());
+        self.ns.delete().await
+    }
 }
 
 #[tokio::test]
 async fn unpaid_trial_is_reminded_suspended_and_reactivated_by_a_payment() -> Result<()> {
-    let client = kube_client().await?;
-    install_crds(&client).await?;
-    let ns = TestNamespace::create(&client, "billing").await?;
-    let db = TestDatabase::create().await?;
-    truffles_migrations::migrate_platform(&db.pool).await?;
-    let (telegram_url, sent) = fake_telegram().await?;
-
-    let today = k8s_openapi::jiff::Timestamp::now()
-        .to_zoned(TimeZone::UTC)
-        .date();
-    let clock = Arc::new(MovableClock(Mutex::new(today)));
-    let settings = Settings {
-        default_image: "truffles-bot:test".into(),
-        tenant_database_host: None,
-        namespace: Some(ns.name.clone()),
-    };
-    let tenants = Arc::new(Context::new(
-        client.clone(),
-        db.pool.clone(),
-        db.options.clone(),
-        settings,
-    ));
-    let notifier =
-        TelegramNotifier::new(BOT_TOKEN, Some(&telegram_url)).map_err(anyhow::Error::msg)?;
-    let billing = Arc::new(BillingContext {
-        client: client.clone(),
-        pool: db.pool.clone(),
-        clock: clock.clone(),
-        notifier: Some(Arc::new(notifier)),
-        namespace: Some(ns.name.clone()),
-    });
-    let tenant_task = tokio::spawn(tenant::run(tenants));
-    let billing_task = tokio::spawn(controller::run(billing));
-
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bill-shop-creds"}, "stringData": {"token": "t"}});
-    create_raw::<Secret>(&ns, &secret).await?;
-    let tc = json!({
-        "apiVersion": "truffles.kz/v1alpha1", "kind": "TrufflesClient", "metadata": {"name": "bill-shop"},
-        "spec": {"companyName": "Bill Shop",
-                 "channels": {"whatsapp": {"instanceId": "i", "tokenSecretRef": {"name": "bill-shop-creds", "key": "token"}}},
-                 "handover": {"adapter": {"type": "whatsappWeb"}}}
-    });
-    create_raw::<TrufflesClient>(&ns, &tc).await?;
-    let clients: Api<TrufflesClient> = ns.api();
-    wait_client(&clients, "Ready", |tc| {
-        ready_reason(tc).as_deref() == Some("Provisioned")
-    })
-    .await?;
+    let env = BillingEnv::start("billing").await?;
+    env.onboard("bill-shop", json!({})).await?;
+    let clients: Api<TrufflesClient> = env.ns.api();
+    let subs: Api<Subscription> = env.ns.api();
 
     // Day 4 of a 7-day trial: the 3-days-before reminder.
-    clock.set(today.checked_add(4.days())?);
-    let sub = json!({
-        "apiVersion": "truffles.kz/v1alpha1", "kind": "Subscription", "metadata": {"name": "bill-shop"},
-        "spec": {"clientRef": {"name": "bill-shop"}, "plan": "start", "price": {"amount": 25000},
-                 "trial": {"days": 7}, "reminders": {"telegramChatId": "777000111"}}
-    });
-    create_raw::<Subscription>(&ns, &sub).await?;
-    let subs: Api<Subscription> = ns.api();
-    let s = wait_sub(&subs, "trial reminder recorded", |s| {
+    env.clock.set(env.today.checked_add(4.days())?);
+    env.subscribe("bill-shop", json!({})).await?;
+    let s = wait_sub(&subs, "bill-shop", "trial reminder recorded", |s| {
         s.status
             .as_ref()
             .is_some_and(|st| st.reminders_sent.len() == 1)
@@ -209,33 +264,27 @@ async fn unpaid_trial_is_reminded_suspended_and_reactivated_by_a_payment() -> Re
             .map(|st| st.reminders_sent[0].reminder_type),
         Some(ReminderType::TrialEnding)
     );
-    {
-        let sent = sent.lock().unwrap_or_else(|e| e.into_inner());
-        assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].1["chat_id"], json!(777000111));
-        let text = sent[0].1["text"].as_str().unwrap_or_default();
-        assert!(
-            text.contains("bill-shop") && text.contains("25000"),
-            "{text}"
-        );
-    }
+    let sent = env.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1["chat_id"], json!(777000111));
+    let text = sent[0].1["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("bill-shop") && text.contains("25000"),
+        "{text}"
+    );
+
     // Evaluating again the same day sends nothing new.
-    nudge(&subs, 1).await?;
-    wait_sub(&subs, "nudge observed", |s| {
-        s.annotations().contains_key("test.truffles.kz/nudge")
+    env.advance_to("bill-shop", 4).await?;
+    wait_sub(&subs, "bill-shop", "re-evaluated", |s| {
+        s.annotations().contains_key("test.truffles.kz/day")
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        sent.lock().unwrap_or_else(|e| e.into_inner()).len(),
-        1,
-        "a reminder is sent once"
-    );
+    assert_eq!(env.sent().len(), 1, "a reminder is sent once");
 
     // Day 15: trial over on day 7, 7 grace days passed: suspended, final warning.
-    clock.set(today.checked_add(15.days())?);
-    nudge(&subs, 2).await?;
-    let s = wait_sub(&subs, "Suspended", |s| {
+    env.advance_to("bill-shop", 15).await?;
+    let s = wait_sub(&subs, "bill-shop", "Suspended", |s| {
         state(s) == Some(BillingState::Suspended)
     })
     .await?;
@@ -244,7 +293,7 @@ async fn unpaid_trial_is_reminded_suspended_and_reactivated_by_a_payment() -> Re
             .iter()
             .any(|r| r.reminder_type == ReminderType::FinalWarning)
     }));
-    let tc = wait_client(&clients, "billing suspension", |tc| {
+    let tc = wait_client(&clients, "bill-shop", "billing suspension", |tc| {
         ready_reason(tc).as_deref() == Some("BillingSuspended")
     })
     .await?;
@@ -257,7 +306,7 @@ async fn unpaid_trial_is_reminded_suspended_and_reactivated_by_a_payment() -> Re
         truffles_crds::client::TenantState::Active,
         "the spec is never edited"
     );
-    let deployments: Api<Deployment> = ns.api();
+    let deployments: Api<Deployment> = env.ns.api();
     assert_eq!(
         deployments
             .get("bill-shop-bot")
@@ -268,11 +317,14 @@ async fn unpaid_trial_is_reminded_suspended_and_reactivated_by_a_payment() -> Re
     );
 
     // The owner records a payment: paidUntil moves forward, the bot comes back.
-    let paid = json!({"spec": {"paidUntil": today.checked_add(45.days())?.to_string()}});
+    let paid = json!({"spec": {"paidUntil": env.today.checked_add(45.days())?.to_string()}});
     subs.patch("bill-shop", &PatchParams::default(), &Patch::Merge(&paid))
         .await?;
-    wait_sub(&subs, "Active", |s| state(s) == Some(BillingState::Active)).await?;
-    wait_client(&clients, "Ready again", |tc| {
+    wait_sub(&subs, "bill-shop", "Active", |s| {
+        state(s) == Some(BillingState::Active)
+    })
+    .await?;
+    wait_client(&clients, "bill-shop", "Ready again", |tc| {
         ready_reason(tc).as_deref() == Some("Provisioned")
     })
     .await?;
@@ -287,15 +339,67 @@ async fn unpaid_trial_is_reminded_suspended_and_reactivated_by_a_payment() -> Re
 
     let reminders: Vec<String> =
         sqlx::query_scalar("SELECT type FROM platform.billing_reminders ORDER BY sent_at")
-            .fetch_all(&db.pool)
+            .fetch_all(&env.db.pool)
             .await?;
     assert_eq!(reminders, ["trial_ending", "final_warning"]);
     let db_state: String = sqlx::query_scalar("SELECT state FROM platform.subscriptions")
-        .fetch_one(&db.pool)
+        .fetch_one(&env.db.pool)
         .await?;
     assert_eq!(db_state, "active");
+    env.finish().await
+}
 
-    tenant_task.abort();
-    billing_task.abort();
-    ns.delete().await
+#[tokio::test]
+async fn opted_in_deletion_purges_only_a_client_whose_policy_confirms_it() -> Result<()> {
+    let env = BillingEnv::start("autodelete").await?;
+    let purge = json!({"deletion": {"policy": "Purge", "confirmPurge": "gone-shop"}});
+    env.onboard("gone-shop", purge).await?;
+    env.onboard("kept-shop", json!({})).await?;
+    let auto_delete = json!({"autoDelete": {"afterDaysSuspended": 30}});
+    env.subscribe("gone-shop", auto_delete.clone()).await?;
+    env.subscribe("kept-shop", auto_delete).await?;
+
+    // Trial ends on day 7, suspension on day 14, deletion due on day 44.
+    for name in ["gone-shop", "kept-shop"] {
+        env.advance_to(name, 43).await?;
+    }
+    let clients: Api<TrufflesClient> = env.ns.api();
+    wait_client(&clients, "gone-shop", "billing suspension", |tc| {
+        ready_reason(tc).as_deref() == Some("BillingSuspended")
+    })
+    .await?;
+    assert!(
+        schema_exists(&env.db, "tenant_gone_shop").await?,
+        "not deleted before the period"
+    );
+
+    for name in ["gone-shop", "kept-shop"] {
+        env.advance_to(name, 44).await?;
+    }
+    let subs: Api<Subscription> = env.ns.api();
+    wait_sub(&subs, "kept-shop", "deletion due", |s| {
+        s.status.as_ref().and_then(|st| st.deletion_due) == Some(true)
+    })
+    .await?;
+    let gone = wait_client(&clients, "gone-shop", "purged", |tc| {
+        ready_reason(tc).as_deref() == Some("Deleted")
+    })
+    .await?;
+    assert_eq!(gone.status.as_ref().and_then(|s| s.schema.clone()), None);
+    assert!(!schema_exists(&env.db, "tenant_gone_shop").await?, "purged");
+    // Retain (the default) is never purged by billing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(schema_exists(&env.db, "tenant_kept_shop").await?);
+    let kept = clients.get("kept-shop").await?;
+    assert_eq!(ready_reason(&kept).as_deref(), Some("BillingSuspended"));
+    env.finish().await
+}
+
+async fn schema_exists(db: &TestDatabase, schema: &str) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)")
+            .bind(schema)
+            .fetch_one(&db.pool)
+            .await?,
+    )
 }

@@ -274,6 +274,7 @@ fn status(
             .suspended_since
             .and_then(|d| d.at(0, 0, 0, 0).to_zoned(TimeZone::UTC).ok())
             .map(|z| Time(z.timestamp())),
+        deletion_due: Some(eval.deletion_due),
         reminders_sent,
         conditions: vec![ready],
         observed_generation: generation,

@@ -305,7 +305,21 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
     // validate
     desired::validate(tc)?;
 
+    let billing = billing(ctx, &ns, &name).await?;
     if tc.spec.state == TenantState::Deleted {
+        return retire(tc, ctx, &tenant).await;
+    }
+    // The Subscription opted in to deletion after N days suspended; only a client
+    // whose own deletion policy confirms Purge is purged (never by accident).
+    if billing.deletion_due && purge_confirmed(tc) {
+        publish(
+            ctx,
+            tc,
+            EventType::Normal,
+            "AutoDeletion",
+            "unpaid past the Subscription's autoDelete period: purging",
+        )
+        .await;
         return retire(tc, ctx, &tenant).await;
     }
 
@@ -342,7 +356,7 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
         database_url: tenant_database_url(ctx, &tenant, &credentials.db_password),
         webhook_secret: credentials.webhook_secret,
         default_image: ctx.settings.default_image.clone(),
-        billing_suspended: billing_suspended(ctx, &ns, &name).await?,
+        billing_suspended: billing.suspended,
     };
     let objects = desired::build(tc, &inputs)?;
     let deployment = apply_objects(ctx, &ns, &name, objects).await?;
@@ -364,19 +378,31 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
     ))
 }
 
-/// Whether a Subscription of this client has billing state Suspended or Cancelled
-/// (written in its status by the billing controller).
-async fn billing_suspended(ctx: &Context, ns: &str, name: &str) -> Result<bool, Error> {
+/// What the client's Subscription (its status, written by the billing controller)
+/// means for the tenant.
+#[derive(Default)]
+struct Billing {
+    /// Billing state Suspended or Cancelled: the bot is off.
+    suspended: bool,
+    /// The opt-in automatic deletion is due.
+    deletion_due: bool,
+}
+
+async fn billing(ctx: &Context, ns: &str, name: &str) -> Result<Billing, Error> {
     let subscriptions: Api<Subscription> = Api::namespaced(ctx.client.clone(), ns);
     let list = subscriptions.list(&ListParams::default()).await?;
-    Ok(list.items.iter().any(|s| {
-        s.spec.client_ref.name == name
-            && s.status
-                .as_ref()
-                .and_then(|st| st.state)
-                .is_some_and(|state| {
-                    matches!(state, BillingState::Suspended | BillingState::Cancelled)
-                })
+    let statuses = list
+        .items
+        .into_iter()
+        .filter(|s| s.spec.client_ref.name == name)
+        .filter_map(|s| s.status);
+    Ok(statuses.fold(Billing::default(), |acc, st| Billing {
+        suspended: acc.suspended
+            || matches!(
+                st.state,
+                Some(BillingState::Suspended | BillingState::Cancelled)
+            ),
+        deletion_due: acc.deletion_due || st.deletion_due == Some(true),
     }))
 }
 
@@ -583,6 +609,12 @@ async fn cleanup(tc: Arc<TrufflesClient>, ctx: Arc<Context>) -> Result<Action, E
     Ok(Action::await_change())
 }
 
+/// Deletion policy Purge with its confirmation (the resource's own name).
+fn purge_confirmed(tc: &TrufflesClient) -> bool {
+    tc.spec.deletion.policy == DeletionPolicy::Purge
+        && tc.spec.deletion.confirm_purge.as_deref() == Some(tc.name_any().as_str())
+}
+
 /// Purge (policy Purge with the confirmation) or retain the tenant's data. Returns
 /// whether data was purged.
 async fn remove_data(tc: &TrufflesClient, ctx: &Context, tenant: &TenantDb) -> Result<bool, Error> {
@@ -593,8 +625,7 @@ async fn remove_data(tc: &TrufflesClient, ctx: &Context, tenant: &TenantDb) -> R
             .fetch_optional(&ctx.pool)
             .await
             .map_err(PlatformError::from)?;
-    let confirmed = tc.spec.deletion.policy == DeletionPolicy::Purge
-        && tc.spec.deletion.confirm_purge.as_deref() == Some(name.as_str());
+    let confirmed = purge_confirmed(tc);
     if confirmed {
         // Redis first: if it is down, nothing is deleted yet and the purge retries.
         if let Some(redis) = &ctx.redis {
