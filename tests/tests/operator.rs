@@ -679,3 +679,75 @@ async fn state_deleted_removes_the_runtime_and_keeps_the_record() -> Result<()> 
     );
     env.finish().await
 }
+
+#[tokio::test]
+async fn an_unreachable_database_is_reported_and_retried_not_crashed() -> Result<()> {
+    let client = kube_client().await?;
+    install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, "op-nodb").await?;
+    // A port nobody listens on: PostgreSQL is "down".
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let down: sqlx::postgres::PgConnectOptions =
+        format!("postgres://postgres:x@127.0.0.1:{port}/truffles_platform").parse()?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy_with(down.clone());
+    let settings = Settings {
+        default_image: "truffles-bot:test".into(),
+        tenant_database_host: None,
+        namespace: Some(ns.name.clone()),
+    };
+    let ctx = Arc::new(Context::new(client.clone(), pool, down, settings));
+    let operator = tokio::spawn(tenant::run(ctx.clone()));
+
+    create_raw::<Secret>(&ns, &secret_manifest("nodb-shop")).await?;
+    create_raw::<TrufflesClient>(&ns, &client_manifest("nodb-shop", json!({}))).await?;
+    let clients: Api<TrufflesClient> = ns.api();
+    let cond = await_condition(
+        clients.clone(),
+        "nodb-shop",
+        |tc: Option<&TrufflesClient>| {
+            tc.is_some_and(|tc| {
+                condition_reason(tc, "DatabaseReady").as_deref() == Some("DatabaseUnavailable")
+            })
+        },
+    );
+    let tc = tokio::time::timeout(WAIT, cond).await??.context("client")?;
+    assert_eq!(
+        condition_reason(&tc, "Ready").as_deref(),
+        Some("DatabaseUnavailable")
+    );
+    assert_eq!(
+        tc.status.as_ref().and_then(|s| s.phase),
+        Some(ClientPhase::Onboarding)
+    );
+    let message = tc
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        !message.contains("postgres:x@"),
+        "no credentials in status: {message}"
+    );
+    assert!(
+        ns.api::<Deployment>()
+            .get_opt("nodb-shop-bot")
+            .await?
+            .is_none(),
+        "nothing half-provisioned"
+    );
+    let events = events_for(&ns, "nodb-shop").await?;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("DatabaseUnavailable"))
+    );
+    // Still running, and retrying.
+    assert!(!operator.is_finished(), "the controller must not crash");
+    operator.abort();
+    ns.delete().await
+}
