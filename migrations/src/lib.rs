@@ -177,6 +177,28 @@ async fn migrate_tenant_schema(pool: &PgPool, tenant: &TenantDb) -> Result<(), E
     result
 }
 
+/// Whether the tenant schema has every tenant migration applied (a cheap check
+/// that lets callers skip `provision_tenant`).
+pub async fn tenant_is_current(pool: &PgPool, tenant: &TenantDb) -> Result<bool, Error> {
+    let latest = TENANT.iter().map(|m| m.version).max().unwrap_or(0);
+    let table = format!(r#""{}"._sqlx_migrations"#, tenant.schema);
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(&table)
+        .fetch_one(pool)
+        .await
+        .map_err(|e| tenant.db_error("reading the migration state", e))?;
+    if !exists {
+        return Ok(false);
+    }
+    let applied: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT max(version) FROM {table} WHERE success"
+    )))
+    .fetch_one(pool)
+    .await
+    .map_err(|e| tenant.db_error("reading the migration state", e))?;
+    Ok(applied == Some(latest))
+}
+
 /// Stops the tenant's role from logging in (its runtime is gone, its data retained).
 /// `provision_tenant` enables it again.
 pub async fn disable_login(pool: &PgPool, tenant: &TenantDb) -> Result<(), Error> {

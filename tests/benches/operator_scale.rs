@@ -75,7 +75,19 @@ async fn run(n: usize) -> Result<()> {
                          "handover": {"adapter": {"type": "whatsappWeb"}}}
             });
             let ns = &ns;
-            async move { create_raw::<TrufflesClient>(ns, &doc).await }
+            async move {
+                // A loaded API server may drop a connection; a bench retries it.
+                let mut attempt = 0;
+                loop {
+                    match create_raw::<TrufflesClient>(ns, &doc).await {
+                        Err(kube::Error::HyperError(_) | kube::Error::Service(_)) if attempt < 5 => {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                        }
+                        other => break other,
+                    }
+                }
+            }
         })
         .buffer_unordered(16)
         .collect::<Vec<_>>()
@@ -87,7 +99,14 @@ async fn run(n: usize) -> Result<()> {
     let api = ns.api::<TrufflesClient>();
     let deadline = Instant::now() + Duration::from_secs(1800);
     let ready = loop {
-        let list = api.list(&Default::default()).await?;
+        let list = match api.list(&Default::default()).await {
+            Ok(list) => list,
+            Err(e) => {
+                eprintln!("list failed, retrying: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         let ready = list
             .items
             .iter()

@@ -260,3 +260,25 @@ async fn dropping_a_tenant_removes_its_schema_and_role() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_migrated_tenant_schema_is_reported_current() -> Result<()> {
+    let db = TestDatabase::create().await?;
+    migrate_platform(&db.pool).await?;
+    let tenant = TenantDb::for_client("current-shop")?;
+    assert!(
+        !truffles_migrations::tenant_is_current(&db.pool, &tenant).await?,
+        "no schema yet"
+    );
+    provision_tenant(&db.pool, &tenant, "pw-current").await?;
+    assert!(truffles_migrations::tenant_is_current(&db.pool, &tenant).await?);
+    // A schema behind the embedded migrations is not current.
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DELETE FROM {}._sqlx_migrations",
+        tenant.schema
+    )))
+    .execute(&db.pool)
+    .await?;
+    assert!(!truffles_migrations::tenant_is_current(&db.pool, &tenant).await?);
+    Ok(())
+}

@@ -29,6 +29,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use tracing::{Instrument, info, warn};
 use truffles_crds::client::{ClientPhase, DeletionPolicy, TenantState};
+use truffles_crds::common::condition_type;
 use truffles_crds::subscription::BillingState;
 use truffles_crds::{Subscription, TrufflesClient};
 use truffles_migrations::TenantDb;
@@ -334,8 +335,20 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
         &config,
     )
     .await?;
-    truffles_migrations::provision_tenant(&ctx.pool, &tenant, &credentials.db_password).await?;
-    platform::copy_prompt_templates(&ctx.pool, &tenant).await?;
+    // Provisioning takes catalog locks (roles, grants, DDL): do it only when the
+    // schema is behind, the password is new, or it never completed.
+    let provisioned = tc.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == condition_type::DATABASE_READY && c.status == "True")
+    });
+    if credentials.new_password
+        || !provisioned
+        || !truffles_migrations::tenant_is_current(&ctx.pool, &tenant).await?
+    {
+        truffles_migrations::provision_tenant(&ctx.pool, &tenant, &credentials.db_password).await?;
+        platform::copy_prompt_templates(&ctx.pool, &tenant).await?;
+    }
     if !record.created && !record.changed_fields.is_empty() {
         let details = serde_json::json!({"changed": record.changed_fields, "generation": tc.metadata.generation});
         platform::audit(&ctx.pool, record.id, "config_change", details).await?;
@@ -410,6 +423,8 @@ async fn billing(ctx: &Context, ns: &str, name: &str) -> Result<Billing, Error> 
 struct Credentials {
     db_password: String,
     webhook_secret: String,
+    /// The password was generated now: the role must be (re)provisioned with it.
+    new_password: bool,
 }
 
 async fn existing_credentials(ctx: &Context, ns: &str, name: &str) -> Result<Credentials, Error> {
@@ -423,14 +438,16 @@ async fn existing_credentials(ctx: &Context, ns: &str, name: &str) -> Result<Cre
             .and_then(|v| String::from_utf8(v.0.clone()).ok())
     };
     // The password lives only inside the tenant's DATABASE_URL.
-    let db_password = read("DATABASE_URL")
+    let existing_password = read("DATABASE_URL")
         .and_then(|url| url::Url::parse(&url).ok())
-        .and_then(|url| url.password().map(str::to_owned))
-        .unwrap_or_else(random_token);
+        .and_then(|url| url.password().map(str::to_owned));
+    let new_password = existing_password.is_none();
+    let db_password = existing_password.unwrap_or_else(random_token);
     let webhook_secret = read("TRUFFLES_WEBHOOK_SECRET").unwrap_or_else(random_token);
     Ok(Credentials {
         db_password,
         webhook_secret,
+        new_password,
     })
 }
 
