@@ -15,6 +15,16 @@ pub static PLATFORM: Migrator = sqlx::migrate!("./platform");
 /// Migrations applied inside every tenant schema.
 pub static TENANT: Migrator = sqlx::migrate!("./tenant");
 
+/// The tenant migrator without sqlx's advisory lock. That lock is per database, so
+/// it would serialise every tenant's migrations although each touches only its own
+/// schema; one tenant is never provisioned twice at once (the operator reconciles an
+/// object at a time, and its Deployment runs one replica).
+fn tenant_migrator() -> Migrator {
+    let mut migrator = sqlx::migrate!("./tenant");
+    migrator.set_locking(false);
+    migrator
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
@@ -166,7 +176,7 @@ async fn migrate_tenant_schema(pool: &PgPool, tenant: &TenantDb) -> Result<(), E
         .connect_with(options)
         .await
         .map_err(|e| tenant.db_error("connecting", e))?;
-    let result = TENANT
+    let result = tenant_migrator()
         .run(&schema_pool)
         .await
         .map_err(|source| Error::Migrate {

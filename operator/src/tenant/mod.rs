@@ -65,6 +65,9 @@ pub struct Context {
     pub settings: Settings,
     /// Where tenants' Redis keys live; purge deletes them.
     pub redis: Option<redis::Client>,
+    /// Caps concurrent database provisioning (DDL and catalog locks, and one extra
+    /// connection each) so a thousand new tenants do not stampede PostgreSQL.
+    pub provisioning: tokio::sync::Semaphore,
 }
 
 impl Context {
@@ -87,6 +90,7 @@ impl Context {
             recorder,
             settings,
             redis: None,
+            provisioning: tokio::sync::Semaphore::new(4),
         }
     }
 
@@ -346,6 +350,12 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
         || !provisioned
         || !truffles_migrations::tenant_is_current(&ctx.pool, &tenant).await?
     {
+        // Closed only if the Context is dropped, which ends the controller anyway.
+        let _permit = ctx
+            .provisioning
+            .acquire()
+            .await
+            .map_err(|_| Error::InvalidSpec("operator shutting down".into()))?;
         truffles_migrations::provision_tenant(&ctx.pool, &tenant, &credentials.db_password).await?;
         platform::copy_prompt_templates(&ctx.pool, &tenant).await?;
     }
