@@ -233,7 +233,7 @@ start_kubernetes() {
         --cert-dir "$TMP/pki" --tls-cert-file "$TMP/pki/apiserver.crt" --tls-private-key-file "$TMP/pki/apiserver.key" \
         --client-ca-file "$TMP/pki/ca.crt" --token-auth-file "$TMP/pki/tokens.csv" \
         --authorization-mode RBAC --disable-admission-plugins ServiceAccount \
-        --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
+        --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true \
         --service-account-issuer https://kubernetes.default.svc \
         --service-account-key-file "$TMP/pki/sa.pub" --service-account-signing-key-file "$TMP/pki/sa.key" \
         --enable-priority-and-fairness=false
