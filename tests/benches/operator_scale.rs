@@ -14,8 +14,10 @@ use anyhow::{Context as _, Result};
 use futures::StreamExt;
 use serde_json::json;
 use truffles_crds::TrufflesClient;
-use truffles_operator::tenant::{self, Context, Settings};
-use truffles_tests::{TestDatabase, TestNamespace, create_raw, install_crds, kube_client};
+use truffles_operator::tenant;
+use truffles_tests::{
+    TestDatabase, TestNamespace, create_raw, install_crds, kube_client, operator_context,
+};
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -50,17 +52,7 @@ async fn run(n: usize) -> Result<()> {
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "stringData": {"token": "t"}});
     create_raw::<k8s_openapi::api::core::v1::Secret>(&ns, &secret).await?;
 
-    let settings = Settings {
-        default_image: "truffles-bot:bench".into(),
-        tenant_database_host: None,
-        namespace: Some(ns.name.clone()),
-    };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        db.pool.clone(),
-        db.options.clone(),
-        settings,
-    ));
+    let ctx = Arc::new(operator_context(client.clone(), &db, Some(&ns.name)));
     let operator = tokio::spawn(tenant::run(ctx.clone()));
 
     let started = Instant::now();

@@ -229,6 +229,45 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Whether a schema exists (tenant provisioning and purge are checked by it).
+    pub async fn schema_exists(&self, schema: &str) -> Result<bool> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)")
+                .bind(schema)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
+// ------------------------------------------------------------------ Operator
+
+/// The tenant controller's context over a test database, watching `namespace`
+/// (None: every namespace).
+pub fn operator_context(
+    client: Client,
+    db: &TestDatabase,
+    namespace: Option<&str>,
+) -> truffles_operator::tenant::Context {
+    let settings = truffles_operator::tenant::Settings {
+        default_image: "truffles-bot:test".into(),
+        tenant_database_host: None,
+        namespace: namespace.map(str::to_owned),
+    };
+    truffles_operator::tenant::Context::new(client, db.pool.clone(), db.options.clone(), settings)
+}
+
+/// The reason of a TrufflesClient's condition of type `type_`.
+pub fn condition_reason(tc: &truffles_crds::TrufflesClient, type_: &str) -> Option<String> {
+    tc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.reason.clone())
+}
+
 // ------------------------------------------------------------------ Redis
 
 /// A connection to the test Redis.

@@ -21,8 +21,11 @@ use serde_json::{Value, json};
 use truffles_crds::subscription::{BillingState, ReminderType};
 use truffles_crds::{Subscription, TrufflesClient};
 use truffles_operator::billing::controller::{self, BillingContext, Clock, TelegramNotifier};
-use truffles_operator::tenant::{self, Context, Settings};
-use truffles_tests::{TestDatabase, TestNamespace, create_raw, install_crds, kube_client};
+use truffles_operator::tenant;
+use truffles_tests::{
+    TestDatabase, TestNamespace, condition_reason, create_raw, install_crds, kube_client,
+    operator_context,
+};
 
 const WAIT: Duration = Duration::from_secs(90);
 const BOT_TOKEN: &str = "123456:TEST-owner-bot-token";
@@ -116,12 +119,7 @@ async fn wait_client(
 }
 
 fn ready_reason(tc: &TrufflesClient) -> Option<String> {
-    tc.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.reason.clone())
+    condition_reason(tc, "Ready")
 }
 
 fn state(sub: &Subscription) -> Option<BillingState> {
@@ -151,17 +149,7 @@ impl BillingEnv {
             .to_zoned(TimeZone::UTC)
             .date();
         let clock = Arc::new(MovableClock(Mutex::new(today)));
-        let settings = Settings {
-            default_image: "truffles-bot:test".into(),
-            tenant_database_host: None,
-            namespace: Some(ns.name.clone()),
-        };
-        let tenants = Arc::new(Context::new(
-            client.clone(),
-            db.pool.clone(),
-            db.options.clone(),
-            settings,
-        ));
+        let tenants = Arc::new(operator_context(client.clone(), &db, Some(&ns.name)));
         let notifier =
             TelegramNotifier::new(BOT_TOKEN, Some(&telegram_url)).map_err(anyhow::Error::msg)?;
         let billing = Arc::new(BillingContext {
@@ -369,7 +357,7 @@ async fn opted_in_deletion_purges_only_a_client_whose_policy_confirms_it() -> Re
     })
     .await?;
     assert!(
-        schema_exists(&env.db, "tenant_gone_shop").await?,
+        env.db.schema_exists("tenant_gone_shop").await?,
         "not deleted before the period"
     );
 
@@ -386,20 +374,11 @@ async fn opted_in_deletion_purges_only_a_client_whose_policy_confirms_it() -> Re
     })
     .await?;
     assert_eq!(gone.status.as_ref().and_then(|s| s.schema.clone()), None);
-    assert!(!schema_exists(&env.db, "tenant_gone_shop").await?, "purged");
+    assert!(!env.db.schema_exists("tenant_gone_shop").await?, "purged");
     // Retain (the default) is never purged by billing.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(schema_exists(&env.db, "tenant_kept_shop").await?);
+    assert!(env.db.schema_exists("tenant_kept_shop").await?);
     let kept = clients.get("kept-shop").await?;
     assert_eq!(ready_reason(&kept).as_deref(), Some("BillingSuspended"));
     env.finish().await
-}
-
-async fn schema_exists(db: &TestDatabase, schema: &str) -> Result<bool> {
-    Ok(
-        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)")
-            .bind(schema)
-            .fetch_one(&db.pool)
-            .await?,
-    )
 }

@@ -12,9 +12,10 @@ use kube::runtime::wait::await_condition;
 use kube::{Api, Client, Config};
 use serde_json::json;
 use truffles_crds::TrufflesClient;
-use truffles_operator::tenant::{self, Context, Settings};
+use truffles_operator::tenant;
 use truffles_tests::{
-    TestDatabase, TestNamespace, create_raw, env_var, install_crds, kube_client, workspace_root,
+    TestDatabase, TestNamespace, create_raw, env_var, install_crds, kube_client, operator_context,
+    workspace_root,
 };
 
 fn chart() -> String {
@@ -162,17 +163,7 @@ async fn the_operator_works_with_exactly_the_charts_rbac() -> Result<()> {
 
     let db = TestDatabase::create().await?;
     truffles_migrations::migrate_platform(&db.pool).await?;
-    let settings = Settings {
-        default_image: "truffles-bot:test".into(),
-        tenant_database_host: None,
-        namespace: None,
-    };
-    let ctx = Arc::new(Context::new(
-        as_operator,
-        db.pool.clone(),
-        db.options.clone(),
-        settings,
-    ));
+    let ctx = Arc::new(operator_context(as_operator, &db, None));
     let operator = tokio::spawn(tenant::run(ctx.clone()));
 
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "rbac-shop-creds"}, "stringData": {"token": "t"}});

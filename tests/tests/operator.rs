@@ -24,8 +24,8 @@ use truffles_crds::client::ClientPhase;
 use truffles_migrations::TenantDb;
 use truffles_operator::tenant::{self, Context, Settings};
 use truffles_tests::{
-    TestDatabase, TestNamespace, create_all, create_raw, install_crds, kube_client, read_manifests,
-    workspace_root,
+    TestDatabase, TestNamespace, condition_reason, create_all, create_raw, install_crds,
+    kube_client, operator_context, read_manifests, workspace_root,
 };
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -44,15 +44,8 @@ impl Env {
         let ns = TestNamespace::create(&client, prefix).await?;
         let db = TestDatabase::create().await?;
         truffles_migrations::migrate_platform(&db.pool).await?;
-        let settings = Settings {
-            default_image: "truffles-bot:test".into(),
-            tenant_database_host: None,
-            namespace: Some(ns.name.clone()),
-        };
         let redis = redis::Client::open(truffles_tests::env_var("REDIS_URL")?.as_str())?;
-        let ctx = Arc::new(
-            Context::new(client, db.pool.clone(), db.options.clone(), settings).with_redis(redis),
-        );
+        let ctx = Arc::new(operator_context(client, &db, Some(&ns.name)).with_redis(redis));
         let operator = tokio::spawn(tenant::run(ctx.clone()));
         Ok(Self {
             ns,
@@ -117,15 +110,6 @@ fn condition_is(tc: &TrufflesClient, type_: &str, status: &str) -> bool {
     })
 }
 
-fn condition_reason(tc: &TrufflesClient, type_: &str) -> Option<String> {
-    tc.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.reason.clone())
-}
-
 fn client_manifest(name: &str, extra_spec: serde_json::Value) -> serde_json::Value {
     let mut doc = json!({
         "apiVersion": "truffles.kz/v1alpha1", "kind": "TrufflesClient",
@@ -162,15 +146,6 @@ async fn events_for(ns: &TestNamespace, name: &str) -> Result<Vec<Event>> {
         .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
         .await?;
     Ok(list.items)
-}
-
-async fn schema_exists(db: &TestDatabase, schema: &str) -> Result<bool> {
-    Ok(
-        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)")
-            .bind(schema)
-            .fetch_one(&db.pool)
-            .await?,
-    )
 }
 
 #[tokio::test]
@@ -419,7 +394,7 @@ async fn suspend_keeps_data_and_reactivation_restores_the_runtime() -> Result<()
     let sync: CronJob = env.ns.api().get("pause-shop-knowledge-sync").await?;
     assert_eq!(sync.spec.and_then(|s| s.suspend), Some(true));
     assert!(
-        schema_exists(&env.db, "tenant_pause_shop").await?,
+        env.db.schema_exists("tenant_pause_shop").await?,
         "data is kept while suspended"
     );
     let row: String =
@@ -489,7 +464,7 @@ async fn purge_leaves_nothing_of_the_tenant() -> Result<()> {
 
     let tenant = TenantDb::for_client("purge-shop")?;
     assert!(
-        !schema_exists(&env.db, &tenant.schema).await?,
+        !env.db.schema_exists(&tenant.schema).await?,
         "schema dropped"
     );
     let role: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
@@ -552,7 +527,7 @@ async fn retain_keeps_the_data_and_locks_the_role() -> Result<()> {
     )
     .await??;
     assert!(
-        schema_exists(&env.db, "tenant_keep_shop").await?,
+        env.db.schema_exists("tenant_keep_shop").await?,
         "Retain keeps the schema"
     );
     assert!(
@@ -674,7 +649,7 @@ async fn state_deleted_removes_the_runtime_and_keeps_the_record() -> Result<()> 
             .is_none()
     );
     assert!(
-        schema_exists(&env.db, "tenant_retire_shop").await?,
+        env.db.schema_exists("tenant_retire_shop").await?,
         "Retain (the default) keeps data"
     );
     env.finish().await
