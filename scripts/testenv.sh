@@ -39,6 +39,11 @@ ensure_packages() {
     # Argo CD health checks are Lua; the chart tests run them.
     command -v lua5.4 >/dev/null || missing+=(lua5.4)
     compgen -G "/usr/lib/*/lua/5.4/cjson.so" >/dev/null || missing+=(lua-cjson)
+    # A real SMTP server for the e-mail tests (PyPI).
+    if ! python3 -c "import aiosmtpd" 2>/dev/null; then
+        log "installing aiosmtpd (PyPI)"
+        python3 -m pip install --quiet --disable-pip-version-check aiosmtpd >&2
+    fi
     if ((${#missing[@]})); then
         log "installing Debian packages: ${missing[*]}"
         local sudo=""

@@ -8,7 +8,7 @@ use clap::Parser;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use truffles_operator::billing;
 use truffles_operator::billing::controller::{
-    BillingContext, Notifier, SystemClock, TelegramNotifier,
+    BillingContext, EmailNotifier, Notifier, SystemClock, TelegramNotifier,
 };
 use truffles_operator::tenant::{self, Context, Settings};
 
@@ -41,6 +41,16 @@ struct Args {
     /// Telegram Bot API base URL.
     #[arg(long, env = "TRUFFLES_TELEGRAM_API_URL")]
     telegram_api_url: Option<String>,
+    /// SMTP server for e-mail billing reminders, e.g. smtps://user:password@host:465.
+    #[arg(long, env = "TRUFFLES_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<String>,
+    /// Sender of e-mail billing reminders.
+    #[arg(
+        long,
+        env = "TRUFFLES_SMTP_FROM",
+        default_value = "Truffles <billing@truffles.kz>"
+    )]
+    smtp_from: String,
     /// Address of /metrics (Prometheus) and /healthz.
     #[arg(long, env = "TRUFFLES_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
@@ -99,7 +109,14 @@ async fn main() -> Result<()> {
             None
         }
     };
+    let mailer = match &args.smtp_url {
+        Some(url) => Some(Arc::new(
+            EmailNotifier::new(url, &args.smtp_from).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
     let billing = Arc::new(BillingContext {
+        mailer,
         client: client.clone(),
         pool: pool.clone(),
         clock: Arc::new(SystemClock),

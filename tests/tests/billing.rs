@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -20,7 +20,9 @@ use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use truffles_crds::subscription::{BillingState, ReminderType};
 use truffles_crds::{Subscription, TrufflesClient};
-use truffles_operator::billing::controller::{self, BillingContext, Clock, TelegramNotifier};
+use truffles_operator::billing::controller::{
+    self, BillingContext, Clock, EmailNotifier, TelegramNotifier,
+};
 use truffles_operator::tenant;
 use truffles_tests::{
     TestDatabase, TestNamespace, condition_reason, create_raw, install_crds, kube_client,
@@ -139,6 +141,10 @@ struct BillingEnv {
 
 impl BillingEnv {
     async fn start(prefix: &str) -> Result<Self> {
+        Self::start_with_mailer(prefix, None).await
+    }
+
+    async fn start_with_mailer(prefix: &str, mailer: Option<Arc<EmailNotifier>>) -> Result<Self> {
         let client = kube_client().await?;
         install_crds(&client).await?;
         let ns = TestNamespace::create(&client, prefix).await?;
@@ -157,6 +163,7 @@ impl BillingEnv {
             pool: db.pool.clone(),
             clock: clock.clone(),
             notifier: Some(Arc::new(notifier)),
+            mailer,
             namespace: Some(ns.name.clone()),
         });
         let tasks = vec![
@@ -380,5 +387,111 @@ async fn opted_in_deletion_purges_only_a_client_whose_policy_confirms_it() -> Re
     assert!(env.db.schema_exists("tenant_kept_shop").await?);
     let kept = clients.get("kept-shop").await?;
     assert_eq!(ready_reason(&kept).as_deref(), Some("BillingSuspended"));
+    env.finish().await
+}
+
+/// A real SMTP server (aiosmtpd) that stores what it receives in a Maildir.
+struct SmtpServer {
+    child: std::process::Child,
+    maildir: std::path::PathBuf,
+    port: u16,
+}
+
+impl SmtpServer {
+    async fn start() -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let maildir =
+            std::env::temp_dir().join(format!("truffles-mail-{}", uuid::Uuid::new_v4().simple()));
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(&maildir)
+            .spawn()
+            .context("python3 -m aiosmtpd (installed by scripts/testenv.sh)")?;
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(Self {
+                    child,
+                    maildir,
+                    port,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("aiosmtpd did not listen on {port}")
+    }
+
+    fn messages(&self) -> Vec<String> {
+        std::fs::read_dir(self.maildir.join("new"))
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.maildir);
+    }
+}
+
+#[tokio::test]
+async fn reminders_also_go_by_email_when_addresses_are_given() -> Result<()> {
+    let smtp = SmtpServer::start().await?;
+    let mailer = EmailNotifier::new(
+        &format!("smtp://127.0.0.1:{}", smtp.port),
+        "Truffles <billing@truffles.kz>",
+    )
+    .map_err(anyhow::Error::msg)?;
+    let env = BillingEnv::start_with_mailer("billing-mail", Some(Arc::new(mailer))).await?;
+    env.onboard("mail-shop", json!({})).await?;
+    env.clock.set(env.today.checked_add(4.days())?);
+    let reminders = json!({"reminders": {"telegramChatId": "777000111", "emails": ["director@smiledental.kz"]}});
+    env.subscribe("mail-shop", reminders).await?;
+    let subs: Api<Subscription> = env.ns.api();
+    let s = wait_sub(&subs, "mail-shop", "sent by both channels", |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.reminders_sent.len() == 2)
+    })
+    .await?;
+    let mut vias: Vec<String> = s
+        .status
+        .iter()
+        .flat_map(|st| st.reminders_sent.iter().map(|r| r.via.clone()))
+        .collect();
+    vias.sort();
+    assert_eq!(vias, ["email", "telegram"]);
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let mail = &messages[0];
+    assert!(mail.contains("To: director@smiledental.kz"), "{mail}");
+    assert!(
+        mail.contains("From: Truffles <billing@truffles.kz>"),
+        "{mail}"
+    );
+    assert!(mail.contains("Subject: Truffles: mail-shop"), "{mail}");
+    let recorded: Vec<String> =
+        sqlx::query_scalar("SELECT sent_via FROM platform.billing_reminders ORDER BY sent_via")
+            .fetch_all(&env.db.pool)
+            .await?;
+    assert_eq!(recorded, ["email", "telegram"]);
     env.finish().await
 }

@@ -80,12 +80,55 @@ impl Notifier for TelegramNotifier {
     }
 }
 
+/// E-mail reminders over SMTP (lettre); the transport comes from a URL such as
+/// `smtps://user:password@smtp.example.kz:465` or `smtp://relay:25`.
+pub struct EmailNotifier {
+    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+    from: lettre::message::Mailbox,
+}
+
+impl EmailNotifier {
+    pub fn new(smtp_url: &str, from: &str) -> Result<Self, String> {
+        // The URL holds the password: report the failure without it or its parse error.
+        let transport = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(smtp_url)
+            .map_err(|_| "TRUFFLES_SMTP_URL is not a valid smtp:// or smtps:// URL".to_owned())?
+            .build();
+        let from = from
+            .parse()
+            .map_err(|e| format!("invalid sender address {from:?}: {e}"))?;
+        Ok(Self { transport, from })
+    }
+
+    pub async fn send(&self, to: &[String], subject: &str, text: &str) -> Result<(), String> {
+        use lettre::AsyncTransport;
+        let mut message = lettre::Message::builder()
+            .from(self.from.clone())
+            .subject(subject);
+        for address in to {
+            message = message.to(address
+                .parse()
+                .map_err(|e| format!("invalid reminder address {address:?}: {e}"))?);
+        }
+        let message = message
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .body(text.to_owned())
+            .map_err(|e| format!("building the e-mail: {e}"))?;
+        self.transport
+            .send(message)
+            .await
+            .map(drop)
+            .map_err(|e| format!("SMTP delivery failed: {e}"))
+    }
+}
+
 pub struct BillingContext {
     pub client: Client,
     pub pool: PgPool,
     pub clock: Arc<dyn Clock>,
-    /// None: reminders are recorded as undeliverable (no bot configured).
+    /// None: Telegram reminders are undeliverable (no bot configured).
     pub notifier: Option<Arc<dyn Notifier>>,
+    /// None: e-mail reminders are undeliverable (no SMTP configured).
+    pub mailer: Option<Arc<EmailNotifier>>,
     pub namespace: Option<String>,
 }
 
@@ -133,21 +176,22 @@ fn reconcile(
 
         let mut reminders_sent = previous.reminders_sent.clone();
         let mut delivery: Result<(), String> = Ok(());
-        if let Some(reminder) = evaluation.reminder.clone().filter(|r| !already_sent(&reminders_sent, r)) {
-            match deliver(&ctx, &sub, &reminder, &evaluation).await {
-                Ok(via) => {
-                    if let Some(id) = subscription_id {
-                        record_reminder(&ctx.pool, id, &reminder, &via).await?;
-                    }
-                    reminders_sent.push(ReminderRecord {
-                        reminder_type: reminder.kind,
-                        due_on: reminder.due_on.to_string(),
-                        period_end: reminder.period_end.to_string(),
-                        sent_at: Time(Timestamp::now()),
-                        via,
-                    });
+        if let Some(reminder) = evaluation.reminder.clone() {
+            let (delivered, errors) = deliver(&ctx, &sub, &reminder, &evaluation, &reminders_sent).await;
+            for via in delivered {
+                if let Some(id) = subscription_id {
+                    record_reminder(&ctx.pool, id, &reminder, &via).await?;
                 }
-                Err(e) => delivery = Err(e),
+                reminders_sent.push(ReminderRecord {
+                    reminder_type: reminder.kind,
+                    due_on: reminder.due_on.to_string(),
+                    period_end: reminder.period_end.to_string(),
+                    sent_at: Time(Timestamp::now()),
+                    via,
+                });
+            }
+            if !errors.is_empty() {
+                delivery = Err(errors.join("; "));
             }
         }
         let status = status(&sub, &evaluation, reminders_sent, &delivery, &previous);
@@ -174,33 +218,62 @@ fn until(day: Date) -> Duration {
     Duration::from_secs(u64::try_from(secs).unwrap_or(0).clamp(60, 86_400))
 }
 
-fn already_sent(sent: &[ReminderRecord], reminder: &Reminder) -> bool {
+fn already_sent(sent: &[ReminderRecord], reminder: &Reminder, via: &str) -> bool {
     let due = reminder.due_on.to_string();
     sent.iter()
-        .any(|r| r.reminder_type == reminder.kind && r.due_on == due)
+        .any(|r| r.reminder_type == reminder.kind && r.due_on == due && r.via == via)
 }
 
-/// Sends the reminder; returns the channel it went through.
+/// Sends the reminder through every channel the Subscription names that has not
+/// had it yet. Returns the channels it went through and what failed.
 async fn deliver(
     ctx: &BillingContext,
     sub: &Subscription,
     reminder: &Reminder,
     eval: &Evaluation,
-) -> Result<String, String> {
-    let chat = sub
-        .spec
-        .reminders
+    sent: &[ReminderRecord],
+) -> (Vec<String>, Vec<String>) {
+    let destinations = &sub.spec.reminders;
+    let text = reminder_text(sub, reminder, eval);
+    let (mut delivered, mut errors) = (Vec::new(), Vec::new());
+    if destinations.telegram_chat_id.is_none() && destinations.emails.is_empty() {
+        errors.push("the Subscription names no reminder destination (reminders.telegramChatId or reminders.emails)".to_owned());
+    }
+    if let Some(chat) = destinations
         .telegram_chat_id
         .as_deref()
-        .ok_or("no reminders.telegramChatId in the Subscription")?;
-    let notifier = ctx
-        .notifier
-        .as_ref()
-        .ok_or("no Telegram bot configured for the operator (TRUFFLES_TELEGRAM_BOT_TOKEN)")?;
-    notifier
-        .send(chat, &reminder_text(sub, reminder, eval))
-        .await?;
-    Ok("telegram".into())
+        .filter(|_| !already_sent(sent, reminder, "telegram"))
+    {
+        let result = match &ctx.notifier {
+            Some(notifier) => notifier.send(chat, &text).await,
+            None => Err(
+                "no Telegram bot configured for the operator (TRUFFLES_TELEGRAM_BOT_TOKEN)"
+                    .to_owned(),
+            ),
+        };
+        match result {
+            Ok(()) => delivered.push("telegram".to_owned()),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !destinations.emails.is_empty() && !already_sent(sent, reminder, "email") {
+        let subject = format!(
+            "Truffles: {} — {}",
+            sub.spec.client_ref.name,
+            reminder_name(reminder.kind).replace('_', " ")
+        );
+        let result = match &ctx.mailer {
+            Some(mailer) => mailer.send(&destinations.emails, &subject, &text).await,
+            None => {
+                Err("no SMTP server configured for the operator (TRUFFLES_SMTP_URL)".to_owned())
+            }
+        };
+        match result {
+            Ok(()) => delivered.push("email".to_owned()),
+            Err(e) => errors.push(e),
+        }
+    }
+    (delivered, errors)
 }
 
 /// The reminder as the platform owner reads it (Russian, with the figures).
