@@ -2,5 +2,6 @@
 //! database schema, Secrets, runtime Deployment, Service, Ingress and CronJobs.
 
 pub mod billing;
+pub mod leader;
 pub mod metrics;
 pub mod tenant;

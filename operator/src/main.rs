@@ -6,11 +6,11 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use truffles_operator::billing;
 use truffles_operator::billing::controller::{
     BillingContext, EmailNotifier, Notifier, SystemClock, TelegramNotifier,
 };
 use truffles_operator::tenant::{self, Context, Settings};
+use truffles_operator::{billing, leader};
 
 /// Truffles operator.
 #[derive(Parser, Debug)]
@@ -51,6 +51,13 @@ struct Args {
         default_value = "Truffles <billing@truffles.kz>"
     )]
     smtp_from: String,
+    /// Namespace of the leader-election Lease; set (the chart sets it from the pod)
+    /// to let several replicas run with one of them reconciling.
+    #[arg(long, env = "POD_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// This replica's identity in the election.
+    #[arg(long, env = "POD_NAME", default_value = "truffles-operator")]
+    pod_name: String,
     /// Address of /metrics (Prometheus) and /healthz.
     #[arg(long, env = "TRUFFLES_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
@@ -87,6 +94,7 @@ async fn main() -> Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes")?;
+    let lease_client = client.clone();
 
     let settings = Settings {
         default_image: args.runtime_image,
@@ -148,7 +156,20 @@ async fn main() -> Result<()> {
         .route("/healthz", axum::routing::get(|| async { "ok" }));
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     // The controllers return when the process is asked to stop (SIGTERM/SIGINT).
-    tokio::join!(tenant::run(ctx), billing::controller::run(billing));
+    let controllers = async {
+        tokio::join!(tenant::run(ctx), billing::controller::run(billing));
+    };
+    match args.leader_election_namespace {
+        Some(namespace) => {
+            let election = leader::Election {
+                namespace,
+                identity: args.pod_name.clone(),
+                lease_seconds: 15,
+            };
+            leader::run_while_leader(lease_client, &election, controllers).await?;
+        }
+        None => controllers.await,
+    }
     server.abort();
     Ok(())
 }
