@@ -258,6 +258,56 @@ pub fn operator_context(
     truffles_operator::tenant::Context::new(client, db.pool.clone(), db.options.clone(), settings)
 }
 
+/// A minimal TrufflesClient (WhatsApp channel, whatsappWeb handover) reading its
+/// ChatFlow token from the Secret of [`secret_manifest`]; `extra_spec` overrides
+/// top-level spec fields.
+pub fn client_manifest(name: &str, extra_spec: serde_json::Value) -> serde_json::Value {
+    let mut doc = serde_json::json!({
+        "apiVersion": "truffles.kz/v1alpha1", "kind": "TrufflesClient",
+        "metadata": {"name": name},
+        "spec": {
+            "companyName": "Test Shop",
+            "channels": {"whatsapp": {"instanceId": "i-1", "tokenSecretRef": {"name": format!("{name}-creds"), "key": "token"}}},
+            "handover": {"adapter": {"type": "whatsappWeb"}}
+        }
+    });
+    if let (Some(spec), Some(extra)) = (doc["spec"].as_object_mut(), extra_spec.as_object()) {
+        spec.extend(extra.clone());
+    }
+    doc
+}
+
+/// The credentials Secret a [`client_manifest`] refers to.
+pub fn secret_manifest(name: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{name}-creds")}, "stringData": {"token": "chatflow-token-value"}})
+}
+
+/// Waits up to `within` until the object `name` satisfies `check`.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    within: Duration,
+    check: impl Fn(&K) -> bool,
+) -> Result<K>
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let cond = await_condition(api.clone(), name, move |obj: Option<&K>| {
+        obj.is_some_and(&check)
+    });
+    tokio::time::timeout(within, cond)
+        .await
+        .with_context(|| format!("{name}: {what} within {within:?}"))??
+        .with_context(|| format!("{name} vanished"))
+}
+
 /// The reason of a TrufflesClient's condition of type `type_`.
 pub fn condition_reason(tc: &truffles_crds::TrufflesClient, type_: &str) -> Option<String> {
     tc.status

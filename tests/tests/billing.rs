@@ -15,7 +15,6 @@ use k8s_openapi::jiff::ToSpan;
 use k8s_openapi::jiff::civil::Date;
 use k8s_openapi::jiff::tz::TimeZone;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::wait::await_condition;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use truffles_crds::subscription::{BillingState, ReminderType};
@@ -25,8 +24,8 @@ use truffles_operator::billing::controller::{
 };
 use truffles_operator::tenant;
 use truffles_tests::{
-    TestDatabase, TestNamespace, condition_reason, create_raw, install_crds, kube_client,
-    operator_context,
+    TestDatabase, TestNamespace, client_manifest, condition_reason, create_raw, install_crds,
+    kube_client, operator_context, secret_manifest, wait_for,
 };
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -96,13 +95,7 @@ async fn wait_sub(
     what: &str,
     check: impl Fn(&Subscription) -> bool,
 ) -> Result<Subscription> {
-    let cond = await_condition(api.clone(), name, move |s: Option<&Subscription>| {
-        s.is_some_and(&check)
-    });
-    tokio::time::timeout(WAIT, cond)
-        .await
-        .with_context(|| format!("subscription {name}: {what}"))??
-        .context("gone")
+    wait_for(api, name, what, WAIT, check).await
 }
 
 async fn wait_client(
@@ -111,13 +104,7 @@ async fn wait_client(
     what: &str,
     check: impl Fn(&TrufflesClient) -> bool,
 ) -> Result<TrufflesClient> {
-    let cond = await_condition(api.clone(), name, move |s: Option<&TrufflesClient>| {
-        s.is_some_and(&check)
-    });
-    tokio::time::timeout(WAIT, cond)
-        .await
-        .with_context(|| format!("client {name}: {what}"))??
-        .context("gone")
+    wait_for(api, name, what, WAIT, check).await
 }
 
 fn ready_reason(tc: &TrufflesClient) -> Option<String> {
@@ -182,17 +169,8 @@ impl BillingEnv {
 
     /// A client with its Secret, Ready before its Subscription exists.
     async fn onboard(&self, name: &str, extra_spec: Value) -> Result<()> {
-        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{name}-creds")}, "stringData": {"token": "t"}});
-        create_raw::<Secret>(&self.ns, &secret).await?;
-        let mut tc = json!({
-            "apiVersion": "truffles.kz/v1alpha1", "kind": "TrufflesClient", "metadata": {"name": name},
-            "spec": {"companyName": "Bill Shop",
-                     "channels": {"whatsapp": {"instanceId": "i", "tokenSecretRef": {"name": format!("{name}-creds"), "key": "token"}}},
-                     "handover": {"adapter": {"type": "whatsappWeb"}}}
-        });
-        if let (Some(spec), Some(extra)) = (tc["spec"].as_object_mut(), extra_spec.as_object()) {
-            spec.extend(extra.clone());
-        }
+        create_raw::<Secret>(&self.ns, &secret_manifest(name)).await?;
+        let tc = client_manifest(name, extra_spec);
         create_raw::<TrufflesClient>(&self.ns, &tc).await?;
         wait_client(&self.ns.api(), name, "Ready", |tc| {
             ready_reason(tc).as_deref() == Some("Provisioned")

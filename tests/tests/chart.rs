@@ -8,14 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use kube::runtime::wait::await_condition;
 use kube::{Api, Client, Config};
 use serde_json::json;
 use truffles_crds::TrufflesClient;
 use truffles_operator::tenant;
 use truffles_tests::{
-    TestDatabase, TestNamespace, create_raw, env_var, install_crds, kube_client, operator_context,
-    workspace_root,
+    TestDatabase, TestNamespace, client_manifest, condition_reason, create_raw, env_var,
+    install_crds, kube_client, operator_context, secret_manifest, wait_for, workspace_root,
 };
 
 fn chart() -> String {
@@ -166,32 +165,20 @@ async fn the_operator_works_with_exactly_the_charts_rbac() -> Result<()> {
     let ctx = Arc::new(operator_context(as_operator, &db, None));
     let operator = tokio::spawn(tenant::run(ctx.clone()));
 
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "rbac-shop-creds"}, "stringData": {"token": "t"}});
-    create_raw::<k8s_openapi::api::core::v1::Secret>(&ns, &secret).await?;
-    let tc = json!({
-        "apiVersion": "truffles.kz/v1alpha1", "kind": "TrufflesClient", "metadata": {"name": "rbac-shop"},
-        "spec": {"companyName": "RBAC Shop", "ingress": {"host": "bots.example.kz"},
-                 "channels": {"whatsapp": {"instanceId": "i", "tokenSecretRef": {"name": "rbac-shop-creds", "key": "token"}}},
-                 "handover": {"adapter": {"type": "whatsappWeb"}}}
-    });
+    create_raw::<k8s_openapi::api::core::v1::Secret>(&ns, &secret_manifest("rbac-shop")).await?;
+    let tc = client_manifest("rbac-shop", json!({"ingress": {"host": "bots.example.kz"}}));
     create_raw::<TrufflesClient>(&ns, &tc).await?;
     let clients: Api<TrufflesClient> = ns.api();
-    let ready = await_condition(
-        clients.clone(),
+    let ready =
+        |tc: &TrufflesClient| condition_reason(tc, "Ready").as_deref() == Some("Provisioned");
+    wait_for(
+        &clients,
         "rbac-shop",
-        |tc: Option<&TrufflesClient>| {
-            tc.and_then(|t| t.status.as_ref()).is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            })
-        },
-    );
-    tokio::time::timeout(Duration::from_secs(90), ready)
-        .await
-        .context(
-            "not Ready with the chart's RBAC: a permission is missing (see the reconcile failures)",
-        )??;
+        "Ready with the chart's RBAC (a missing permission shows in the reconcile failures)",
+        Duration::from_secs(90),
+        ready,
+    )
+    .await?;
     // Publishing Events was allowed too.
     let events: Api<k8s_openapi::api::core::v1::Event> = ns.api();
     let params = kube::api::ListParams::default().fields("involvedObject.name=rbac-shop");

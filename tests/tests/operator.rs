@@ -24,8 +24,9 @@ use truffles_crds::client::ClientPhase;
 use truffles_migrations::TenantDb;
 use truffles_operator::tenant::{self, Context, Settings};
 use truffles_tests::{
-    TestDatabase, TestNamespace, condition_reason, create_all, create_raw, install_crds,
-    kube_client, operator_context, read_manifests, workspace_root,
+    TestDatabase, TestNamespace, client_manifest, condition_reason, create_all, create_raw,
+    install_crds, kube_client, operator_context, read_manifests, secret_manifest, wait_for,
+    workspace_root,
 };
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -66,13 +67,7 @@ impl Env {
         what: &str,
         check: impl Fn(&TrufflesClient) -> bool,
     ) -> Result<TrufflesClient> {
-        let cond = await_condition(self.clients(), name, move |obj: Option<&TrufflesClient>| {
-            obj.is_some_and(&check)
-        });
-        let found = tokio::time::timeout(WAIT, cond)
-            .await
-            .with_context(|| format!("{name}: {what} within {WAIT:?}"))??;
-        found.context("object vanished")
+        wait_for(&self.clients(), name, what, WAIT, check).await
     }
 
     /// Creates the client's credentials Secret and the client, and waits for Ready.
@@ -108,28 +103,6 @@ fn condition_is(tc: &TrufflesClient, type_: &str, status: &str) -> bool {
             .iter()
             .any(|c| c.type_ == type_ && c.status == status)
     })
-}
-
-fn client_manifest(name: &str, extra_spec: serde_json::Value) -> serde_json::Value {
-    let mut doc = json!({
-        "apiVersion": "truffles.kz/v1alpha1", "kind": "TrufflesClient",
-        "metadata": {"name": name},
-        "spec": {
-            "companyName": "Test Shop",
-            "channels": {"whatsapp": {"instanceId": "i-1", "tokenSecretRef": {"name": format!("{name}-creds"), "key": "token"}}},
-            "handover": {"adapter": {"type": "whatsappWeb"}}
-        }
-    });
-    if let (Some(spec), Some(extra)) = (doc["spec"].as_object_mut(), extra_spec.as_object()) {
-        for (k, v) in extra {
-            spec.insert(k.clone(), v.clone());
-        }
-    }
-    doc
-}
-
-fn secret_manifest(name: &str) -> serde_json::Value {
-    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{name}-creds")}, "stringData": {"token": "chatflow-token-value"}})
 }
 
 fn secret_value(secret: &Secret, key: &str) -> Option<String> {
