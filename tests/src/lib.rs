@@ -8,10 +8,12 @@ use std::sync::Once;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::Namespace;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Event, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{Condition, conditions};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions};
@@ -93,10 +95,14 @@ pub async fn install_crds(client: &Client) -> Result<()> {
         api.patch(&name, &params, &Patch::Apply(&crd))
             .await
             .with_context(|| format!("applying CRD {name}"))?;
-        let established = await_condition(api.clone(), &name, conditions::is_crd_established());
-        tokio::time::timeout(Duration::from_secs(30), established)
-            .await
-            .with_context(|| format!("CRD {name} not established within 30s"))??;
+        wait_until(
+            &api,
+            &name,
+            "established",
+            Duration::from_secs(30),
+            conditions::is_crd_established(),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -299,13 +305,100 @@ where
         + Sync
         + 'static,
 {
-    let cond = await_condition(api.clone(), name, move |obj: Option<&K>| {
+    wait_until(api, name, what, within, move |obj: Option<&K>| {
         obj.is_some_and(&check)
-    });
-    tokio::time::timeout(within, cond)
+    })
+    .await?
+    .with_context(|| format!("{name} vanished"))
+}
+
+/// Waits up to `within` until `cond` holds for the object `name` (`None` when
+/// it does not exist, so `conditions::is_deleted` works). Unlike kube's
+/// `await_condition`, a failed watch (the API server times out a request when
+/// the parallel tests load it) is retried with backoff instead of failing the
+/// test; only the deadline does.
+pub async fn wait_until<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    within: Duration,
+    cond: impl Condition<K>,
+) -> Result<Option<K>>
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(api.clone(), config).default_backoff().boxed();
+    let mut last_error = None;
+    let watch = async {
+        let mut current: Option<K> = None;
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Init) => current = None,
+                Ok(watcher::Event::InitApply(obj)) => current = Some(obj),
+                Ok(watcher::Event::Apply(obj)) => {
+                    current = Some(obj);
+                    if cond.matches_object(current.as_ref()) {
+                        return current;
+                    }
+                }
+                Ok(watcher::Event::Delete(_)) => {
+                    current = None;
+                    if cond.matches_object(None) {
+                        return None;
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    if cond.matches_object(current.as_ref()) {
+                        return current;
+                    }
+                }
+                Err(error) => last_error = Some(error.to_string()),
+            }
+        }
+        current
+    };
+    tokio::time::timeout(within, watch).await.with_context(|| {
+        let error = last_error
+            .as_deref()
+            .map(|e| format!(" (last watch error: {e})"))
+            .unwrap_or_default();
+        format!("{name}: {what} within {within:?}{error}")
+    })
+}
+
+/// Waits for an Event about `name` that satisfies `check`. The operator
+/// publishes Events after it patches the status, so a test that has seen the
+/// status must still wait for the Event.
+pub async fn wait_for_event(
+    ns: &TestNamespace,
+    name: &str,
+    what: &str,
+    within: Duration,
+    check: impl Fn(&Event) -> bool,
+) -> Result<Event> {
+    let events: Api<Event> = ns.api();
+    let params = ListParams::default().fields(&format!("involvedObject.name={name}"));
+    let poll = async {
+        loop {
+            // A failed list under load is retried, like a watch would be.
+            if let Ok(list) = events.list(&params).await
+                && let Some(event) = list.items.into_iter().find(|e| check(e))
+            {
+                return event;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(within, poll)
         .await
-        .with_context(|| format!("{name}: {what} within {within:?}"))??
-        .with_context(|| format!("{name} vanished"))
+        .with_context(|| format!("no {what} Event for {name} within {within:?}"))
 }
 
 /// The reason of a TrufflesClient's condition of type `type_`.

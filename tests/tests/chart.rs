@@ -14,7 +14,8 @@ use truffles_crds::TrufflesClient;
 use truffles_operator::tenant;
 use truffles_tests::{
     TestDatabase, TestNamespace, client_manifest, condition_reason, create_raw, env_var,
-    install_crds, kube_client, operator_context, secret_manifest, wait_for, workspace_root,
+    install_crds, kube_client, operator_context, secret_manifest, wait_for, wait_for_event,
+    workspace_root,
 };
 
 fn chart() -> String {
@@ -180,19 +181,14 @@ async fn the_operator_works_with_exactly_the_charts_rbac() -> Result<()> {
     )
     .await?;
     // Publishing Events was allowed too.
-    let events: Api<k8s_openapi::api::core::v1::Event> = ns.api();
-    let params = kube::api::ListParams::default().fields("involvedObject.name=rbac-shop");
-    let reasons: Vec<String> = events
-        .list(&params)
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
-    ensure!(
-        reasons.iter().any(|r| r == "Active"),
-        "no Event published with the chart's RBAC: {reasons:?}"
-    );
+    wait_for_event(
+        &ns,
+        "rbac-shop",
+        "Active (published with the chart's RBAC)",
+        Duration::from_secs(90),
+        |e| e.reason.as_deref() == Some("Active"),
+    )
+    .await?;
 
     operator.abort();
     run(

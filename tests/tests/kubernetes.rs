@@ -7,14 +7,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::wait::conditions;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use truffles_crds::client::{ClientPhase, DeletionPolicy, HandoverAdapterType, TenantState};
 use truffles_crds::{Subscription, TrufflesClient};
 use truffles_tests::{
     FIELD_MANAGER, TestNamespace, create_all, create_raw, install_crds, kube_client,
-    read_manifests, yaml_files,
+    read_manifests, wait_for, wait_until, yaml_files,
 };
 
 #[tokio::test]
@@ -212,18 +212,20 @@ async fn status_is_a_subresource_written_by_server_side_apply() -> Result<()> {
     assert_eq!(stored_status.conditions[0].type_, "Ready");
 
     // `kubectl wait --for=condition=Ready` reads the same condition.
-    let ready = await_condition(
-        api.clone(),
+    wait_for(
+        &api,
         "status-shop",
-        |obj: Option<&TrufflesClient>| {
-            obj.and_then(|o| o.status.as_ref()).is_some_and(|s| {
+        "Ready",
+        Duration::from_secs(10),
+        |tc| {
+            tc.status.as_ref().is_some_and(|s| {
                 s.conditions
                     .iter()
                     .any(|c| c.type_ == "Ready" && c.status == "True")
             })
         },
-    );
-    tokio::time::timeout(Duration::from_secs(10), ready).await??;
+    )
+    .await?;
     ns.delete().await
 }
 
@@ -247,14 +249,14 @@ async fn owned_objects_are_garbage_collected_by_the_controller_manager() -> Resu
     let uid = cm.uid().context("uid")?;
 
     api.delete("gc-shop", &DeleteParams::background()).await?;
-    let gone = await_condition(
-        configmaps.clone(),
+    wait_until(
+        &configmaps,
         "gc-shop-config",
+        "garbage-collected",
+        Duration::from_secs(60),
         conditions::is_deleted(&uid),
-    );
-    tokio::time::timeout(Duration::from_secs(60), gone)
-        .await
-        .context("the owned ConfigMap was not garbage-collected within 60s")??;
+    )
+    .await?;
     ns.delete().await
 }
 

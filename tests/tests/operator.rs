@@ -11,10 +11,10 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::wait::conditions;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
@@ -26,7 +26,7 @@ use truffles_operator::tenant::{self, Context, Settings};
 use truffles_tests::{
     TestDatabase, TestNamespace, client_manifest, condition_reason, create_all, create_raw,
     install_crds, kube_client, operator_context, read_manifests, secret_manifest, wait_for,
-    workspace_root,
+    wait_for_event, wait_until, workspace_root,
 };
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -111,14 +111,6 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
         .as_ref()?
         .get(key)
         .and_then(|v| String::from_utf8(v.0.clone()).ok())
-}
-
-async fn events_for(ns: &TestNamespace, name: &str) -> Result<Vec<Event>> {
-    let events: Api<Event> = ns.api();
-    let list = events
-        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-        .await?;
-    Ok(list.items)
 }
 
 #[tokio::test]
@@ -239,11 +231,10 @@ async fn example_flower_shop_is_onboarded_to_active() -> Result<()> {
         "no secret in the ConfigMap"
     );
 
-    let events = events_for(&env.ns, "flower-shop").await?;
-    assert!(
-        events.iter().any(|e| e.reason.as_deref() == Some("Active")),
-        "an Event announces Active"
-    );
+    wait_for_event(&env.ns, "flower-shop", "Active", WAIT, |e| {
+        e.reason.as_deref() == Some("Active")
+    })
+    .await?;
     let metrics = env.ctx.metrics.render();
     assert!(
         metrics.contains("truffles_operator_reconcile_duration_seconds_count"),
@@ -276,24 +267,22 @@ async fn drift_is_corrected_and_spec_changes_roll_out() -> Result<()> {
     deployments
         .delete("drift-shop-bot", &DeleteParams::foreground())
         .await?;
-    tokio::time::timeout(
+    wait_until(
+        &deployments,
+        "drift-shop-bot",
+        "deleted",
         WAIT,
-        await_condition(
-            deployments.clone(),
-            "drift-shop-bot",
-            conditions::is_deleted(&before.uid().unwrap_or_default()),
-        ),
+        conditions::is_deleted(&before.uid().unwrap_or_default()),
     )
-    .await??;
-    let restored = tokio::time::timeout(
+    .await?;
+    let restored = wait_until(
+        &deployments,
+        "drift-shop-bot",
+        "recreated",
         WAIT,
-        await_condition(
-            deployments.clone(),
-            "drift-shop-bot",
-            |d: Option<&Deployment>| d.is_some(),
-        ),
+        |d: Option<&Deployment>| d.is_some(),
     )
-    .await??;
+    .await?;
     assert!(restored.is_some());
 
     // An edited owned object is put back.
@@ -305,31 +294,26 @@ async fn drift_is_corrected_and_spec_changes_roll_out() -> Result<()> {
             &Patch::Merge(&scale),
         )
         .await?;
-    tokio::time::timeout(
+    wait_for(
+        &deployments,
+        "drift-shop-bot",
+        "replicas put back",
         WAIT,
-        await_condition(
-            deployments.clone(),
-            "drift-shop-bot",
-            |d: Option<&Deployment>| {
-                d.and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas) == Some(1)
-            },
-        ),
+        |d| d.spec.as_ref().and_then(|s| s.replicas) == Some(1),
     )
-    .await??;
+    .await?;
 
     // A spec change rolls the pods (new config hash) and is audited.
     env.patch_spec("drift-shop", json!({"llm": {"temperature": 0.9}}))
         .await?;
-    let rolled = tokio::time::timeout(
+    wait_for(
+        &deployments,
+        "drift-shop-bot",
+        "a new config hash",
         WAIT,
-        await_condition(
-            deployments.clone(),
-            "drift-shop-bot",
-            |d: Option<&Deployment>| d.and_then(hash).is_some_and(|h| h != old_hash),
-        ),
+        |d| hash(d).is_some_and(|h| h != old_hash),
     )
-    .await??;
-    assert!(rolled.is_some());
+    .await?;
     let tc = env
         .wait_for("drift-shop", "generation 2 observed", |tc| {
             tc.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
@@ -429,11 +413,14 @@ async fn purge_leaves_nothing_of_the_tenant() -> Result<()> {
     env.clients()
         .delete("purge-shop", &DeleteParams::default())
         .await?;
-    tokio::time::timeout(
+    wait_until(
+        &env.clients(),
+        "purge-shop",
+        "deleted",
         WAIT,
-        await_condition(env.clients(), "purge-shop", conditions::is_deleted(&uid)),
+        conditions::is_deleted(&uid),
     )
-    .await??;
+    .await?;
 
     let tenant = TenantDb::for_client("purge-shop")?;
     assert!(
@@ -472,14 +459,14 @@ async fn purge_leaves_nothing_of_the_tenant() -> Result<()> {
     );
     // Owned objects are garbage-collected by the controller manager.
     let secrets: Api<Secret> = env.ns.api();
-    tokio::time::timeout(
+    wait_until(
+        &secrets,
+        "purge-shop-runtime",
+        "garbage-collected",
         WAIT,
-        await_condition(secrets, "purge-shop-runtime", |s: Option<&Secret>| {
-            s.is_none()
-        }),
+        |s: Option<&Secret>| s.is_none(),
     )
-    .await
-    .context("the runtime Secret was not garbage-collected")??;
+    .await?;
     env.finish().await
 }
 
@@ -494,11 +481,14 @@ async fn retain_keeps_the_data_and_locks_the_role() -> Result<()> {
     env.clients()
         .delete("keep-shop", &DeleteParams::default())
         .await?;
-    tokio::time::timeout(
+    wait_until(
+        &env.clients(),
+        "keep-shop",
+        "deleted",
         WAIT,
-        await_condition(env.clients(), "keep-shop", conditions::is_deleted(&uid)),
+        conditions::is_deleted(&uid),
     )
-    .await??;
+    .await?;
     assert!(
         env.db.schema_exists("tenant_keep_shop").await?,
         "Retain keeps the schema"
@@ -550,13 +540,14 @@ async fn missing_secret_is_reported_and_picked_up_once_created() -> Result<()> {
             .is_none(),
         "no runtime without its Secret"
     );
-    let events = events_for(&env.ns, "nosecret-shop").await?;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("SecretMissing")
-                && e.type_.as_deref() == Some("Warning"))
-    );
+    wait_for_event(
+        &env.ns,
+        "nosecret-shop",
+        "SecretMissing warning",
+        WAIT,
+        |e| e.reason.as_deref() == Some("SecretMissing") && e.type_.as_deref() == Some("Warning"),
+    )
+    .await?;
     let metrics = env.ctx.metrics.render();
     assert!(
         metrics.contains(r#"truffles_operator_reconcile_failures_total{reason="SecretMissing"}"#),
@@ -653,16 +644,10 @@ async fn an_unreachable_database_is_reported_and_retried_not_crashed() -> Result
     create_raw::<Secret>(&ns, &secret_manifest("nodb-shop")).await?;
     create_raw::<TrufflesClient>(&ns, &client_manifest("nodb-shop", json!({}))).await?;
     let clients: Api<TrufflesClient> = ns.api();
-    let cond = await_condition(
-        clients.clone(),
-        "nodb-shop",
-        |tc: Option<&TrufflesClient>| {
-            tc.is_some_and(|tc| {
-                condition_reason(tc, "DatabaseReady").as_deref() == Some("DatabaseUnavailable")
-            })
-        },
-    );
-    let tc = tokio::time::timeout(WAIT, cond).await??.context("client")?;
+    let tc = wait_for(&clients, "nodb-shop", "DatabaseUnavailable", WAIT, |tc| {
+        condition_reason(tc, "DatabaseReady").as_deref() == Some("DatabaseUnavailable")
+    })
+    .await?;
     assert_eq!(
         condition_reason(&tc, "Ready").as_deref(),
         Some("DatabaseUnavailable")
@@ -688,12 +673,10 @@ async fn an_unreachable_database_is_reported_and_retried_not_crashed() -> Result
             .is_none(),
         "nothing half-provisioned"
     );
-    let events = events_for(&ns, "nodb-shop").await?;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("DatabaseUnavailable"))
-    );
+    wait_for_event(&ns, "nodb-shop", "DatabaseUnavailable", WAIT, |e| {
+        e.reason.as_deref() == Some("DatabaseUnavailable")
+    })
+    .await?;
     // Still running, and retrying.
     assert!(!operator.is_finished(), "the controller must not crash");
     operator.abort();
