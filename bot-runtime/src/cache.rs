@@ -1,0 +1,172 @@
+//! Redis: deduplication, rate limits, circuit breakers and conversation memory.
+//! Every key is `truffles:<client>:…` (the operator purges that prefix). Redis
+//! is an accelerator, never the source of truth: every call has a short
+//! timeout and callers degrade when it fails.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::OnceCell;
+
+const TIMEOUT: Duration = Duration::from_millis(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("Redis is not configured")]
+    NotConfigured,
+    #[error("Redis did not answer within {TIMEOUT:?}")]
+    Timeout,
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+pub struct Cache {
+    prefix: String,
+    client: Option<redis::Client>,
+    conn: OnceCell<ConnectionManager>,
+}
+
+impl Cache {
+    /// No connection is made here: the runtime starts while Redis is down.
+    pub fn new(client_name: &str, url: Option<&str>) -> anyhow::Result<Self> {
+        let client = url
+            .map(redis::Client::open)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("REDIS_URL is invalid: {:?}", e.kind()))?;
+        Ok(Self {
+            prefix: format!("truffles:{client_name}:"),
+            client,
+            conn: OnceCell::new(),
+        })
+    }
+
+    /// The tenant's key for `suffix`.
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, CacheError> {
+        let client = self.client.clone().ok_or(CacheError::NotConfigured)?;
+        let conn = self
+            .conn
+            .get_or_try_init(|| async move {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(TIMEOUT))
+                    .set_response_timeout(Some(TIMEOUT))
+                    .set_number_of_retries(1);
+                tokio::time::timeout(
+                    TIMEOUT * 2,
+                    ConnectionManager::new_with_config(client, config),
+                )
+                .await
+                .map_err(|_| CacheError::Timeout)?
+                .map_err(CacheError::from)
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+
+    async fn run<T>(
+        &self,
+        f: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
+    ) -> Result<T, CacheError> {
+        let conn = self.conn().await?;
+        tokio::time::timeout(TIMEOUT, f(conn))
+            .await
+            .map_err(|_| CacheError::Timeout)?
+            .map_err(CacheError::from)
+    }
+
+    /// Marks `suffix` as seen for `ttl`; false when it was already marked.
+    pub async fn mark_once(&self, suffix: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let key = self.key(suffix);
+        self.run(async move |mut c| {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl.as_millis() as u64)
+                .query_async(&mut c)
+                .await?;
+            Ok(set.is_some())
+        })
+        .await
+    }
+
+    pub async fn delete(&self, suffix: &str) -> Result<(), CacheError> {
+        let key = self.key(suffix);
+        self.run(async move |mut c| c.del::<_, ()>(&key).await)
+            .await
+    }
+
+    /// Counts a hit in a fixed window; returns the count so far.
+    pub async fn count(&self, suffix: &str, window: Duration) -> Result<u64, CacheError> {
+        let key = self.key(suffix);
+        self.run(async move |mut c| {
+            let (count, _): (u64, bool) = redis::pipe()
+                .atomic()
+                .incr(&key, 1)
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(window.as_millis() as u64)
+                .arg("NX")
+                .query_async(&mut c)
+                .await?;
+            Ok(count)
+        })
+        .await
+    }
+
+    pub async fn get(&self, suffix: &str) -> Result<Option<String>, CacheError> {
+        let key = self.key(suffix);
+        self.run(async move |mut c| c.get(&key).await).await
+    }
+
+    pub async fn set(&self, suffix: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
+        let key = self.key(suffix);
+        let value = value.to_owned();
+        self.run(async move |mut c| c.pset_ex(&key, value, ttl.as_millis() as u64).await)
+            .await
+    }
+
+    /// The list at `suffix`, oldest first.
+    pub async fn list(&self, suffix: &str) -> Result<Vec<String>, CacheError> {
+        let key = self.key(suffix);
+        self.run(async move |mut c| c.lrange(&key, 0, -1).await)
+            .await
+    }
+
+    /// Appends to a list, keeps its last `keep` items and refreshes its TTL.
+    pub async fn push_capped(
+        &self,
+        suffix: &str,
+        items: &[String],
+        keep: isize,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let key = self.key(suffix);
+        let items = items.to_vec();
+        self.run(async move |mut c| {
+            redis::pipe()
+                .atomic()
+                .rpush(&key, items)
+                .ltrim(&key, -keep, -1)
+                .pexpire(&key, ttl.as_millis() as i64)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        self.run(async move |mut c| {
+            redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+}

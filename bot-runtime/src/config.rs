@@ -1,0 +1,209 @@
+//! The runtime's configuration: the tenant's spec as the operator renders it
+//! (`client.json` in the ConfigMap), plus secrets from the environment.
+//!
+//! Environment (set by the operator's Deployment):
+//! - `TRUFFLES_CLIENT_NAME`, `TRUFFLES_CONFIG_FILE` (the ConfigMap's `client.json`)
+//! - `DATABASE_URL` (the tenant's role), `TRUFFLES_WEBHOOK_SECRET`, `TRUFFLES_PII_KEY`
+//!   (64 hex characters), `REDIS_URL` (optional: without it the runtime degrades)
+//! - `CHATFLOW_TOKEN`, `CHATFLOW_SIGNATURE_KEY` (optional), `OPENAI_API_KEY` (optional)
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use truffles_crds::TrufflesClientSpec;
+
+/// How the WhatsApp channel (ChatFlow) is reached.
+#[derive(Clone, Debug)]
+pub struct ChatflowConfig {
+    pub base_url: String,
+    pub instance_id: String,
+    pub token: String,
+    /// When set, every webhook must carry a valid `X-Signature-256` header.
+    pub signature_key: Option<Vec<u8>>,
+}
+
+/// The OpenAI-compatible endpoint. `None` in [`Config::llm`] means no LLM:
+/// retrieval-only answers and handover when unsure.
+#[derive(Clone, Debug)]
+pub struct LlmConfig {
+    pub base_url: String,
+    pub api_key: String,
+    pub model: String,
+    pub fallback_model: Option<String>,
+    pub temperature: f32,
+    pub timeout: Duration,
+    /// Speech-to-text model for voice messages (`/audio/transcriptions`).
+    pub transcription_model: Option<String>,
+}
+
+/// Timings of the pipeline; the defaults suit production, tests shorten them.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// Messages a customer sends within this window become one turn.
+    pub coalesce_window: Duration,
+    /// A claimed inbox or outbox row is retried by anyone after this lease (a
+    /// runtime killed mid-turn loses nothing).
+    pub lease: Duration,
+    /// How often the workers look for due rows when nothing woke them.
+    pub poll_interval: Duration,
+    pub max_inbox_attempts: i32,
+    pub max_send_attempts: i32,
+    /// Silence after which a customer's next message starts a new conversation.
+    pub session_gap: Duration,
+    pub max_body_bytes: usize,
+    /// Timeout of each dependency probe of `/readyz`.
+    pub probe_timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            coalesce_window: Duration::from_millis(1500),
+            lease: Duration::from_secs(120),
+            poll_interval: Duration::from_secs(1),
+            max_inbox_attempts: 5,
+            max_send_attempts: 8,
+            session_gap: Duration::from_secs(6 * 3600),
+            // ChatFlow may inline media as base64.
+            max_body_bytes: 16 * 1024 * 1024,
+            probe_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub client_name: String,
+    pub spec: TrufflesClientSpec,
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    pub webhook_secret: String,
+    /// Key for the phone numbers' lookup hash and encryption.
+    pub pii_key: [u8; 32],
+    pub chatflow: Option<ChatflowConfig>,
+    pub llm: Option<LlmConfig>,
+    pub listen: SocketAddr,
+    pub tuning: Tuning,
+}
+
+/// `truffles-bot serve` arguments; every one can come from the environment.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[arg(long, env = "TRUFFLES_CLIENT_NAME")]
+    pub client_name: String,
+    #[arg(
+        long,
+        env = "TRUFFLES_CONFIG_FILE",
+        default_value = "/etc/truffles/client.json"
+    )]
+    pub config_file: PathBuf,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    #[arg(long, env = "TRUFFLES_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: String,
+    #[arg(long, env = "TRUFFLES_PII_KEY", hide_env_values = true)]
+    pub pii_key: String,
+    #[arg(long, env = "CHATFLOW_TOKEN", hide_env_values = true)]
+    pub chatflow_token: Option<String>,
+    #[arg(long, env = "CHATFLOW_SIGNATURE_KEY", hide_env_values = true)]
+    pub chatflow_signature_key: Option<String>,
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    /// Speech-to-text model; voice messages get a placeholder without it.
+    #[arg(long, env = "TRUFFLES_TRANSCRIPTION_MODEL")]
+    pub transcription_model: Option<String>,
+    #[arg(long, env = "TRUFFLES_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    #[arg(long, env = "TRUFFLES_COALESCE_MS", default_value_t = 1500)]
+    pub coalesce_ms: u64,
+}
+
+impl Config {
+    /// Reads the rendered spec and combines it with the secrets.
+    pub fn load(args: ServeArgs) -> Result<Self> {
+        let text = std::fs::read_to_string(&args.config_file)
+            .with_context(|| format!("reading {}", args.config_file.display()))?;
+        let spec: TrufflesClientSpec = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "parsing {} as a TrufflesClient spec",
+                args.config_file.display()
+            )
+        })?;
+        let chatflow = match (&spec.channels.whatsapp, args.chatflow_token) {
+            (Some(w), Some(token)) => Some(ChatflowConfig {
+                base_url: w.api_base_url.clone(),
+                instance_id: w.instance_id.clone(),
+                token,
+                signature_key: args.chatflow_signature_key.map(String::into_bytes),
+            }),
+            (Some(_), None) => {
+                bail!("the WhatsApp channel is enabled but CHATFLOW_TOKEN is not set")
+            }
+            (None, _) => None,
+        };
+        let llm = llm_config(&spec, args.openai_api_key, args.transcription_model);
+        Ok(Self {
+            client_name: args.client_name,
+            database_url: args.database_url,
+            redis_url: args.redis_url.filter(|u| !u.is_empty()),
+            webhook_secret: args.webhook_secret,
+            pii_key: parse_key(&args.pii_key)?,
+            chatflow,
+            llm,
+            listen: args.listen,
+            tuning: Tuning {
+                coalesce_window: Duration::from_millis(args.coalesce_ms),
+                ..Tuning::default()
+            },
+            spec,
+        })
+    }
+}
+
+/// The LLM is configured when the spec names an endpoint or a key is given.
+pub fn llm_config(
+    spec: &TrufflesClientSpec,
+    api_key: Option<String>,
+    transcription_model: Option<String>,
+) -> Option<LlmConfig> {
+    let llm = &spec.llm;
+    if llm.base_url.is_none() && api_key.is_none() {
+        return None;
+    }
+    Some(LlmConfig {
+        base_url: llm
+            .base_url
+            .clone()
+            .unwrap_or_else(|| "https://api.openai.com/v1".into()),
+        api_key: api_key.unwrap_or_default(),
+        model: llm.model.clone(),
+        fallback_model: llm.fallback_model.clone(),
+        temperature: llm.temperature as f32,
+        timeout: Duration::from_secs(u64::from(llm.timeout_seconds.max(1))),
+        transcription_model,
+    })
+}
+
+/// A 32-byte key written as 64 hex characters.
+pub fn parse_key(hex_key: &str) -> Result<[u8; 32]> {
+    let bytes = hex::decode(hex_key.trim()).context("TRUFFLES_PII_KEY is not hex")?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("TRUFFLES_PII_KEY must be 32 bytes (64 hex characters)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_must_be_32_bytes_of_hex() {
+        assert!(parse_key(&"ab".repeat(32)).is_ok());
+        assert!(parse_key("abcd").is_err());
+        assert!(parse_key(&"zz".repeat(32)).is_err());
+    }
+}

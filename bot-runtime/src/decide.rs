@@ -1,0 +1,426 @@
+//! The bot's decisions as pure functions: language, handover keywords, intent
+//! parsing, the keyword classifier used without an LLM, and routing.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Ru,
+    Kk,
+    En,
+}
+
+impl Language {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Ru => "ru",
+            Self::Kk => "kk",
+            Self::En => "en",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        match code.trim().to_lowercase().as_str() {
+            "ru" | "rus" | "russian" => Some(Self::Ru),
+            "kk" | "kz" | "kaz" | "kazakh" => Some(Self::Kk),
+            "en" | "eng" | "english" => Some(Self::En),
+            _ => None,
+        }
+    }
+}
+
+/// Kazakh letters absent from Russian, and a few frequent Kazakh words
+/// written with Russian letters only.
+const KAZAKH_LETTERS: &[char] = &['ә', 'ғ', 'қ', 'ң', 'ө', 'ұ', 'ү', 'һ', 'і'];
+const KAZAKH_WORDS: &[&str] = &[
+    "сәлем",
+    "салем",
+    "рахмет",
+    "бар ма",
+    "қанша",
+    "канша",
+    "керек",
+    "жоқ",
+    "иә",
+];
+
+/// The language of a message; `None` when it has no letters to judge by.
+pub fn detect_language(text: &str) -> Option<Language> {
+    let lower = text.to_lowercase();
+    if lower.chars().any(|c| KAZAKH_LETTERS.contains(&c))
+        || KAZAKH_WORDS.iter().any(|w| contains_word(&lower, w))
+    {
+        return Some(Language::Kk);
+    }
+    let cyrillic = lower
+        .chars()
+        .filter(|c| ('а'..='я').contains(c) || *c == 'ё')
+        .count();
+    let latin = lower.chars().filter(char::is_ascii_alphabetic).count();
+    match (cyrillic, latin) {
+        (0, 0) => None,
+        (c, l) if c >= l => Some(Language::Ru),
+        _ => Some(Language::En),
+    }
+}
+
+fn contains_word(haystack: &str, word: &str) -> bool {
+    haystack.match_indices(word).any(|(i, _)| {
+        let before = haystack[..i].chars().next_back();
+        let after = haystack[i + word.len()..].chars().next();
+        before.is_none_or(|c| !c.is_alphanumeric()) && after.is_none_or(|c| !c.is_alphanumeric())
+    })
+}
+
+/// The handover keyword the text contains (whole-word prefix, case-insensitive:
+/// "менеджера" matches "менеджер").
+pub fn handover_keyword(text: &str, keywords: &[String]) -> Option<String> {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    keywords.iter().find_map(|k| {
+        let k = k.trim().to_lowercase();
+        if k.is_empty() {
+            return None;
+        }
+        let hit = if k.contains(' ') {
+            lower.contains(&k)
+        } else {
+            words.iter().any(|w| w.starts_with(&k))
+        };
+        hit.then_some(k)
+    })
+}
+
+pub const INTENTS: &[&str] = &[
+    "greeting",
+    "question_product",
+    "question_price",
+    "question_delivery",
+    "question_other",
+    "complaint",
+    "ready_to_buy",
+    "human_request",
+    "unclear",
+    "off_topic",
+];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Classification {
+    pub intent: String,
+    pub confidence: f32,
+    pub language: Option<Language>,
+    #[serde(default)]
+    pub entities: Value,
+}
+
+/// Parses the LLM's answer strictly: a JSON object with a known intent and a
+/// confidence in 0..=1 (code fences tolerated). Anything else is `None`, and
+/// the fallback classifier decides.
+pub fn parse_classification(answer: &str) -> Option<Classification> {
+    let trimmed = answer
+        .trim()
+        .trim_start_matches("```json")
+        .trim_start_matches("```")
+        .trim_end_matches("```")
+        .trim();
+    let v: Value = serde_json::from_str(trimmed).ok()?;
+    let intent = v.get("intent")?.as_str()?.trim().to_lowercase();
+    if !INTENTS.contains(&intent.as_str()) {
+        return None;
+    }
+    let confidence = v.get("confidence")?.as_f64()?;
+    if !(0.0..=1.0).contains(&confidence) {
+        return None;
+    }
+    Some(Classification {
+        intent,
+        confidence: confidence as f32,
+        language: v
+            .get("language")
+            .and_then(Value::as_str)
+            .and_then(Language::from_code),
+        entities: v
+            .get("entities")
+            .cloned()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| Value::Object(Default::default())),
+    })
+}
+
+/// Word stems per intent for the classifier that needs no LLM.
+const STEMS: &[(&str, &[&str])] = &[
+    (
+        "complaint",
+        &[
+            "жалоб",
+            "ужас",
+            "плох",
+            "верните",
+            "возврат",
+            "обман",
+            "недовол",
+            "шағым",
+            "нашар",
+            "complain",
+            "refund",
+            "terrible",
+            "awful",
+        ],
+    ),
+    (
+        "ready_to_buy",
+        &[
+            "хочу купить",
+            "хочу заказать",
+            "оформ",
+            "беру",
+            "закаж",
+            "сатып ал",
+            "тапсырыс",
+            "want to buy",
+            "order",
+            "buy",
+            "purchase",
+        ],
+    ),
+    (
+        "question_price",
+        &[
+            "цен",
+            "стоит",
+            "стоим",
+            "сколько",
+            "прайс",
+            "баға",
+            "қанша",
+            "канша",
+            "price",
+            "cost",
+            "how much",
+        ],
+    ),
+    (
+        "question_delivery",
+        &[
+            "доставк",
+            "достав",
+            "привез",
+            "жеткіз",
+            "deliver",
+            "shipping",
+        ],
+    ),
+    (
+        "greeting",
+        &[
+            "здравствуй",
+            "привет",
+            "добрый",
+            "салем",
+            "сәлем",
+            "сәлеметсіз",
+            "hello",
+            "hi",
+            "good morning",
+            "good afternoon",
+        ],
+    ),
+];
+
+/// Keyword classification: the fallback when the LLM is absent, slow or down.
+pub fn classify_by_keywords(text: &str) -> Classification {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let hit = |stem: &str| {
+        if stem.contains(' ') {
+            lower.contains(stem)
+        } else {
+            words.iter().any(|w| w.starts_with(stem))
+        }
+    };
+    let intent = STEMS
+        .iter()
+        .find(|(_, stems)| stems.iter().any(|s| hit(s)))
+        .map(|(intent, _)| *intent)
+        .unwrap_or(if lower.contains('?') || words.len() >= 3 {
+            "question_other"
+        } else {
+            "unclear"
+        });
+    Classification {
+        intent: intent.to_owned(),
+        confidence: if intent == "unclear" { 0.3 } else { 0.6 },
+        language: detect_language(text),
+        entities: Value::Object(Default::default()),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Greet,
+    /// Look the question up in the knowledge base and answer from it.
+    Answer,
+    Clarify,
+    Decline,
+    Handover {
+        trigger: &'static str,
+        value: String,
+    },
+}
+
+/// What the bot does with a classified turn. `failed_clarifications` counts
+/// the bot's consecutive clarifying questions just before this turn.
+pub fn route(
+    c: &Classification,
+    handover_intents: &[String],
+    failed_clarifications: usize,
+) -> Action {
+    let intent = c.intent.as_str();
+    if handover_intents.iter().any(|i| i == intent) || intent == "human_request" {
+        return Action::Handover {
+            trigger: "intent",
+            value: intent.to_owned(),
+        };
+    }
+    match intent {
+        "greeting" => Action::Greet,
+        "off_topic" => Action::Decline,
+        "unclear" if failed_clarifications >= 2 => Action::Handover {
+            trigger: "intent",
+            value: "unclear".into(),
+        },
+        "unclear" => Action::Clarify,
+        _ => Action::Answer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kws() -> Vec<String> {
+        ["менеджер", "человек", "маман", "manager", "живой"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    #[test]
+    fn languages_are_told_apart() {
+        assert_eq!(detect_language("Сколько стоят розы?"), Some(Language::Ru));
+        assert_eq!(
+            detect_language("Раушан гүлдері қанша тұрады?"),
+            Some(Language::Kk)
+        );
+        assert_eq!(detect_language("Салем, бар ма?"), Some(Language::Kk));
+        assert_eq!(
+            detect_language("How much are the roses?"),
+            Some(Language::En)
+        );
+        assert_eq!(detect_language("👍 123"), None);
+    }
+
+    #[test]
+    fn handover_keywords_match_word_forms_not_substrings() {
+        assert_eq!(
+            handover_keyword("Позовите МЕНЕДЖЕРА, пожалуйста", &kws()).as_deref(),
+            Some("менеджер")
+        );
+        assert_eq!(
+            handover_keyword("маманмен сөйлескім келеді", &kws()).as_deref(),
+            Some("маман")
+        );
+        assert_eq!(
+            handover_keyword("I want a manager", &kws()).as_deref(),
+            Some("manager")
+        );
+        assert_eq!(handover_keyword("бесчеловечно", &kws()), None);
+        assert_eq!(handover_keyword("сколько стоит", &kws()), None);
+    }
+
+    #[test]
+    fn the_llm_answer_is_parsed_strictly() {
+        let ok = parse_classification(r#"{"intent":"question_price","confidence":0.92,"language":"ru","entities":{"product":"розы"}}"#).expect("valid");
+        assert_eq!(ok.intent, "question_price");
+        assert_eq!(ok.language, Some(Language::Ru));
+        assert_eq!(ok.entities["product"], "розы");
+        assert!(
+            parse_classification("```json\n{\"intent\":\"greeting\",\"confidence\":1}\n```")
+                .is_some()
+        );
+        for bad in [
+            "I think it's a greeting",
+            r#"{"intent":"weather","confidence":0.9}"#,
+            r#"{"intent":"greeting","confidence":7}"#,
+            r#"{"intent":"greeting"}"#,
+            r#"["greeting"]"#,
+        ] {
+            assert_eq!(parse_classification(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn keyword_classifier_covers_the_main_intents_in_three_languages() {
+        let cases = [
+            ("Здравствуйте!", "greeting"),
+            ("Сәлеметсіз бе", "greeting"),
+            ("Сколько стоит букет из 25 роз?", "question_price"),
+            ("Баға қанша?", "question_price"),
+            ("how much is delivery", "question_price"),
+            ("Есть доставка в Алматы", "question_delivery"),
+            ("Хочу заказать букет", "ready_to_buy"),
+            ("Это ужас, верните деньги", "complaint"),
+            ("ммм", "unclear"),
+        ];
+        for (text, intent) in cases {
+            assert_eq!(classify_by_keywords(text).intent, intent, "{text}");
+        }
+    }
+
+    #[test]
+    fn routing_follows_the_spec() {
+        let c = |intent: &str| Classification {
+            intent: intent.into(),
+            confidence: 0.9,
+            language: None,
+            entities: Value::Null,
+        };
+        let hi = ["complaint", "ready_to_buy", "human_request"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(route(&c("greeting"), &hi, 0), Action::Greet);
+        assert_eq!(route(&c("question_price"), &hi, 0), Action::Answer);
+        assert_eq!(route(&c("off_topic"), &hi, 0), Action::Decline);
+        assert_eq!(route(&c("unclear"), &hi, 1), Action::Clarify);
+        assert_eq!(
+            route(&c("unclear"), &hi, 2),
+            Action::Handover {
+                trigger: "intent",
+                value: "unclear".into()
+            }
+        );
+        assert_eq!(
+            route(&c("complaint"), &hi, 0),
+            Action::Handover {
+                trigger: "intent",
+                value: "complaint".into()
+            }
+        );
+        // A tenant that removed human_request from its list still gets a human on request.
+        assert_eq!(
+            route(&c("human_request"), &[], 0),
+            Action::Handover {
+                trigger: "intent",
+                value: "human_request".into()
+            }
+        );
+        assert_eq!(route(&c("ready_to_buy"), &[], 0), Action::Answer);
+    }
+}

@@ -1,0 +1,309 @@
+//! The webhook gateway (SPEC pipeline step 1): authenticate, validate,
+//! rate-limit, deduplicate, store durably, acknowledge. Nothing slow happens
+//! before the 200: ChatFlow reports "webhook error" when an endpoint is slow.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use tracing::{Instrument, info_span};
+
+use crate::audit::{self, Level};
+use crate::chatflow::{self, Inbound};
+use crate::pii::log_tag;
+use crate::runtime::Runtime;
+
+/// Header carrying `sha256=<hex HMAC-SHA256 of the body>` when the tenant
+/// configured a signature key.
+pub const SIGNATURE_HEADER: &str = "x-signature-256";
+const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+pub fn router(rt: Arc<Runtime>) -> Router {
+    let limit = rt.config.tuning.max_body_bytes;
+    Router::new()
+        .route("/t/{tenant}/webhook/{secret}", get(probe).post(webhook))
+        .route("/healthz", get(live))
+        .route("/livez", get(live))
+        .route("/readyz", get(crate::health::ready))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(rt)
+}
+
+fn reply(status: StatusCode, body: Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+async fn live() -> &'static str {
+    "ok"
+}
+
+async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        rt.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The tenant's own URL with its secret, compared in constant time. Anything
+/// else is an indistinguishable 404 (no tenant enumeration).
+fn authorized(rt: &Runtime, tenant: &str, secret: &str) -> bool {
+    let secret_ok: bool = secret
+        .as_bytes()
+        .ct_eq(rt.config.webhook_secret.as_bytes())
+        .into();
+    secret_ok && tenant == rt.config.client_name
+}
+
+fn not_found() -> Response {
+    reply(StatusCode::NOT_FOUND, json!({"error": "not found"}))
+}
+
+/// ChatFlow's UI checks the URL with a GET.
+async fn probe(
+    State(rt): State<Arc<Runtime>>,
+    Path((tenant, secret)): Path<(String, String)>,
+) -> Response {
+    if !authorized(&rt, &tenant, &secret) {
+        return not_found();
+    }
+    reply(StatusCode::OK, json!({"status": "ok"}))
+}
+
+pub fn signature_valid(key: &[u8], body: &[u8], header: Option<&str>) -> bool {
+    let Some(hex_sig) = header
+        .map(str::trim)
+        .map(|h| h.strip_prefix("sha256=").unwrap_or(h))
+    else {
+        return false;
+    };
+    let Ok(expected) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+async fn webhook(
+    State(rt): State<Arc<Runtime>>,
+    Path((tenant, secret)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&rt, &tenant, &secret) {
+        rt.metrics.webhook("not_found");
+        return not_found();
+    }
+    let span =
+        info_span!("webhook", tenant = %rt.config.client_name, message_id = tracing::field::Empty);
+    let response = accept(&rt, &headers, &body).instrument(span).await;
+    rt.metrics.webhook(response.1);
+    response.0
+}
+
+/// Returns the response and the outcome label of the metrics.
+async fn accept(rt: &Runtime, headers: &HeaderMap, body: &[u8]) -> (Response, &'static str) {
+    let chatflow_key = rt
+        .config
+        .chatflow
+        .as_ref()
+        .and_then(|c| c.signature_key.as_deref());
+    if let Some(key) = chatflow_key {
+        let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+        if !signature_valid(key, body, header) {
+            tracing::warn!("webhook signature missing or invalid");
+            audit::error(
+                &rt.db,
+                "gateway",
+                Level::Warning,
+                "bad_signature",
+                "signature missing or invalid",
+                Some(audit::raw_input(body)),
+            )
+            .await;
+            return (
+                reply(
+                    StatusCode::UNAUTHORIZED,
+                    json!({"error": "invalid signature"}),
+                ),
+                "bad_signature",
+            );
+        }
+    }
+    let value: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            let message = format!("the body is not JSON: {e}");
+            tracing::warn!(%message, "malformed webhook");
+            audit::error(
+                &rt.db,
+                "gateway",
+                Level::Warning,
+                "malformed_json",
+                &message,
+                Some(audit::raw_input(body)),
+            )
+            .await;
+            return (
+                reply(StatusCode::BAD_REQUEST, json!({"error": message})),
+                "malformed",
+            );
+        }
+    };
+    let inbound = match chatflow::parse_webhook(&value) {
+        Ok(m) => m,
+        Err(why) => {
+            // A 200: ChatFlow would only retry what can never succeed.
+            tracing::info!(reason = %why, "webhook ignored");
+            audit::error(
+                &rt.db,
+                "gateway",
+                Level::Info,
+                "ignored",
+                &why.to_string(),
+                Some(value),
+            )
+            .await;
+            return (
+                reply(
+                    StatusCode::OK,
+                    json!({"status": "ignored", "reason": why.to_string()}),
+                ),
+                "ignored",
+            );
+        }
+    };
+    tracing::Span::current().record("message_id", inbound.message_id.as_str());
+    if let Some(limited) = rate_limited(rt, &inbound).await {
+        return (limited, "rate_limited");
+    }
+    store(rt, &inbound, &value).await
+}
+
+async fn rate_limited(rt: &Runtime, inbound: &Inbound) -> Option<Response> {
+    let runtime = &rt.config.spec.runtime;
+    let user = log_tag(&rt.pii, &inbound.sender);
+    let checks = [
+        (
+            "rate_limit:tenant".to_owned(),
+            u64::from(runtime.rate_limit_per_minute),
+        ),
+        (
+            format!("rate_limit:user:{user}"),
+            u64::from(runtime.user_rate_limit_per_minute),
+        ),
+    ];
+    for (key, limit) in checks {
+        match rt.cache.count(&key, RATE_WINDOW).await {
+            Ok(count) if count > limit => {
+                tracing::warn!(key, limit, "rate limit exceeded");
+                return Some(reply(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    json!({"error": "rate limit exceeded", "limit_per_minute": limit}),
+                ));
+            }
+            Ok(_) => {}
+            // Without Redis the limits are off: answering beats refusing.
+            Err(e) => tracing::debug!(error = %e, "rate limit not checked"),
+        }
+    }
+    None
+}
+
+/// Deduplicates and stores the event: ACK only once it is durable.
+async fn store(rt: &Runtime, inbound: &Inbound, value: &Value) -> (Response, &'static str) {
+    let dedup_key = format!("dedup:{}", inbound.message_id);
+    match rt.cache.mark_once(&dedup_key, DEDUP_TTL).await {
+        Ok(false) => {
+            tracing::info!("duplicate delivery (Redis)");
+            return (
+                reply(StatusCode::OK, json!({"status": "duplicate"})),
+                "duplicate",
+            );
+        }
+        Ok(true) => {}
+        // PostgreSQL's unique message id still catches duplicates.
+        Err(e) => tracing::warn!(error = %e, "deduplication falls back to PostgreSQL"),
+    }
+    let inserted = sqlx::query_scalar::<_, i64>(
+        "INSERT INTO inbox (channel, message_id, payload, sender) VALUES ('whatsapp', $1, $2, $3)
+         ON CONFLICT (message_id) DO NOTHING RETURNING id",
+    )
+    .bind(&inbound.message_id)
+    .bind(value)
+    .bind(&inbound.sender)
+    .fetch_optional(&rt.db)
+    .await;
+    match inserted {
+        Ok(Some(_)) => {
+            rt.metrics.message("in");
+            rt.inbox_wake.notify_one();
+            (
+                reply(StatusCode::OK, json!({"status": "accepted"})),
+                "accepted",
+            )
+        }
+        Ok(None) => {
+            tracing::info!("duplicate delivery (PostgreSQL)");
+            (
+                reply(StatusCode::OK, json!({"status": "duplicate"})),
+                "duplicate",
+            )
+        }
+        Err(e) => {
+            // Not stored: let the sender retry, and do not let the dedup mark
+            // swallow that retry.
+            let _ = rt.cache.delete(&dedup_key).await;
+            tracing::error!(error = %e, "could not store the webhook event");
+            rt.metrics.error("critical");
+            (
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": "temporarily unavailable, retry later"}),
+                ),
+                "unavailable",
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_checked() {
+        let key = b"k3y";
+        let body = br#"{"message":"hi"}"#;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
+        mac.update(body);
+        let good = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert!(signature_valid(key, body, Some(&good)));
+        assert!(signature_valid(
+            key,
+            body,
+            Some(good.trim_start_matches("sha256="))
+        ));
+        assert!(!signature_valid(key, b"{}", Some(&good)));
+        assert!(!signature_valid(b"other", body, Some(&good)));
+        assert!(!signature_valid(key, body, None));
+        assert!(!signature_valid(key, body, Some("sha256=zz")));
+    }
+}

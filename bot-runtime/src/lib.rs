@@ -1,0 +1,20 @@
+//! The per-tenant Truffles runtime (`truffles-bot`): the webhook gateway, the
+//! message pipeline and the outbox, one process per tenant replica.
+
+pub mod audit;
+pub mod breaker;
+pub mod cache;
+pub mod chatflow;
+pub mod config;
+pub mod decide;
+pub mod gateway;
+pub mod handover;
+pub mod health;
+pub mod knowledge;
+pub mod llm;
+pub mod metrics;
+pub mod outbox;
+pub mod pii;
+pub mod pipeline;
+pub mod runtime;
+pub mod texts;

@@ -1,0 +1,140 @@
+//! Sending replies (SPEC step 8): the outbox row is written with the decision,
+//! then sent here with retries and exponential backoff. The idempotency key
+//! (the customer's message id) is ChatFlow's `msg_id`, so a retry after a
+//! lost response does not message the customer twice.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use serde_json::json;
+use sqlx::Row;
+use tracing::{Instrument, info_span};
+
+use crate::audit::{self, Level};
+use crate::chatflow::{Outgoing, SendError};
+use crate::runtime::Runtime;
+
+const SERVICE: &str = "chatflow";
+
+pub async fn run_sender(rt: Arc<Runtime>) {
+    let poll = rt.config.tuning.poll_interval;
+    loop {
+        match send_due(&rt).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "outbox"),
+        }
+        tokio::select! {
+            () = rt.outbox_wake.notified() => {}
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// Backoff before attempt `attempts + 1`: 2, 4, 8 … seconds, at most 5 minutes.
+pub fn backoff_seconds(attempts: i32) -> f64 {
+    2f64.powi(attempts.clamp(1, 9)).min(300.0)
+}
+
+/// Sends one due row; false when none is due. A row claimed by a runtime that
+/// died is due again when its lease runs out (stuck rows recover).
+async fn send_due(rt: &Runtime) -> Result<bool> {
+    let Some(chatflow) = &rt.chatflow else {
+        return Ok(false);
+    };
+    if !rt.breakers.allows(SERVICE).await {
+        return Ok(false);
+    }
+    let row = sqlx::query(
+        "UPDATE outbox SET status = 'sending', attempts = attempts + 1,
+                           next_attempt_at = now() + make_interval(secs => $1)
+         WHERE id = (SELECT id FROM outbox WHERE status IN ('pending', 'sending') AND next_attempt_at <= now()
+                     ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
+         RETURNING id, conversation_id, recipient, payload, idempotency_key, attempts",
+    )
+    .bind(rt.config.tuning.lease.as_secs_f64())
+    .fetch_optional(&rt.db)
+    .await?;
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    let id: i64 = row.try_get("id")?;
+    let key: String = row.try_get("idempotency_key")?;
+    let attempts: i32 = row.try_get("attempts")?;
+    let span =
+        info_span!("send", tenant = %rt.config.client_name, message_id = %key, attempt = attempts);
+    async {
+        let recipient: String = row.try_get("recipient")?;
+        let message: Outgoing = serde_json::from_value(row.try_get("payload")?)?;
+        let jid = hex::decode(&recipient)
+            .ok()
+            .and_then(|sealed| rt.pii.decrypt(&sealed).ok())
+            .ok_or_else(|| anyhow::anyhow!("the recipient cannot be decrypted"))?;
+        let result = chatflow.send(&jid, &message, &key).await;
+        rt.breakers.record(SERVICE, result.is_ok()).await;
+        match result {
+            Ok(()) => {
+                let mut tx = rt.db.begin().await?;
+                sqlx::query("UPDATE outbox SET status = 'sent', sent_at = now(), last_error = NULL WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                let conversation: Option<uuid::Uuid> = row.try_get("conversation_id")?;
+                audit::record(&mut *tx, "message_out", "system", json!({"conversation_id": conversation, "message_id": key, "attempts": attempts}))
+                    .await?;
+                tx.commit().await?;
+                rt.metrics.message("out");
+                tracing::info!("reply sent");
+            }
+            Err(e) => failed(rt, id, attempts, &e).await?,
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .instrument(span)
+    .await?;
+    Ok(true)
+}
+
+async fn failed(rt: &Runtime, id: i64, attempts: i32, error: &SendError) -> Result<()> {
+    let give_up = attempts >= rt.config.tuning.max_send_attempts;
+    let message = error.to_string();
+    tracing::warn!(give_up, error = %message, "sending failed");
+    sqlx::query(
+        "UPDATE outbox SET status = CASE WHEN $2 THEN 'failed' ELSE 'pending' END,
+                           next_attempt_at = now() + make_interval(secs => $3), last_error = $4
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(give_up)
+    .bind(backoff_seconds(attempts))
+    .bind(&message)
+    .execute(&rt.db)
+    .await?;
+    let level = if give_up {
+        Level::Critical
+    } else {
+        Level::Warning
+    };
+    rt.metrics.error(level.as_str());
+    audit::error(
+        &rt.db,
+        "send",
+        level,
+        "send_failed",
+        &message,
+        Some(json!({"outbox_id": id, "attempts": attempts})),
+    )
+    .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backoff_grows_exponentially_and_is_capped() {
+        let seconds: Vec<f64> = (1..=10).map(super::backoff_seconds).collect();
+        assert_eq!(&seconds[..4], &[2.0, 4.0, 8.0, 16.0]);
+        assert!(seconds.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(seconds[9], 300.0);
+    }
+}

@@ -1,0 +1,121 @@
+//! One tenant's runtime: shared state, and the tasks `serve` runs (HTTP
+//! server, inbox workers, outbox sender).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::breaker::Breakers;
+use crate::cache::Cache;
+use crate::chatflow::ChatflowClient;
+use crate::config::Config;
+use crate::knowledge::Knowledge;
+use crate::llm::Llm;
+use crate::metrics::Metrics;
+use crate::pii::Pii;
+use crate::{gateway, outbox, pipeline};
+
+/// Concurrent turns per process; each sender's messages still go in order.
+const INBOX_WORKERS: usize = 8;
+
+pub struct Runtime {
+    pub config: Config,
+    pub db: PgPool,
+    pub cache: Arc<Cache>,
+    pub llm: Llm,
+    pub chatflow: Option<ChatflowClient>,
+    pub knowledge: Arc<dyn Knowledge>,
+    pub pii: Pii,
+    pub metrics: Metrics,
+    pub breakers: Arc<Breakers>,
+    /// Woken when the gateway stores an event.
+    pub inbox_wake: Notify,
+    /// Woken when a reply is queued.
+    pub outbox_wake: Notify,
+}
+
+impl Runtime {
+    /// Builds the state without touching the network: the pool connects lazily,
+    /// so the process starts (and reports not-ready) while a dependency is down.
+    pub fn new(config: Config, knowledge: Arc<dyn Knowledge>) -> Result<Self> {
+        let options: sqlx::postgres::PgConnectOptions = config
+            .database_url
+            .parse()
+            .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+        let db = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(3))
+            .connect_lazy_with(options);
+        let cache = Arc::new(Cache::new(
+            &config.client_name,
+            config.redis_url.as_deref(),
+        )?);
+        let breakers = Arc::new(Breakers::new(cache.clone()));
+        Ok(Self {
+            llm: Llm::new(config.llm.clone(), breakers.clone()),
+            chatflow: config.chatflow.clone().map(ChatflowClient::new),
+            pii: Pii::new(&config.pii_key),
+            metrics: Metrics::new(&config.client_name),
+            knowledge,
+            cache,
+            breakers,
+            db,
+            inbox_wake: Notify::new(),
+            outbox_wake: Notify::new(),
+            config,
+        })
+    }
+}
+
+/// A started runtime. Dropping it stops every task at once (as a killed pod
+/// would): work in flight is finished by the next start.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub runtime: Arc<Runtime>,
+    tasks: JoinSet<Result<()>>,
+}
+
+impl Running {
+    /// Waits until a task ends (only on error or shutdown) and returns why.
+    pub async fn wait(&mut self) -> Result<()> {
+        match self.tasks.join_next().await {
+            Some(Ok(result)) => result,
+            Some(Err(e)) => Err(anyhow::anyhow!("a runtime task panicked: {e}")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Binds the HTTP listener and starts the workers.
+pub async fn start(runtime: Runtime) -> Result<Running> {
+    let runtime = Arc::new(runtime);
+    let listener = tokio::net::TcpListener::bind(runtime.config.listen)
+        .await
+        .with_context(|| format!("binding {}", runtime.config.listen))?;
+    let addr = listener.local_addr()?;
+    let mut tasks = JoinSet::new();
+    let app = gateway::router(runtime.clone());
+    tasks.spawn(async move { axum::serve(listener, app).await.context("HTTP server") });
+    for worker in 0..INBOX_WORKERS {
+        let rt = runtime.clone();
+        tasks.spawn(async move {
+            pipeline::run_worker(rt, worker).await;
+            Ok(())
+        });
+    }
+    let rt = runtime.clone();
+    tasks.spawn(async move {
+        outbox::run_sender(rt).await;
+        Ok(())
+    });
+    tracing::info!(%addr, tenant = %runtime.config.client_name, "runtime started");
+    Ok(Running {
+        addr,
+        runtime,
+        tasks,
+    })
+}
