@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
+use async_openai::middleware::ReqwestService;
 use async_openai::types::audio::{AudioInput, CreateTranscriptionRequestArgs};
 use async_openai::types::chat::{
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
@@ -55,12 +56,15 @@ impl Llm {
                 .timeout(c.timeout)
                 .build()
                 .unwrap_or_default();
+            // No retries inside the client: the fallback model and the circuit
+            // breakers decide what follows a failure, within the timeout.
             Client::with_config(
                 OpenAIConfig::new()
                     .with_api_base(&c.base_url)
                     .with_api_key(&c.api_key),
             )
-            .with_http_client(http)
+            .with_http_client(http.clone())
+            .with_http_service(ReqwestService::new(http))
         });
         Self {
             config,

@@ -7,3 +7,6 @@ CREATE INDEX inbox_sender_pending ON inbox (sender, id) WHERE status IN ('pendin
 -- address contains the phone number); the address itself is kept encrypted
 -- for replies that start from our side (manager replies, reminders).
 ALTER TABLE users ADD COLUMN address_encrypted bytea;
+
+-- Prompts copied before platform migration 0003 carry a literal "\n".
+UPDATE prompts SET text = replace(text, '\n', E'\n') WHERE position('\n' in text) > 0;

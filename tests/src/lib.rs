@@ -3,6 +3,9 @@
 //! KUBECONFIG; every test gets its own database or namespace so tests run in
 //! parallel and leave nothing behind.
 
+pub mod fakes;
+pub mod runtime;
+
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;

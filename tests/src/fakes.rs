@@ -1,0 +1,311 @@
+//! Local fakes of the SaaS the runtime talks to (ChatFlow, an OpenAI-compatible
+//! LLM). They check the request shapes the real services document and refuse
+//! anything else the way the real ones do.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+async fn serve(app: Router) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One text message ChatFlow accepted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sent {
+    pub jid: String,
+    pub msg: String,
+    pub msg_id: String,
+}
+
+#[derive(Default)]
+struct ChatflowState {
+    token: String,
+    instance_id: String,
+    sent: Vec<Sent>,
+    failures_left: u32,
+    calls: u32,
+}
+
+/// ChatFlow's send API: `GET /api/v1/send-text?token&instance_id&jid&msg&msg_id`.
+#[derive(Clone)]
+pub struct FakeChatflow {
+    pub url: String,
+    state: Arc<Mutex<ChatflowState>>,
+}
+
+impl FakeChatflow {
+    pub async fn start(token: &str, instance_id: &str) -> anyhow::Result<Self> {
+        let state = Arc::new(Mutex::new(ChatflowState {
+            token: token.into(),
+            instance_id: instance_id.into(),
+            ..ChatflowState::default()
+        }));
+        let app = Router::new()
+            .route("/", get(|| async { "ChatFlow" }))
+            .route("/api/v1/send-text", get(send_text))
+            .with_state(state.clone());
+        let addr = serve(app).await?;
+        Ok(Self {
+            url: format!("http://{addr}"),
+            state,
+        })
+    }
+
+    /// Messages accepted so far.
+    pub fn sent(&self) -> Vec<Sent> {
+        lock(&self.state).sent.clone()
+    }
+
+    /// All send calls, accepted or not.
+    pub fn calls(&self) -> u32 {
+        lock(&self.state).calls
+    }
+
+    /// The next `n` sends fail with HTTP 502.
+    pub fn fail_next(&self, n: u32) {
+        lock(&self.state).failures_left = n;
+    }
+
+    /// Waits until `n` messages were accepted.
+    pub async fn wait_sent(&self, n: usize, within: Duration) -> anyhow::Result<Vec<Sent>> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let sent = self.sent();
+            if sent.len() >= n {
+                return Ok(sent);
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "ChatFlow got {} of {n} messages within {within:?}: {sent:?}",
+                    sent.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn send_text(
+    State(state): State<Arc<Mutex<ChatflowState>>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> impl IntoResponse {
+    let mut s = lock(&state);
+    s.calls += 1;
+    if s.failures_left > 0 {
+        s.failures_left -= 1;
+        return (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({"success": false, "message": "upstream error"})),
+        );
+    }
+    let missing: Vec<&str> = ["token", "instance_id", "jid", "msg", "msg_id"]
+        .into_iter()
+        .filter(|k| q.get(*k).is_none_or(|v| v.is_empty()))
+        .collect();
+    if !missing.is_empty() {
+        let message = format!("Parameter [{}] are required!", missing.join(", "));
+        return (
+            StatusCode::OK,
+            Json(json!({"success": false, "message": message})),
+        );
+    }
+    if q["token"] != s.token || q["instance_id"] != s.instance_id {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"success": false, "message": "invalid token"})),
+        );
+    }
+    let jid = &q["jid"];
+    let valid_jid = jid
+        .strip_suffix("@s.whatsapp.net")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if !valid_jid {
+        return (
+            StatusCode::OK,
+            Json(json!({"success": false, "message": "invalid jid"})),
+        );
+    }
+    s.sent.push(Sent {
+        jid: jid.clone(),
+        msg: q["msg"].clone(),
+        msg_id: q["msg_id"].clone(),
+    });
+    (
+        StatusCode::OK,
+        Json(json!({"success": true, "message": "sent"})),
+    )
+}
+
+#[derive(Default)]
+struct LlmState {
+    api_key: String,
+    down: HashSet<String>,
+    hang: bool,
+    /// Model of every accepted or failed completion call, in order.
+    calls: Vec<String>,
+}
+
+/// An OpenAI-compatible chat completions endpoint. Classification requests
+/// (`response_format: json_object`) get an intent by keywords; other requests
+/// are answered from the facts in the system prompt, so a test sees whether
+/// the bot's answer is grounded.
+#[derive(Clone)]
+pub struct FakeLlm {
+    /// Base URL including `/v1`.
+    pub url: String,
+    state: Arc<Mutex<LlmState>>,
+}
+
+impl FakeLlm {
+    pub async fn start(api_key: &str) -> anyhow::Result<Self> {
+        let state = Arc::new(Mutex::new(LlmState {
+            api_key: api_key.into(),
+            ..LlmState::default()
+        }));
+        let app = Router::new()
+            .route(
+                "/v1/models",
+                get(|| async { Json(json!({"object": "list", "data": []})) }),
+            )
+            .route("/v1/chat/completions", post(completions))
+            .with_state(state.clone());
+        let addr = serve(app).await?;
+        Ok(Self {
+            url: format!("http://{addr}/v1"),
+            state,
+        })
+    }
+
+    /// `model` answers HTTP 500 from now on (or again, with `false`).
+    pub fn set_down(&self, model: &str, down: bool) {
+        let mut s = lock(&self.state);
+        if down {
+            s.down.insert(model.into());
+        } else {
+            s.down.remove(model);
+        }
+    }
+
+    /// Every completion waits (a slow model) until unset.
+    pub fn set_hang(&self, hang: bool) {
+        lock(&self.state).hang = hang;
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        lock(&self.state).calls.clone()
+    }
+}
+
+fn bad_request(message: &str) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(
+            json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}}),
+        ),
+    )
+}
+
+async fn completions(
+    State(state): State<Arc<Mutex<LlmState>>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let (hang, down, key) = {
+        let s = lock(&state);
+        let model = body["model"].as_str().unwrap_or_default().to_owned();
+        (s.hang, s.down.contains(&model), s.api_key.clone())
+    };
+    if hang {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {key}"))
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(
+                json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}),
+            ),
+        );
+    }
+    let Some(model) = body["model"].as_str().filter(|m| !m.is_empty()) else {
+        return bad_request("you must provide a model parameter");
+    };
+    let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return bad_request("messages must be a non-empty array");
+    };
+    let well_formed = messages.iter().all(|m| {
+        matches!(m["role"].as_str(), Some("system" | "user" | "assistant"))
+            && m["content"].is_string()
+    });
+    if !well_formed {
+        return bad_request("each message needs a role and string content");
+    }
+    lock(&state).calls.push(model.to_owned());
+    if down {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(
+                json!({"error": {"message": "The server had an error", "type": "server_error", "param": null, "code": null}}),
+            ),
+        );
+    }
+    let system = messages[0]["content"].as_str().unwrap_or_default();
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_lowercase();
+    let content = if body["response_format"]["type"] == "json_object" {
+        let intent = if last_user.contains("привет") || last_user.contains("здравств")
+        {
+            "greeting"
+        } else if last_user.contains("стоит") || last_user.contains("цена") {
+            "question_price"
+        } else if last_user.contains("жалоб") {
+            "complaint"
+        } else if last_user.contains("погод") {
+            "off_topic"
+        } else {
+            "question_other"
+        };
+        json!({"intent": intent, "confidence": 0.9, "language": "ru", "entities": {}}).to_string()
+    } else if let Some((_, facts)) = system.split_once("База знаний:") {
+        let facts: Vec<&str> = facts
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- "))
+            .collect();
+        if facts.is_empty() {
+            "К сожалению, у меня нет этой информации.".into()
+        } else {
+            format!("По нашим данным: {}", facts.join("; "))
+        }
+    } else {
+        format!("[{model}] Здравствуйте! Чем могу помочь?")
+    };
+    (
+        StatusCode::OK,
+        Json(json!({
+            "id": "chatcmpl-test", "object": "chat.completion", "created": 1764929737, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}
+        })),
+    )
+}

@@ -1,0 +1,210 @@
+//! A tenant's runtime in a test: a provisioned tenant schema on a fresh
+//! database, the fakes it talks to, and helpers to post webhooks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use truffles_bot::config::{ChatflowConfig, Config, Tuning, llm_config};
+use truffles_bot::knowledge::{Fact, Knowledge, SearchFuture};
+use truffles_bot::runtime::{self, Running, Runtime};
+use truffles_migrations::TenantDb;
+
+use crate::fakes::{FakeChatflow, FakeLlm};
+use crate::{TestDatabase, env_var};
+
+pub const CHATFLOW_TOKEN: &str = "cf-token-123";
+pub const INSTANCE_ID: &str = "inst-42";
+pub const LLM_KEY: &str = "sk-test-key";
+pub const WEBHOOK_SECRET: &str = "9f1c3e5a7b2d4f6081a3c5e7b9d1f3a5";
+pub const PII_KEY: [u8; 32] = [7; 32];
+
+/// Facts from the tenant's documents, matched by shared word stems; stands
+/// in for the knowledge base (the knowledge issue's Qdrant store).
+pub struct Documents(pub Vec<String>);
+
+impl Knowledge for Documents {
+    fn search<'a>(&'a self, query: &'a str, limit: usize) -> SearchFuture<'a> {
+        let stems: Vec<String> = query
+            .to_lowercase()
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.chars().count() >= 4)
+            .map(|w| w.chars().take(4).collect())
+            .collect();
+        let facts = self
+            .0
+            .iter()
+            .filter(|doc| {
+                let doc = doc.to_lowercase();
+                stems.iter().any(|s| doc.contains(s.as_str()))
+            })
+            .take(limit)
+            .map(|doc| Fact {
+                content: doc.clone(),
+                source: "price-list.md".into(),
+                score: 0.9,
+            })
+            .collect();
+        Box::pin(async move { Ok(facts) })
+    }
+}
+
+pub struct TenantRuntime {
+    pub name: String,
+    pub db: TestDatabase,
+    /// The tenant's own role (what the runtime connects as).
+    pub pool: PgPool,
+    pub database_url: String,
+    pub chatflow: FakeChatflow,
+    pub llm: FakeLlm,
+    pub http: reqwest::Client,
+    /// The merged TrufflesClient spec (`client.json`).
+    pub spec: Value,
+}
+
+impl TenantRuntime {
+    /// A provisioned tenant `name-<random>` with prompts copied from the
+    /// templates; `spec` is merged over a flower shop's spec.
+    pub async fn new(prefix: &str, spec: Value) -> Result<Self> {
+        crate::init();
+        let name = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let db = TestDatabase::create().await?;
+        truffles_migrations::migrate_platform(&db.pool).await?;
+        let tenant = TenantDb::for_client(&name)?;
+        let password = "tenant-password";
+        truffles_migrations::provision_tenant(&db.pool, &tenant, password).await?;
+        truffles_operator::tenant::platform::copy_prompt_templates(&db.pool, &tenant).await?;
+        let server: PgConnectOptions = env_var("DATABASE_URL")?.parse()?;
+        let database_url = format!(
+            "postgres://{}:{password}@{}:{}/{}",
+            tenant.role,
+            server.get_host(),
+            server.get_port(),
+            db.name
+        );
+        let pool = PgPool::connect(&database_url)
+            .await
+            .context("connecting as the tenant")?;
+        let mut base = json!({
+            "companyName": "Цветы Алматы",
+            "channels": {"whatsapp": {"instanceId": INSTANCE_ID, "tokenSecretRef": {"name": "creds", "key": "token"}}},
+            "llm": {"model": "gpt-primary", "fallbackModel": "gpt-fallback", "timeoutSeconds": 5},
+            "handover": {"adapter": {"type": "whatsappWeb"}}
+        });
+        merge(&mut base, spec);
+        let chatflow = FakeChatflow::start(CHATFLOW_TOKEN, INSTANCE_ID).await?;
+        let llm = FakeLlm::start(LLM_KEY).await?;
+        base["channels"]["whatsapp"]["apiBaseUrl"] = json!(chatflow.url);
+        if base["llm"]["baseUrl"].is_null() {
+            base["llm"]["baseUrl"] = json!(llm.url);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            name,
+            db,
+            pool,
+            database_url,
+            chatflow,
+            llm,
+            http,
+            spec: base,
+        })
+    }
+
+    /// The runtime configuration the operator would render, with short timings.
+    pub fn config(&self) -> Result<Config> {
+        let spec: truffles_crds::TrufflesClientSpec = serde_json::from_value(self.spec.clone())
+            .context("the test spec is not a valid TrufflesClient spec")?;
+        let whatsapp = spec.channels.whatsapp.clone().context("whatsapp channel")?;
+        let llm = llm_config(&spec, Some(LLM_KEY.into()), None);
+        Ok(Config {
+            client_name: self.name.clone(),
+            database_url: self.database_url.clone(),
+            redis_url: Some(env_var("REDIS_URL")?),
+            webhook_secret: WEBHOOK_SECRET.into(),
+            pii_key: PII_KEY,
+            chatflow: Some(ChatflowConfig {
+                base_url: whatsapp.api_base_url,
+                instance_id: whatsapp.instance_id,
+                token: CHATFLOW_TOKEN.into(),
+                signature_key: None,
+            }),
+            llm,
+            listen: "127.0.0.1:0".parse()?,
+            tuning: Tuning {
+                coalesce_window: Duration::from_millis(150),
+                lease: Duration::from_secs(2),
+                poll_interval: Duration::from_millis(100),
+                ..Tuning::default()
+            },
+            spec,
+        })
+    }
+
+    pub async fn start(&self, config: Config, documents: Vec<String>) -> Result<Running> {
+        runtime::start(Runtime::new(config, Arc::new(Documents(documents)))?).await
+    }
+
+    pub fn webhook_url(&self, running: &Running) -> String {
+        format!(
+            "http://{}/t/{}/webhook/{WEBHOOK_SECRET}",
+            running.addr, self.name
+        )
+    }
+
+    /// Posts raw bytes to the tenant's webhook; returns the status and JSON body.
+    pub async fn post_raw(&self, url: &str, body: Vec<u8>) -> Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    pub async fn post(&self, url: &str, body: &Value) -> Result<(u16, Value)> {
+        self.post_raw(url, serde_json::to_vec(body)?).await
+    }
+
+    pub async fn count(&self, sql: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
+
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// A ChatFlow text webhook exactly as production receives it.
+pub fn chatflow_text(message_id: &str, phone: &str, text: &str) -> Value {
+    json!({
+        "messageType": "text",
+        "message": text,
+        "metadata": {"sender": "Айгерим", "timestamp": 1764929737, "messageId": message_id, "remoteJid": format!("{phone}@s.whatsapp.net")},
+        "mediaData": null,
+        "nodeData": {"nodeId": "start", "flowId": "f-1"}
+    })
+}
