@@ -35,6 +35,10 @@ struct Args {
     /// Redis of the tenant runtimes; a purge deletes the tenant's keys there.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// Redis URL for tenant runtimes when it differs from REDIS_URL (e.g. a
+    /// cluster Service name).
+    #[arg(long, env = "TRUFFLES_RUNTIME_REDIS_URL", hide_env_values = true)]
+    runtime_redis_url: Option<String>,
     /// Bot token of the platform owner's Telegram bot for billing reminders.
     #[arg(long, env = "TRUFFLES_TELEGRAM_BOT_TOKEN", hide_env_values = true)]
     telegram_bot_token: Option<String>,
@@ -100,6 +104,10 @@ async fn main() -> Result<()> {
         default_image: args.runtime_image,
         tenant_database_host,
         namespace: args.namespace,
+        runtime_redis_url: args
+            .runtime_redis_url
+            .clone()
+            .or_else(|| args.redis_url.clone()),
     };
     tracing::info!(
         namespace = settings.namespace.as_deref().unwrap_or("*"),

@@ -263,6 +263,7 @@ pub fn operator_context(
         default_image: "truffles-bot:test".into(),
         tenant_database_host: None,
         namespace: namespace.map(str::to_owned),
+        runtime_redis_url: std::env::var("REDIS_URL").ok(),
     };
     truffles_operator::tenant::Context::new(client, db.pool.clone(), db.options.clone(), settings)
 }

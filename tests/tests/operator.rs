@@ -637,6 +637,7 @@ async fn an_unreachable_database_is_reported_and_retried_not_crashed() -> Result
         default_image: "truffles-bot:test".into(),
         tenant_database_host: None,
         namespace: Some(ns.name.clone()),
+        runtime_redis_url: None,
     };
     let ctx = Arc::new(Context::new(client.clone(), pool, down, settings));
     let operator = tokio::spawn(tenant::run(ctx.clone()));
@@ -681,4 +682,91 @@ async fn an_unreachable_database_is_reported_and_retried_not_crashed() -> Result
     assert!(!operator.is_finished(), "the controller must not crash");
     operator.abort();
     ns.delete().await
+}
+
+/// The operator's rendering is what the runtime reads: `client.json` from the
+/// ConfigMap and the variables of the runtime Secret start `truffles-bot
+/// serve`, which answers a customer through ChatFlow.
+#[tokio::test]
+async fn the_runtime_starts_from_what_the_operator_rendered() -> Result<()> {
+    use clap::Parser;
+    use truffles_bot::config::{Config, ServeArgs};
+    use truffles_tests::fakes::FakeChatflow;
+    use truffles_tests::runtime::chatflow_text;
+
+    let env = Env::start("op-runtime").await?;
+    let chatflow = FakeChatflow::start("chatflow-token-value", "i-1").await?;
+    let channels = json!({"whatsapp": {"instanceId": "i-1", "apiBaseUrl": chatflow.url,
+        "tokenSecretRef": {"name": "live-shop-creds", "key": "token"}}});
+    env.onboard("live-shop", json!({"channels": channels}))
+        .await?;
+    let secret: Secret = env.ns.api().get("live-shop-runtime").await?;
+    let config: ConfigMap = env.ns.api().get("live-shop-runtime").await?;
+    let data = config.data.context("ConfigMap data")?;
+    let dir = std::env::temp_dir().join(format!("truffles-{}", env.ns.name));
+    std::fs::create_dir_all(&dir)?;
+    let client_json = dir.join("client.json");
+    std::fs::write(
+        &client_json,
+        data.get("client.json").context("client.json")?,
+    )?;
+
+    // What the Deployment's env would hold: the ConfigMap's and the Secret's
+    // variables, plus the referenced ChatFlow token.
+    let var =
+        |k: &str| secret_value(&secret, k).with_context(|| format!("{k} in the runtime Secret"));
+    let args = [
+        "serve".to_owned(),
+        format!(
+            "--client-name={}",
+            data.get("TRUFFLES_CLIENT_NAME").context("name")?
+        ),
+        format!("--config-file={}", client_json.display()),
+        format!("--database-url={}", var("DATABASE_URL")?),
+        format!("--redis-url={}", var("REDIS_URL")?),
+        format!("--webhook-secret={}", var("TRUFFLES_WEBHOOK_SECRET")?),
+        format!("--pii-key={}", var("TRUFFLES_PII_KEY")?),
+        "--chatflow-token=chatflow-token-value".to_owned(),
+        "--listen=127.0.0.1:0".to_owned(),
+        "--coalesce-ms=100".to_owned(),
+    ];
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+    #[derive(clap::Subcommand)]
+    enum Command {
+        Serve(ServeArgs),
+    }
+    let Command::Serve(serve) =
+        Cli::try_parse_from(std::iter::once("truffles-bot".to_owned()).chain(args))?.command;
+    let config = Config::load(serve)?;
+    assert!(config.llm.is_none(), "no LLM configured in this spec");
+    let running = truffles_bot::runtime::start(truffles_bot::runtime::Runtime::new(
+        config,
+        Arc::new(truffles_bot::knowledge::NoKnowledge),
+    )?)
+    .await?;
+
+    // The URL the operator published for ChatFlow, with this runtime's address.
+    let webhook: Secret = env.ns.api().get("live-shop-webhook").await?;
+    let published = secret_value(&webhook, "url").context("url")?;
+    let path = published
+        .split_once("/t/")
+        .map(|(_, p)| format!("/t/{p}"))
+        .context("webhook path")?;
+    let url = format!("http://{}{path}", running.addr);
+    let http = reqwest::Client::new();
+    let response = http
+        .post(&url)
+        .json(&chatflow_text("LIVE-1", "77015705555", "Здравствуйте"))
+        .send()
+        .await?;
+    assert_eq!(response.status().as_u16(), 200);
+    let sent = chatflow.wait_sent(1, Duration::from_secs(30)).await?;
+    assert_eq!(sent[0].msg, "Здравствуйте! Чем могу помочь?");
+    drop(running);
+    let _ = std::fs::remove_dir_all(dir);
+    env.finish().await
 }

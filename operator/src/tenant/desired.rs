@@ -43,6 +43,10 @@ pub struct BuildInputs {
     pub database_url: String,
     /// Secret path segment of the webhook URL.
     pub webhook_secret: String,
+    /// The tenant's key for phone numbers at rest (64 hex characters).
+    pub pii_key: String,
+    /// Redis of the runtimes (may carry a password, so it goes in the Secret).
+    pub redis_url: Option<String>,
     /// Image used when the spec names none.
     pub default_image: String,
     /// The Subscription's billing state turns the bot off.
@@ -128,16 +132,30 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
     let runtime_secret = Secret {
         metadata: meta(names.runtime()),
         type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([
-            (
-                "DATABASE_URL".into(),
-                ByteString(inputs.database_url.clone().into_bytes()),
-            ),
-            (
-                "TRUFFLES_WEBHOOK_SECRET".into(),
-                ByteString(inputs.webhook_secret.clone().into_bytes()),
-            ),
-        ])),
+        data: Some(
+            BTreeMap::from([
+                (
+                    "DATABASE_URL".into(),
+                    ByteString(inputs.database_url.clone().into_bytes()),
+                ),
+                (
+                    "TRUFFLES_WEBHOOK_SECRET".into(),
+                    ByteString(inputs.webhook_secret.clone().into_bytes()),
+                ),
+                (
+                    "TRUFFLES_PII_KEY".into(),
+                    ByteString(inputs.pii_key.clone().into_bytes()),
+                ),
+            ])
+            .into_iter()
+            .chain(
+                inputs
+                    .redis_url
+                    .as_ref()
+                    .map(|url| ("REDIS_URL".into(), ByteString(url.clone().into_bytes()))),
+            )
+            .collect(),
+        ),
         ..Secret::default()
     };
     let webhook_secret = Secret {
@@ -546,6 +564,8 @@ mod tests {
             schema: "tenant_flower_shop".into(),
             database_url: "postgres://tenant_flower_shop:pw@db:5432/truffles_platform".into(),
             webhook_secret: "s3cr3t".into(),
+            pii_key: "ab".repeat(32),
+            redis_url: Some("redis://:pw@redis:6379".into()),
             default_image: "truffles-bot:1".into(),
             billing_suspended: false,
         }

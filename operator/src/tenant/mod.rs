@@ -53,6 +53,8 @@ pub struct Settings {
     pub tenant_database_host: Option<(String, u16)>,
     /// Watch one namespace only (tests, or a tenant namespace per operator).
     pub namespace: Option<String>,
+    /// Redis URL handed to tenant runtimes (none: they run without Redis).
+    pub runtime_redis_url: Option<String>,
 }
 
 /// Shared state of the controller.
@@ -378,6 +380,8 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
         schema: tenant.schema.clone(),
         database_url: tenant_database_url(ctx, &tenant, &credentials.db_password),
         webhook_secret: credentials.webhook_secret,
+        pii_key: credentials.pii_key,
+        redis_url: ctx.settings.runtime_redis_url.clone(),
         default_image: ctx.settings.default_image.clone(),
         billing_suspended: billing.suspended,
     };
@@ -433,6 +437,8 @@ async fn billing(ctx: &Context, ns: &str, name: &str) -> Result<Billing, Error> 
 struct Credentials {
     db_password: String,
     webhook_secret: String,
+    /// Encrypts the tenant's phone numbers; losing it (purge) shreds them.
+    pii_key: String,
     /// The password was generated now: the role must be (re)provisioned with it.
     new_password: bool,
 }
@@ -454,9 +460,11 @@ async fn existing_credentials(ctx: &Context, ns: &str, name: &str) -> Result<Cre
     let new_password = existing_password.is_none();
     let db_password = existing_password.unwrap_or_else(random_token);
     let webhook_secret = read("TRUFFLES_WEBHOOK_SECRET").unwrap_or_else(random_token);
+    let pii_key = read("TRUFFLES_PII_KEY").unwrap_or_else(random_token);
     Ok(Credentials {
         db_password,
         webhook_secret,
+        pii_key,
         new_password,
     })
 }
