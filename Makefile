@@ -16,9 +16,10 @@ check: toolchain
 toolchain:
 	scripts/ensure-toolchain.sh
 
-## Operator scale benchmark (prints figures): TRUFFLES_BENCH_TENANTS=100,1000 make bench
+## Benchmarks (print figures): operator scale (TRUFFLES_BENCH_TENANTS=100,1000) and
+## runtime throughput (TRUFFLES_BENCH_MESSAGES, TRUFFLES_BENCH_CONCURRENCY).
 bench: toolchain
-	scripts/testenv.sh run -- $(CARGO) bench -p truffles-tests --bench operator_scale
+	scripts/testenv.sh run -- sh -c '$(CARGO) bench -p truffles-tests --bench runtime_pipeline && $(CARGO) bench -p truffles-tests --bench operator_scale'
 
 ## Regenerate the CRD YAML from the Rust types (crds/ and the Helm chart).
 crds:

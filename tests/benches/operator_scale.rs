@@ -17,23 +17,8 @@ use truffles_crds::TrufflesClient;
 use truffles_operator::tenant;
 use truffles_tests::{
     TestDatabase, TestNamespace, create_raw, install_crds, kube_client, operator_context,
+    peak_rss_mib,
 };
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 fn reconciles(metrics: &str) -> u64 {
     metrics

@@ -157,6 +157,7 @@ struct LlmState {
     api_key: String,
     down: HashSet<String>,
     hang: bool,
+    latency: Duration,
     /// Model of every accepted or failed completion call, in order.
     calls: Vec<String>,
 }
@@ -202,6 +203,11 @@ impl FakeLlm {
         }
     }
 
+    /// Every completion takes at least `latency` (a real model's think time).
+    pub fn set_latency(&self, latency: Duration) {
+        lock(&self.state).latency = latency;
+    }
+
     /// Every completion waits (a slow model) until unset.
     pub fn set_hang(&self, hang: bool) {
         lock(&self.state).hang = hang;
@@ -226,11 +232,17 @@ async fn completions(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
-    let (hang, down, key) = {
+    let (hang, latency, down, key) = {
         let s = lock(&state);
         let model = body["model"].as_str().unwrap_or_default().to_owned();
-        (s.hang, s.down.contains(&model), s.api_key.clone())
+        (
+            s.hang,
+            s.latency,
+            s.down.contains(&model),
+            s.api_key.clone(),
+        )
     };
+    tokio::time::sleep(latency).await;
     if hang {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
