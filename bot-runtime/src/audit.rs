@@ -46,8 +46,14 @@ pub async fn error<'e>(
     message: &str,
     input: Option<Value>,
 ) {
+    // The error and its audit row in one statement (SPEC: action `error`).
     let stored = sqlx::query(
-        "INSERT INTO error_logs (stage, level, error_type, message, input_data) VALUES ($1, $2, $3, $4, $5)",
+        "WITH e AS (INSERT INTO error_logs (stage, level, error_type, message, input_data)
+                    VALUES ($1, $2, $3, $4, $5) RETURNING id)
+         INSERT INTO audit_log (action, actor, details)
+         SELECT 'error', 'system', jsonb_build_object('error_log_id', e.id, 'stage', $1::text,
+                                                      'level', $2::text, 'error_type', $3::text)
+         FROM e",
     )
     .bind(stage)
     .bind(level.as_str())

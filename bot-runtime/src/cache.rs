@@ -10,6 +10,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
 const TIMEOUT: Duration = Duration::from_millis(300);
+/// After a failure Redis is skipped for this long, so an outage costs a webhook
+/// nothing instead of a timeout per command.
+const BACK_OFF: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -17,6 +20,8 @@ pub enum CacheError {
     NotConfigured,
     #[error("Redis did not answer within {TIMEOUT:?}")]
     Timeout,
+    #[error("Redis failed moments ago; skipped for {BACK_OFF:?}")]
+    BackingOff,
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
 }
@@ -25,6 +30,7 @@ pub struct Cache {
     prefix: String,
     client: Option<redis::Client>,
     conn: OnceCell<ConnectionManager>,
+    down_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Cache {
@@ -38,6 +44,7 @@ impl Cache {
             prefix: format!("truffles:{client_name}:"),
             client,
             conn: OnceCell::new(),
+            down_until: std::sync::Mutex::new(None),
         })
     }
 
@@ -71,11 +78,32 @@ impl Cache {
         &self,
         f: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
     ) -> Result<T, CacheError> {
-        let conn = self.conn().await?;
-        tokio::time::timeout(TIMEOUT, f(conn))
-            .await
-            .map_err(|_| CacheError::Timeout)?
-            .map_err(CacheError::from)
+        let now = std::time::Instant::now();
+        {
+            let down = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
+            if down.is_some_and(|until| now < until) {
+                return Err(CacheError::BackingOff);
+            }
+        }
+        let result = async {
+            let conn = self.conn().await?;
+            tokio::time::timeout(TIMEOUT, f(conn))
+                .await
+                .map_err(|_| CacheError::Timeout)?
+                .map_err(CacheError::from)
+        }
+        .await;
+        let unavailable = match &result {
+            Err(CacheError::Timeout) => true,
+            Err(CacheError::Redis(e)) => {
+                e.is_io_error() || e.is_connection_refusal() || e.is_timeout()
+            }
+            _ => false,
+        };
+        if unavailable {
+            *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(now + BACK_OFF);
+        }
+        result
     }
 
     /// Marks `suffix` as seen for `ttl`; false when it was already marked.

@@ -186,12 +186,18 @@ impl Llm {
             .model(model)
             .build()
             .map_err(|e| LlmError::Transcription(e.to_string()))?;
-        let response = client
+        // Raw JSON: OpenAI-compatible speech servers differ in the fields
+        // around `text` (OpenAI adds `usage`), and `text` is all we need.
+        let raw = client
             .audio()
             .transcription()
-            .create(request)
+            .create_raw(request)
             .await
             .map_err(|e| LlmError::Transcription(e.to_string()))?;
-        Ok(Some(response.text.trim().to_owned()).filter(|t| !t.is_empty()))
+        let text = serde_json::from_slice::<serde_json::Value>(&raw)
+            .ok()
+            .and_then(|v| v.get("text")?.as_str().map(str::to_owned))
+            .ok_or_else(|| LlmError::Transcription("the answer has no text".into()))?;
+        Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty()))
     }
 }

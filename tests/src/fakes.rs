@@ -59,6 +59,16 @@ impl FakeChatflow {
         let app = Router::new()
             .route("/", get(|| async { "ChatFlow" }))
             .route("/api/v1/send-text", get(send_text))
+            // Where ChatFlow's mediaData.url points: a voice note.
+            .route(
+                "/media/voice.ogg",
+                get(|| async {
+                    (
+                        [("content-type", "audio/ogg")],
+                        b"OggS\0fake-opus-voice".to_vec(),
+                    )
+                }),
+            )
             .with_state(state.clone());
         let addr = serve(app).await?;
         Ok(Self {
@@ -185,6 +195,7 @@ impl FakeLlm {
                 get(|| async { Json(json!({"object": "list", "data": []})) }),
             )
             .route("/v1/chat/completions", post(completions))
+            .route("/v1/audio/transcriptions", post(transcriptions))
             .with_state(state.clone());
         let addr = serve(app).await?;
         Ok(Self {
@@ -216,6 +227,32 @@ impl FakeLlm {
     pub fn calls(&self) -> Vec<String> {
         lock(&self.state).calls.clone()
     }
+}
+
+/// `POST /v1/audio/transcriptions` (multipart `file` and `model`): the voice
+/// note "says" a price question.
+async fn transcriptions(mut form: axum::extract::Multipart) -> (StatusCode, Json<Value>) {
+    let (mut file, mut model) = (None, None);
+    while let Ok(Some(field)) = form.next_field().await {
+        match field.name() {
+            Some("file") => {
+                let named = field.file_name().is_some_and(|n| !n.is_empty());
+                let bytes = field.bytes().await.unwrap_or_default();
+                file = (named && bytes.starts_with(b"OggS")).then_some(bytes.len());
+            }
+            Some("model") => model = field.text().await.ok().filter(|m| !m.is_empty()),
+            _ => {}
+        }
+    }
+    if file.is_none() || model.is_none() {
+        return bad_request("file (an audio file with a name) and model are required");
+    }
+    (
+        StatusCode::OK,
+        Json(
+            json!({"text": "Сколько стоит букет из 25 роз?", "usage": {"type": "duration", "seconds": 4}}),
+        ),
+    )
 }
 
 fn bad_request(message: &str) -> (StatusCode, Json<Value>) {

@@ -31,6 +31,13 @@ pub fn init() {
     ONCE.call_once(|| {
         // Err means another provider was installed first, which is fine for tests.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // RUST_LOG=truffles_bot=debug shows what the code under test logs.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
     });
 }
 

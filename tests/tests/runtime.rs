@@ -420,6 +420,12 @@ async fn malformed_and_hostile_webhooks_are_refused_or_logged_never_fatal() -> R
             .await?,
         4
     );
+    assert_eq!(
+        rt.count("SELECT count(*) FROM audit_log WHERE action = 'error'")
+            .await?,
+        6,
+        "errors are audited too"
+    );
 
     // Too big: refused before parsing.
     let huge = chatflow_text("BIG-1", PHONE, &"я".repeat(100 * 1024));
@@ -516,5 +522,99 @@ async fn a_burst_of_messages_is_one_turn_and_kazakh_gets_kazakh() -> Result<()> 
     );
     assert_eq!(sent[0].msg_id, "B-2");
     assert_eq!(sent[0].msg, "Сәлеметсіз бе! Қалай көмектесе аламын?");
+    Ok(())
+}
+
+#[tokio::test]
+async fn voice_notes_are_transcribed_or_the_customer_is_asked_to_write() -> Result<()> {
+    let rt = TenantRuntime::new("voice", json!({})).await?;
+    let voice = |id: &str, phone: &str| {
+        json!({"messageType": "audio", "message": null,
+            "metadata": {"messageId": id, "remoteJid": format!("{phone}@s.whatsapp.net"), "timestamp": 1764929737},
+            "mediaData": {"type": "audio", "url": format!("{}/media/voice.ogg", rt.chatflow.url),
+                          "mimetype": "audio/ogg; codecs=opus", "ptt": true, "seconds": 4, "size": 20}})
+    };
+    // With a transcription model: the voice note is a question like any other.
+    let mut config = rt.config()?;
+    if let Some(llm) = config.llm.as_mut() {
+        llm.transcription_model = Some("whisper-1".into());
+    }
+    let running = rt.start(config, price_list()).await?;
+    rt.post(&rt.webhook_url(&running), &voice("V-1", PHONE))
+        .await?;
+    let sent = rt.chatflow.wait_sent(1, WAIT).await?;
+    assert!(sent[0].msg.contains("18 000"), "{sent:?}");
+    drop(running);
+
+    // Without one: asked to write, in the customer's language.
+    let running = rt.start(rt.config()?, price_list()).await?;
+    rt.post(&rt.webhook_url(&running), &voice("V-2", "77012223344"))
+        .await?;
+    let sent = rt.chatflow.wait_sent(2, WAIT).await?;
+    assert_eq!(
+        sent[1].msg,
+        "Не получилось разобрать голосовое сообщение. Напишите, пожалуйста, текстом."
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_unanswered_clarifications_bring_a_manager() -> Result<()> {
+    let rt = TenantRuntime::new("unclear", json!({})).await?;
+    let mut config = rt.config()?;
+    config.llm = None; // the keyword classifier decides
+    let running = rt.start(config, price_list()).await?;
+    let url = rt.webhook_url(&running);
+    for (i, text) in ["ммм", "эээ", "ну"].iter().enumerate() {
+        rt.post(&url, &chatflow_text(&format!("U-{i}"), PHONE, text))
+            .await?;
+        rt.chatflow.wait_sent(i + 1, WAIT).await?;
+    }
+    let sent = rt.chatflow.sent();
+    assert!(sent[0].msg.starts_with("Уточните"), "{sent:?}");
+    assert!(sent[1].msg.starts_with("Уточните"), "{sent:?}");
+    assert!(sent[2].msg.contains("менеджер"), "{sent:?}");
+    let (trigger, value): (String, String) =
+        sqlx::query_as("SELECT trigger_type, trigger_value FROM handovers")
+            .fetch_one(&rt.pool)
+            .await?;
+    assert_eq!((trigger.as_str(), value.as_str()), ("intent", "unclear"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_postgresql_the_runtime_is_not_ready_and_asks_for_a_retry() -> Result<()> {
+    let rt = TenantRuntime::new("nodb", json!({})).await?;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut config = rt.config()?;
+    config.database_url = format!("postgres://nobody:pw@127.0.0.1:{dead}/none");
+    let running = rt.start(config, price_list()).await?;
+    let ready = rt
+        .http
+        .get(format!("http://{}/readyz", running.addr))
+        .send()
+        .await?;
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: Value = ready.json().await?;
+    assert_eq!(body["postgres"], "down");
+    let live = rt
+        .http
+        .get(format!("http://{}/livez", running.addr))
+        .send()
+        .await?;
+    assert_eq!(
+        live.status().as_u16(),
+        200,
+        "alive: restarting would not help"
+    );
+    let (status, body) = rt
+        .post(
+            &rt.webhook_url(&running),
+            &chatflow_text("DB-1", PHONE, "Здравствуйте"),
+        )
+        .await?;
+    assert_eq!(status, 503, "{body}");
     Ok(())
 }
