@@ -129,8 +129,7 @@ async fn accept(rt: &Runtime, headers: &HeaderMap, body: &[u8]) -> (Response, &'
         let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
         if !signature_valid(key, body, header) {
             tracing::warn!("webhook signature missing or invalid");
-            audit::error(
-                &rt.db,
+            rt.report(
                 "gateway",
                 Level::Warning,
                 "bad_signature",
@@ -152,8 +151,7 @@ async fn accept(rt: &Runtime, headers: &HeaderMap, body: &[u8]) -> (Response, &'
         Err(e) => {
             let message = format!("the body is not JSON: {e}");
             tracing::warn!(%message, "malformed webhook");
-            audit::error(
-                &rt.db,
+            rt.report(
                 "gateway",
                 Level::Warning,
                 "malformed_json",
@@ -172,8 +170,7 @@ async fn accept(rt: &Runtime, headers: &HeaderMap, body: &[u8]) -> (Response, &'
         Err(why) => {
             // A 200: ChatFlow would only retry what can never succeed.
             tracing::info!(reason = %why, "webhook ignored");
-            audit::error(
-                &rt.db,
+            rt.report(
                 "gateway",
                 Level::Info,
                 "ignored",

@@ -115,9 +115,7 @@ async fn failed(rt: &Runtime, id: i64, attempts: i32, error: &SendError) -> Resu
     } else {
         Level::Warning
     };
-    rt.metrics.error(level.as_str());
-    audit::error(
-        &rt.db,
+    rt.report(
         "send",
         level,
         "send_failed",

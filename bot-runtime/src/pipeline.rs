@@ -116,17 +116,15 @@ async fn process(rt: &Runtime, rows: Vec<Claimed>) {
     .await
 }
 
-/// Puts a failed turn back with backoff, or gives up after the last attempt
-/// (recorded with its input for replay, the customer gets the apology).
+/// Puts a failed turn back with backoff, or gives up after the last attempt:
+/// recorded with its input for replay, and the customer gets the apology.
 async fn fail(rt: &Runtime, rows: &[Claimed], error: &anyhow::Error) {
     let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(1);
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let give_up = attempts >= rt.config.tuning.max_inbox_attempts;
     let message = format!("{error:#}");
     tracing::error!(attempts, give_up, error = %message, "turn failed");
-    rt.metrics
-        .error(if give_up { "critical" } else { "warning" });
-    let backoff = 2f64.powi(attempts.min(8)).min(300.0);
+    let backoff = crate::outbox::backoff_seconds(attempts);
     let updated = sqlx::query(
         "UPDATE inbox SET status = CASE WHEN $2 THEN 'failed' ELSE 'pending' END,
                           next_attempt_at = now() + make_interval(secs => $3), last_error = $4
@@ -148,15 +146,45 @@ async fn fail(rt: &Runtime, rows: &[Claimed], error: &anyhow::Error) {
     } else {
         Level::Warning
     };
-    audit::error(
-        &rt.db,
-        "pipeline",
-        level,
-        "turn_failed",
-        &message,
-        Some(input),
-    )
-    .await;
+    rt.report("pipeline", level, "turn_failed", &message, Some(input))
+        .await;
+    if give_up
+        && let Some(last) = rows
+            .last()
+            .and_then(|r| chatflow::parse_webhook(&r.payload).ok())
+    {
+        apologize(rt, &last).await;
+    }
+}
+
+/// The last step of the fallback chain when a turn cannot be processed at all.
+async fn apologize(rt: &Runtime, last: &Inbound) {
+    let language = last
+        .text
+        .as_deref()
+        .and_then(decide::detect_language)
+        .unwrap_or_else(|| default_language(rt));
+    let payload = serde_json::to_value(Outgoing::Text {
+        text: phrase(Phrase::Apology, language).into(),
+    });
+    let queued = match payload {
+        Ok(payload) => sqlx::query(
+            "INSERT INTO outbox (channel, recipient, payload, idempotency_key)
+             VALUES ('whatsapp', $1, $2, $3) ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(hex::encode(rt.pii.encrypt(&last.sender)))
+        .bind(payload)
+        .bind(&last.message_id)
+        .execute(&rt.db)
+        .await
+        .map(|_| ())
+        .map_err(anyhow::Error::from),
+        Err(e) => Err(e.into()),
+    };
+    match queued {
+        Ok(()) => rt.outbox_wake.notify_one(),
+        Err(e) => tracing::error!(error = %e, "could not queue the apology"),
+    }
 }
 
 /// A customer's message as text for the bot, and whether anything in it was
@@ -321,8 +349,7 @@ async fn handle(rt: &Runtime, rows: &[Claimed]) -> Result<()> {
             Ok(m) => messages.push(m),
             // The gateway validated it; a row that no longer parses is kept for replay.
             Err(why) => {
-                audit::error(
-                    &rt.db,
+                rt.report(
                     "pipeline",
                     Level::Warning,
                     "unparseable",
@@ -440,16 +467,23 @@ async fn handle(rt: &Runtime, rows: &[Claimed]) -> Result<()> {
     Ok(())
 }
 
+async fn mark_done(tx: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE inbox SET status = 'done', processed_at = now(), last_error = NULL WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 async fn finish_silently(rt: &Runtime, ids: &[i64], external_ids: &[String]) -> Result<()> {
     let mut tx = rt.db.begin().await?;
     sqlx::query("UPDATE messages SET processed_at = coalesce(processed_at, now()) WHERE external_id = ANY($1)")
         .bind(external_ids)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE inbox SET status = 'done', processed_at = now(), last_error = NULL WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(&mut *tx)
-        .await?;
+    mark_done(&mut tx, ids).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -518,10 +552,7 @@ async fn commit_reply(
         .bind(d.language.code())
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE inbox SET status = 'done', processed_at = now(), last_error = NULL WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(&mut *tx)
-        .await?;
+    mark_done(&mut tx, ids).await?;
     tx.commit().await?;
     rt.outbox_wake.notify_one();
     tracing::info!(intent = %d.intent, action = d.action, "reply queued");
@@ -853,8 +884,7 @@ async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut Decision) {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(error = %e, "knowledge lookup failed");
-            audit::error(
-                &rt.db,
+            rt.report(
                 "rag",
                 Level::Warning,
                 "knowledge_unavailable",
@@ -908,9 +938,7 @@ async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut Decision) {
             } else {
                 Level::Warning
             };
-            rt.metrics.error(level.as_str());
-            audit::error(
-                &rt.db,
+            rt.report(
                 "llm",
                 level,
                 "llm_unavailable",

@@ -9,6 +9,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use crate::audit::{self, Level};
 use crate::breaker::Breakers;
 use crate::cache::Cache;
 use crate::chatflow::ChatflowClient;
@@ -68,6 +69,22 @@ impl Runtime {
             outbox_wake: Notify::new(),
             config,
         })
+    }
+}
+
+impl Runtime {
+    /// SPEC step 9: counts an error by level and stores it (error_logs with the
+    /// input for replay, and an `error` audit row).
+    pub async fn report(
+        &self,
+        stage: &str,
+        level: Level,
+        error_type: &str,
+        message: &str,
+        input: Option<serde_json::Value>,
+    ) {
+        self.metrics.error(level.as_str());
+        audit::error(&self.db, stage, level, error_type, message, input).await;
     }
 }
 

@@ -618,3 +618,51 @@ async fn without_postgresql_the_runtime_is_not_ready_and_asks_for_a_retry() -> R
     assert_eq!(status, 503, "{body}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_turn_that_keeps_failing_is_kept_for_replay_and_the_customer_gets_an_apology()
+-> Result<()> {
+    let rt = TenantRuntime::new("broken", json!({})).await?;
+    // Storing messages fails (as a broken migration or a full disk would).
+    let tenant = truffles_migrations::TenantDb::for_client(&rt.name)?;
+    let revoke = format!(
+        r#"REVOKE INSERT ON "{}".messages FROM "{}""#,
+        tenant.schema, tenant.role
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(revoke))
+        .execute(&rt.db.pool)
+        .await?;
+    let mut config = rt.config()?;
+    config.tuning.max_inbox_attempts = 2;
+    let running = rt.start(config, price_list()).await?;
+    let (status, _) = rt
+        .post(
+            &rt.webhook_url(&running),
+            &chatflow_text("FAIL-1", PHONE, "Здравствуйте"),
+        )
+        .await?;
+    assert_eq!(status, 200, "accepted: the failure comes later");
+    let sent = rt.chatflow.wait_sent(1, WAIT).await?;
+    assert_eq!(
+        sent[0].msg,
+        "Извините, технические проблемы. Менеджер свяжется с вами."
+    );
+    let (state, attempts, error): (String, i32, String) = sqlx::query_as(
+        "SELECT status, attempts, last_error FROM inbox WHERE message_id = 'FAIL-1'",
+    )
+    .fetch_one(&rt.pool)
+    .await?;
+    assert_eq!((state.as_str(), attempts), ("failed", 2));
+    assert!(error.contains("permission denied"), "{error}");
+    let levels: Vec<String> = sqlx::query_scalar(
+        "SELECT level FROM error_logs WHERE error_type = 'turn_failed' AND input_data::text LIKE '%FAIL-1%' ORDER BY id",
+    )
+    .fetch_all(&rt.pool)
+    .await?;
+    assert_eq!(
+        levels,
+        ["warning", "critical"],
+        "kept with its input for replay"
+    );
+    Ok(())
+}
