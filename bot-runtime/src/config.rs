@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use truffles_crds::TrufflesClientSpec;
+use truffles_crds::client::VectorBackend;
+
+use crate::knowledge::{KnowledgeConfig, default_min_score};
 
 /// How the WhatsApp channel (ChatFlow) is reached.
 #[derive(Clone, Debug)]
@@ -84,6 +87,8 @@ pub struct Config {
     pub pii_key: [u8; 32],
     pub chatflow: Option<ChatflowConfig>,
     pub llm: Option<LlmConfig>,
+    /// `None`: no embeddings endpoint, so no knowledge base.
+    pub knowledge: Option<KnowledgeConfig>,
     pub listen: SocketAddr,
     pub tuning: Tuning,
 }
@@ -120,6 +125,19 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[arg(long, env = "TRUFFLES_COALESCE_MS", default_value_t = 1500)]
     pub coalesce_ms: u64,
+    /// The runtime's volume (the Qdrant Edge shard lives in `knowledge/`).
+    #[arg(long, env = "TRUFFLES_DATA_DIR", default_value = "/var/lib/truffles")]
+    pub data_dir: PathBuf,
+    /// Where the operator mounts ConfigMap knowledge sources, one folder each.
+    #[arg(
+        long,
+        env = "TRUFFLES_KNOWLEDGE_DIR",
+        default_value = "/etc/truffles/knowledge"
+    )]
+    pub knowledge_dir: PathBuf,
+    /// Embeddings endpoint when it is neither llm.embeddingBaseUrl nor llm.baseUrl.
+    #[arg(long, env = "TRUFFLES_EMBEDDINGS_URL")]
+    pub embeddings_url: Option<String>,
 }
 
 impl Config {
@@ -145,6 +163,13 @@ impl Config {
             }
             (None, _) => None,
         };
+        let knowledge = knowledge_config(
+            &spec,
+            args.openai_api_key.as_deref(),
+            args.embeddings_url.as_deref(),
+            &args.data_dir,
+            &args.knowledge_dir,
+        );
         let llm = llm_config(&spec, args.openai_api_key, args.transcription_model);
         Ok(Self {
             client_name: args.client_name,
@@ -154,6 +179,7 @@ impl Config {
             pii_key: parse_key(&args.pii_key)?,
             chatflow,
             llm,
+            knowledge,
             listen: args.listen,
             tuning: Tuning {
                 coalesce_window: Duration::from_millis(args.coalesce_ms),
@@ -185,6 +211,40 @@ pub fn llm_config(
         temperature: llm.temperature as f32,
         timeout: Duration::from_secs(u64::from(llm.timeout_seconds.max(1))),
         transcription_model,
+    })
+}
+
+/// The knowledge base is on when an embeddings endpoint is known: an explicit
+/// one, the spec's embedding or LLM base URL, or OpenAI's with a key.
+pub fn knowledge_config(
+    spec: &TrufflesClientSpec,
+    api_key: Option<&str>,
+    embeddings_url: Option<&str>,
+    data_dir: &std::path::Path,
+    sources_dir: &std::path::Path,
+) -> Option<KnowledgeConfig> {
+    if spec.knowledge.vector_store.backend != VectorBackend::Edge {
+        tracing::warn!(
+            "the Qdrant server backend is not built yet: running without a knowledge base"
+        );
+        return None;
+    }
+    let llm = &spec.llm;
+    let url = embeddings_url
+        .map(str::to_owned)
+        .or_else(|| llm.embedding_base_url.clone())
+        .or_else(|| llm.base_url.clone())
+        .or_else(|| api_key.map(|_| "https://api.openai.com/v1".to_owned()))?;
+    Some(KnowledgeConfig {
+        embeddings_url: url,
+        api_key: api_key.unwrap_or_default().to_owned(),
+        model: llm.embedding_model.clone(),
+        dimensions: llm.embedding_dimensions as usize,
+        store_dir: data_dir.join("knowledge"),
+        sources_dir: sources_dir.to_owned(),
+        max_tokens: spec.knowledge.chunking.max_tokens as usize,
+        overlap_tokens: spec.knowledge.chunking.overlap_tokens as usize,
+        min_score: default_min_score(&llm.embedding_model),
     })
 }
 

@@ -32,6 +32,10 @@ pub fn router(rt: Arc<Runtime>) -> Router {
     let limit = rt.config.tuning.max_body_bytes;
     Router::new()
         .route("/t/{tenant}/webhook/{secret}", get(probe).post(webhook))
+        .route(
+            "/t/{tenant}/admin/knowledge/sync",
+            axum::routing::post(knowledge_sync),
+        )
         .route("/healthz", get(live))
         .route("/livez", get(live))
         .route("/readyz", get(crate::health::ready))
@@ -67,6 +71,43 @@ fn authorized(rt: &Runtime, tenant: &str, secret: &str) -> bool {
         .ct_eq(rt.config.webhook_secret.as_bytes())
         .into();
     secret_ok && tenant == rt.config.client_name
+}
+
+/// `POST /t/<name>/admin/knowledge/sync` with `Authorization: Bearer <webhook
+/// secret>`: the knowledge-sync CronJob asks the runtime (which holds the Edge
+/// shard) to sync now. Answers the sync report.
+async fn knowledge_sync(
+    State(rt): State<Arc<Runtime>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !authorized(&rt, &tenant, bearer) {
+        return not_found();
+    }
+    match rt.sync_knowledge().await {
+        Ok(Some(report)) => reply(StatusCode::OK, json!(report)),
+        Ok(None) => reply(
+            StatusCode::CONFLICT,
+            json!({"error": "this runtime has no knowledge base (no embeddings endpoint configured)"}),
+        ),
+        Err(e) => {
+            let message = format!("{e:#}");
+            rt.report(
+                "knowledge_sync",
+                Level::Critical,
+                "sync_failed",
+                &message,
+                None,
+            )
+            .await;
+            reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": message}))
+        }
+    }
 }
 
 fn not_found() -> Response {

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use truffles_bot::config::{Config, ServeArgs};
-use truffles_bot::knowledge::NoKnowledge;
+use truffles_bot::knowledge::{KnowledgeBase, NoKnowledge};
 use truffles_bot::runtime::{self, Runtime};
 
 #[derive(Parser)]
@@ -21,8 +21,32 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The webhook server, message pipeline and outbox of one tenant.
-    Serve(ServeArgs),
+    /// The webhook server, message pipeline, outbox and knowledge base of one tenant.
+    Serve(Box<ServeArgs>),
+    /// The knowledge-sync CronJob: asks the tenant's runtime (which holds the
+    /// Qdrant Edge shard) to sync now and prints the report.
+    KnowledgeSync {
+        #[arg(long, env = "TRUFFLES_CLIENT_NAME")]
+        client_name: String,
+        #[arg(long, env = "TRUFFLES_WEBHOOK_SECRET", hide_env_values = true)]
+        webhook_secret: String,
+        /// The runtime's Service (default `http://<client>-bot:8080`).
+        #[arg(long, env = "TRUFFLES_RUNTIME_URL")]
+        runtime_url: Option<String>,
+    },
+}
+
+fn runtime_from(config: Config) -> Result<Runtime> {
+    let kb = config
+        .knowledge
+        .as_ref()
+        .map(KnowledgeBase::open)
+        .transpose()?;
+    let runtime = Runtime::new(config, Arc::new(NoKnowledge))?;
+    Ok(match kb {
+        Some(kb) => runtime.with_knowledge_base(Arc::new(kb)),
+        None => runtime,
+    })
 }
 
 #[tokio::main]
@@ -38,12 +62,37 @@ async fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => {
-            let config = Config::load(args)?;
-            let mut running = runtime::start(Runtime::new(config, Arc::new(NoKnowledge))?).await?;
+            let config = Config::load(*args)?;
+            let mut running = runtime::start(runtime_from(config)?).await?;
             tokio::select! {
                 result = running.wait() => result,
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
+        }
+        Command::KnowledgeSync {
+            client_name,
+            webhook_secret,
+            runtime_url,
+        } => {
+            let base = runtime_url.unwrap_or_else(|| format!("http://{client_name}-bot:8080"));
+            let url = format!(
+                "{}/t/{client_name}/admin/knowledge/sync",
+                base.trim_end_matches('/')
+            );
+            let response = reqwest::Client::new()
+                .post(&url)
+                .bearer_auth(webhook_secret)
+                .timeout(std::time::Duration::from_secs(3600))
+                .send()
+                .await
+                .with_context(|| format!("the runtime at {base} is unreachable"))?;
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            if !status.is_success() {
+                bail!("knowledge sync failed: HTTP {status}: {body}");
+            }
+            println!("{body}");
+            Ok(())
         }
     }
 }

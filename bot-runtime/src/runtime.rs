@@ -14,7 +14,7 @@ use crate::breaker::Breakers;
 use crate::cache::Cache;
 use crate::chatflow::ChatflowClient;
 use crate::config::Config;
-use crate::knowledge::Knowledge;
+use crate::knowledge::{Knowledge, KnowledgeBase};
 use crate::llm::Llm;
 use crate::metrics::Metrics;
 use crate::pii::Pii;
@@ -30,6 +30,10 @@ pub struct Runtime {
     pub llm: Llm,
     pub chatflow: Option<ChatflowClient>,
     pub knowledge: Arc<dyn Knowledge>,
+    /// The tenant's own knowledge base, which this process keeps in sync.
+    pub knowledge_base: Option<Arc<KnowledgeBase>>,
+    /// One sync at a time (the schedule and the admin endpoint).
+    pub sync_lock: tokio::sync::Mutex<()>,
     pub pii: Pii,
     pub metrics: Metrics,
     pub breakers: Arc<Breakers>,
@@ -62,6 +66,8 @@ impl Runtime {
             pii: Pii::new(&config.pii_key),
             metrics: Metrics::new(&config.client_name),
             knowledge,
+            knowledge_base: None,
+            sync_lock: tokio::sync::Mutex::new(()),
             cache,
             breakers,
             db,
@@ -73,6 +79,29 @@ impl Runtime {
 }
 
 impl Runtime {
+    /// Uses (and keeps in sync) the tenant's knowledge base.
+    pub fn with_knowledge_base(mut self, kb: Arc<KnowledgeBase>) -> Self {
+        self.knowledge = kb.clone();
+        self.knowledge_base = Some(kb);
+        self
+    }
+
+    /// Runs one knowledge sync (none when the runtime has no knowledge base).
+    pub async fn sync_knowledge(&self) -> Result<Option<crate::knowledge::sync::Report>> {
+        let (Some(kb), Some(config)) = (&self.knowledge_base, &self.config.knowledge) else {
+            return Ok(None);
+        };
+        let _one_at_a_time = self.sync_lock.lock().await;
+        let report = crate::knowledge::sync::run(
+            kb,
+            &self.db,
+            &self.config.spec.knowledge.sources,
+            &config.sources_dir,
+        )
+        .await?;
+        Ok(Some(report))
+    }
+
     /// SPEC step 9: counts an error by level and stores it (error_logs with the
     /// input for replay, and an `error` audit row).
     pub async fn report(
@@ -129,6 +158,20 @@ pub async fn start(runtime: Runtime) -> Result<Running> {
         outbox::run_sender(rt).await;
         Ok(())
     });
+    if runtime.knowledge_base.is_some() {
+        let rt = runtime.clone();
+        tasks.spawn(async move {
+            // At start (a new or lost volume is filled) and hourly; the
+            // CronJob can also trigger it through the admin endpoint.
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                if let Err(e) = rt.sync_knowledge().await {
+                    tracing::error!(error = %format!("{e:#}"), "knowledge sync failed");
+                }
+            }
+        });
+    }
     tracing::info!(%addr, tenant = %runtime.config.client_name, "runtime started");
     Ok(Running {
         addr,

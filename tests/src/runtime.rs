@@ -137,6 +137,7 @@ impl TenantRuntime {
                 signature_key: None,
             }),
             llm,
+            knowledge: None,
             listen: "127.0.0.1:0".parse()?,
             tuning: Tuning {
                 coalesce_window: Duration::from_millis(150),

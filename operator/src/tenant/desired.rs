@@ -382,6 +382,41 @@ fn pod_spec(tc: &TrufflesClient, image: &str, args: Vec<String>, serve: bool) ->
         read_only: Some(true),
         ..VolumeMount::default()
     }];
+    // The runtime's data (the Qdrant Edge shard). Scratch space: a new pod
+    // rebuilds the knowledge base from its sources at start.
+    volumes.push(Volume {
+        name: "data".into(),
+        empty_dir: Some(Default::default()),
+        ..Volume::default()
+    });
+    mounts.push(VolumeMount {
+        name: "data".into(),
+        mount_path: "/var/lib/truffles".into(),
+        ..VolumeMount::default()
+    });
+    // Knowledge kept in git: each ConfigMap source at /etc/truffles/knowledge/<source>.
+    for (i, source) in tc.spec.knowledge.sources.iter().enumerate() {
+        let Some(cm) = &source.config_map else {
+            continue;
+        };
+        // By index: "knowledge-" plus a 63-character source name is no valid volume name.
+        let volume = format!("knowledge-{i}");
+        volumes.push(Volume {
+            name: volume.clone(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: cm.name.clone(),
+                optional: Some(true),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: volume,
+            mount_path: format!("/etc/truffles/knowledge/{}", source.name),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     for (mount, secret) in referenced_secrets(tc) {
         volumes.push(Volume {
             name: mount.into(),

@@ -1,0 +1,131 @@
+//! Documents into chunks (SPEC: ≈500 tokens, 50 overlap): Markdown and text
+//! split by headings first (text-splitter, tokens counted with tiktoken's
+//! cl100k), CSV price lists one row per fact with the header as context.
+
+use anyhow::{Context, Result, bail};
+use text_splitter::{ChunkConfig, MarkdownSplitter};
+use tiktoken_rs::CoreBPE;
+
+pub struct Chunker {
+    splitter: MarkdownSplitter<CoreBPE>,
+}
+
+impl Chunker {
+    pub fn new(max_tokens: usize, overlap_tokens: usize) -> Result<Self> {
+        let tokenizer = tiktoken_rs::cl100k_base().context("loading the cl100k tokenizer")?;
+        let config = ChunkConfig::new(max_tokens)
+            .with_overlap(overlap_tokens)
+            .context("chunk overlap must be smaller than the chunk size")?
+            .with_sizer(tokenizer);
+        Ok(Self {
+            splitter: MarkdownSplitter::new(config),
+        })
+    }
+
+    /// The chunks of one file; the format comes from its name. Unsupported or
+    /// unreadable files are an error the sync records against the document.
+    pub fn split(&self, file_name: &str, content: &[u8]) -> Result<Vec<String>> {
+        let extension = file_name
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_lowercase())
+            .unwrap_or_default();
+        match extension.as_str() {
+            "md" | "markdown" | "txt" | "text" | "" => {
+                let text = std::str::from_utf8(content).context("the file is not UTF-8 text")?;
+                Ok(self
+                    .splitter
+                    .chunks(text)
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned)
+                    .collect())
+            }
+            "csv" => csv_rows(content),
+            other => bail!("unsupported format .{other} (supported: .md, .txt, .csv)"),
+        }
+    }
+}
+
+/// One fact per row: "Header: value; Header: value".
+fn csv_rows(content: &[u8]) -> Result<Vec<String>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(content);
+    let headers = reader.headers().context("reading the CSV header")?.clone();
+    let mut facts = Vec::new();
+    for (line, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("CSV row {}", line + 2))?;
+        let fact: Vec<String> = headers
+            .iter()
+            .zip(record.iter())
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(h, v)| {
+                if h.is_empty() {
+                    v.to_owned()
+                } else {
+                    format!("{h}: {v}")
+                }
+            })
+            .collect();
+        if !fact.is_empty() {
+            facts.push(fact.join("; "));
+        }
+    }
+    Ok(facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_is_split_by_headings_within_the_token_budget() {
+        let chunker = Chunker::new(60, 10).expect("tokenizer");
+        let section = |title: &str| {
+            format!(
+                "## {title}\n\n{}\n\n",
+                "Свежие цветы каждый день. ".repeat(8)
+            )
+        };
+        let doc = format!(
+            "# Цветы Алматы\n\n{}{}{}",
+            section("Доставка"),
+            section("Оплата"),
+            section("Часы работы")
+        );
+        let chunks = chunker.split("faq.md", doc.as_bytes()).expect("chunks");
+        assert!(chunks.len() >= 3, "{chunks:#?}");
+        let bpe = tiktoken_rs::cl100k_base().expect("tokenizer");
+        for c in &chunks {
+            assert!(bpe.encode_ordinary(c).len() <= 60, "{c}");
+        }
+        assert!(
+            chunks.iter().any(|c| c.starts_with("## Оплата")),
+            "a heading starts a chunk: {chunks:#?}"
+        );
+    }
+
+    #[test]
+    fn a_price_list_row_is_one_fact_with_its_header() {
+        let csv = "Товар,Цена,Наличие\nБукет из 25 роз,27 000 ₸,есть\n\"Композиция «Нежность»\",22 500 ₸,\n";
+        let facts = Chunker::new(500, 50)
+            .expect("tokenizer")
+            .split("prices.csv", csv.as_bytes())
+            .expect("facts");
+        assert_eq!(
+            facts,
+            [
+                "Товар: Букет из 25 роз; Цена: 27 000 ₸; Наличие: есть",
+                "Товар: Композиция «Нежность»; Цена: 22 500 ₸"
+            ]
+        );
+    }
+
+    #[test]
+    fn unsupported_and_broken_files_are_errors() {
+        let chunker = Chunker::new(500, 50).expect("tokenizer");
+        assert!(chunker.split("scan.pdf", b"%PDF-1.7").is_err());
+        assert!(chunker.split("notes.md", &[0xff, 0xfe, 0x00]).is_err());
+    }
+}

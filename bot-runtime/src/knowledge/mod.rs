@@ -1,0 +1,124 @@
+//! The knowledge base: what the pipeline asks for (facts relevant to a
+//! question) and what fills it (the sync). The Qdrant Edge backend runs in the
+//! runtime's process on its volume; the Qdrant server backend is not built yet.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use anyhow::Result;
+
+pub mod chunk;
+pub mod edge;
+pub mod embed;
+pub mod sync;
+
+use chunk::Chunker;
+use edge::EdgeStore;
+use embed::{Embedder, Kind};
+
+/// One retrieved passage.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Fact {
+    pub content: String,
+    pub source: String,
+    pub score: f32,
+}
+
+pub type SearchFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<Vec<Fact>>> + Send + 'a>>;
+
+pub trait Knowledge: Send + Sync {
+    /// The most relevant facts for `query`, best first; empty when nothing in
+    /// the knowledge base is relevant enough.
+    fn search<'a>(&'a self, query: &'a str, limit: usize) -> SearchFuture<'a>;
+}
+
+/// A tenant without a knowledge base.
+pub struct NoKnowledge;
+
+impl Knowledge for NoKnowledge {
+    fn search<'a>(&'a self, _query: &'a str, _limit: usize) -> SearchFuture<'a> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// Where the knowledge base lives and how it embeds.
+#[derive(Clone, Debug)]
+pub struct KnowledgeConfig {
+    pub embeddings_url: String,
+    pub api_key: String,
+    pub model: String,
+    pub dimensions: usize,
+    /// The Edge shard's directory (on the runtime's volume).
+    pub store_dir: PathBuf,
+    /// Where ConfigMap sources are mounted, one folder per source.
+    pub sources_dir: PathBuf,
+    pub max_tokens: usize,
+    pub overlap_tokens: usize,
+    /// Minimum cosine similarity of a fact.
+    pub min_score: f32,
+}
+
+/// A reasonable relevance floor per embedding family: E5 models score even
+/// unrelated text around 0.7, OpenAI's models spread scores lower.
+pub fn default_min_score(model: &str) -> f32 {
+    if model.to_lowercase().contains("e5") {
+        0.8
+    } else {
+        0.3
+    }
+}
+
+pub struct KnowledgeBase {
+    pub chunker: Chunker,
+    pub embedder: Embedder,
+    pub store: EdgeStore,
+    pub min_score: f32,
+}
+
+impl KnowledgeBase {
+    pub fn open(config: &KnowledgeConfig) -> Result<Self> {
+        Ok(Self {
+            chunker: Chunker::new(config.max_tokens, config.overlap_tokens)?,
+            embedder: Embedder::new(
+                &config.embeddings_url,
+                &config.api_key,
+                &config.model,
+                config.dimensions,
+            ),
+            store: EdgeStore::open(&config.store_dir, config.dimensions)?,
+            min_score: config.min_score,
+        })
+    }
+}
+
+impl Knowledge for KnowledgeBase {
+    fn search<'a>(&'a self, query: &'a str, limit: usize) -> SearchFuture<'a> {
+        Box::pin(async move {
+            let vector = self
+                .embedder
+                .embed(&[query.to_owned()], Kind::Query)
+                .await?
+                .pop()
+                .ok_or_else(|| anyhow::anyhow!("no embedding for the query"))?;
+            let found = self.store.search(vector, limit, self.min_score).await?;
+            Ok(found
+                .into_iter()
+                .filter_map(|(score, payload)| {
+                    Some(Fact {
+                        content: payload.get("content")?.as_str()?.to_owned(),
+                        source: format!(
+                            "{}/{}",
+                            payload.get("source").and_then(|s| s.as_str()).unwrap_or(""),
+                            payload
+                                .get("source_id")
+                                .and_then(|s| s.as_str())
+                                .unwrap_or("")
+                        ),
+                        score,
+                    })
+                })
+                .collect())
+        })
+    }
+}

@@ -1,0 +1,320 @@
+//! Knowledge sync (SPEC "Knowledge sync"): new documents are chunked, embedded
+//! and stored; changed ones (content hash differs) replaced; removed ones
+//! deleted; each change audited. Nothing changed → no embedding calls. A
+//! lost vector store is rebuilt by the same run.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Row};
+use truffles_crds::client::KnowledgeSource;
+use uuid::Uuid;
+
+use super::KnowledgeBase;
+use super::edge::Point;
+use super::embed::Kind;
+use crate::audit;
+
+/// One file of a source.
+#[derive(Clone, Debug)]
+pub struct SourceDocument {
+    pub source_name: String,
+    pub source_id: String,
+    pub file_name: String,
+    pub doc_type: String,
+    pub content: Vec<u8>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    pub added: usize,
+    pub changed: usize,
+    pub unchanged: usize,
+    pub removed: usize,
+    pub failed: usize,
+    pub chunks: usize,
+}
+
+fn doc_type(source: &KnowledgeSource) -> String {
+    serde_json::to_value(source.doc_type)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "custom".into())
+}
+
+/// Reads the sources the runtime can reach: ConfigMaps mounted at
+/// `<dir>/<source name>/` (the operator mounts them) and URLs. Upload and
+/// Google Drive sources are not built yet and are skipped with a warning.
+/// Returns the documents and the names of the sources that could be read.
+pub async fn read_sources(
+    sources: &[KnowledgeSource],
+    dir: &Path,
+) -> Result<(Vec<SourceDocument>, HashSet<String>)> {
+    let mut docs = Vec::new();
+    let mut read = HashSet::new();
+    for source in sources {
+        if let Some(cm) = &source.config_map {
+            let folder = dir.join(&source.name);
+            let entries = match std::fs::read_dir(&folder) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(source = %source.name, error = %e, "knowledge source folder is not readable");
+                    continue;
+                }
+            };
+            read.insert(source.name.clone());
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // ConfigMap volumes hold `..data` links next to the keys.
+                let wanted = cm.keys.is_empty() || cm.keys.contains(&name);
+                if name.starts_with('.') || !wanted || !entry.path().is_file() {
+                    continue;
+                }
+                docs.push(SourceDocument {
+                    source_name: source.name.clone(),
+                    source_id: name.clone(),
+                    file_name: name,
+                    doc_type: doc_type(source),
+                    content: std::fs::read(entry.path())?,
+                });
+            }
+        } else if let Some(url) = &source.url {
+            let response = reqwest::get(&url.url)
+                .await
+                .and_then(|r| r.error_for_status());
+            match response {
+                Ok(r) => {
+                    read.insert(source.name.clone());
+                    let file_name = url
+                        .url
+                        .rsplit('/')
+                        .next()
+                        .filter(|n| n.contains('.'))
+                        .unwrap_or("page.txt")
+                        .to_owned();
+                    docs.push(SourceDocument {
+                        source_name: source.name.clone(),
+                        source_id: url.url.clone(),
+                        file_name,
+                        doc_type: doc_type(source),
+                        content: r.bytes().await?.to_vec(),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(source = %source.name, error = %e.without_url(), "knowledge URL not fetched")
+                }
+            }
+        } else {
+            tracing::warn!(source = %source.name, "upload and Google Drive sources are not supported yet");
+        }
+    }
+    Ok((docs, read))
+}
+
+/// One sync run over the tenant's configured sources.
+pub async fn run(
+    kb: &KnowledgeBase,
+    db: &PgPool,
+    sources: &[KnowledgeSource],
+    dir: &Path,
+) -> Result<Report> {
+    let (docs, read) = read_sources(sources, dir).await?;
+    let report = sync(kb, db, &docs, &read).await?;
+    tracing::info!(?report, "knowledge sync");
+    Ok(report)
+}
+
+fn hash(content: &[u8]) -> String {
+    hex::encode(Sha256::digest(content))
+}
+
+/// Brings the vector store and the `documents` table in line with `docs`.
+/// `sources` lists every configured source name: documents of a source that
+/// was not read (unreachable) are kept, not deleted.
+pub async fn sync(
+    kb: &KnowledgeBase,
+    db: &PgPool,
+    docs: &[SourceDocument],
+    read_sources: &HashSet<String>,
+) -> Result<Report> {
+    let mut report = Report::default();
+    let indexed_chunks: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(chunk_count), 0)::int8 FROM documents WHERE status = 'indexed'",
+    )
+    .fetch_one(db)
+    .await?;
+    // The store lost points (a new volume, a wiped directory): rebuild all.
+    let rebuild = kb.store.count().await? < indexed_chunks as usize;
+    if rebuild {
+        tracing::warn!(
+            indexed_chunks,
+            "the vector store is missing chunks; rebuilding it"
+        );
+    }
+    let mut seen = HashSet::new();
+    for doc in docs {
+        seen.insert((doc.source_name.clone(), doc.source_id.clone()));
+        let content_hash = hash(&doc.content);
+        let existing = sqlx::query(
+            "SELECT id, content_hash, status, point_ids FROM documents WHERE source_name = $1 AND source_id = $2",
+        )
+        .bind(&doc.source_name)
+        .bind(&doc.source_id)
+        .fetch_optional(db)
+        .await?;
+        let (id, old_points, action) = match &existing {
+            Some(row) => {
+                let same = row.try_get::<String, _>("content_hash")? == content_hash
+                    && row.try_get::<String, _>("status")? == "indexed";
+                if same && !rebuild {
+                    report.unchanged += 1;
+                    continue;
+                }
+                (
+                    row.try_get::<Uuid, _>("id")?,
+                    row.try_get::<Vec<Uuid>, _>("point_ids")?,
+                    "changed",
+                )
+            }
+            None => (Uuid::new_v4(), Vec::new(), "added"),
+        };
+        match index(kb, doc, id).await {
+            Ok(points) => {
+                // New points first, then the old ones go: a search meanwhile
+                // sees the old or the new document, never a half of one.
+                kb.store
+                    .delete(
+                        old_points
+                            .into_iter()
+                            .filter(|p| !points.contains(p))
+                            .collect(),
+                    )
+                    .await?;
+                let mut tx = db.begin().await?;
+                sqlx::query(
+                    "INSERT INTO documents (id, source, source_name, source_id, filename, content_hash, doc_type, point_ids,
+                                            chunk_count, status, error, indexed_at, updated_at, deleted_at)
+                     VALUES ($1, 'config_map', $2, $3, $4, $5, $6, $7, $8, 'indexed', NULL, now(), now(), NULL)
+                     ON CONFLICT (source_name, source_id) DO UPDATE SET
+                         content_hash = EXCLUDED.content_hash, doc_type = EXCLUDED.doc_type, point_ids = EXCLUDED.point_ids,
+                         chunk_count = EXCLUDED.chunk_count, status = 'indexed', error = NULL, indexed_at = now(),
+                         updated_at = now(), deleted_at = NULL",
+                )
+                .bind(id)
+                .bind(&doc.source_name)
+                .bind(&doc.source_id)
+                .bind(&doc.file_name)
+                .bind(&content_hash)
+                .bind(&doc.doc_type)
+                .bind(&points)
+                .bind(points.len() as i32)
+                .execute(&mut *tx)
+                .await?;
+                audit::record(
+                    &mut *tx,
+                    "knowledge_sync",
+                    "system",
+                    json!({"document": doc.source_id, "source": doc.source_name, "action": action, "chunks": points.len()}),
+                )
+                .await?;
+                tx.commit().await?;
+                report.chunks += points.len();
+                if action == "added" {
+                    report.added += 1;
+                } else {
+                    report.changed += 1;
+                }
+            }
+            Err(e) => {
+                // Recorded against the document; the rest of the sync goes on.
+                let reason = format!("{e:#}");
+                tracing::warn!(document = %doc.source_id, error = %reason, "document not indexed");
+                sqlx::query(
+                    "INSERT INTO documents (id, source, source_name, source_id, filename, content_hash, doc_type, status, error, updated_at)
+                     VALUES ($1, 'config_map', $2, $3, $4, $5, $6, 'failed', $7, now())
+                     ON CONFLICT (source_name, source_id) DO UPDATE SET
+                         content_hash = EXCLUDED.content_hash, status = 'failed', error = EXCLUDED.error, updated_at = now()",
+                )
+                .bind(id)
+                .bind(&doc.source_name)
+                .bind(&doc.source_id)
+                .bind(&doc.file_name)
+                .bind(&content_hash)
+                .bind(&doc.doc_type)
+                .bind(&reason)
+                .execute(db)
+                .await?;
+                report.failed += 1;
+            }
+        }
+    }
+    // Removed at the source (of a source that was read): delete the chunks.
+    let live = sqlx::query(
+        "SELECT id, source_name, source_id, point_ids FROM documents WHERE status <> 'deleted'",
+    )
+    .fetch_all(db)
+    .await?;
+    for row in live {
+        let source_name: String = row.try_get("source_name")?;
+        let source_id: String = row.try_get("source_id")?;
+        if !read_sources.contains(&source_name)
+            || seen.contains(&(source_name.clone(), source_id.clone()))
+        {
+            continue;
+        }
+        let points: Vec<Uuid> = row.try_get("point_ids")?;
+        kb.store.delete(points).await?;
+        let mut tx = db.begin().await?;
+        sqlx::query(
+            "UPDATE documents SET status = 'deleted', point_ids = '{}', chunk_count = 0, deleted_at = now(), updated_at = now() WHERE id = $1",
+        )
+        .bind(row.try_get::<Uuid, _>("id")?)
+        .execute(&mut *tx)
+        .await?;
+        audit::record(
+            &mut *tx,
+            "knowledge_sync",
+            "system",
+            json!({"document": source_id, "source": source_name, "action": "removed"}),
+        )
+        .await?;
+        tx.commit().await?;
+        report.removed += 1;
+    }
+    Ok(report)
+}
+
+/// Chunks, embeds and stores one document; returns its point ids.
+async fn index(kb: &KnowledgeBase, doc: &SourceDocument, document_id: Uuid) -> Result<Vec<Uuid>> {
+    let chunks = kb.chunker.split(&doc.file_name, &doc.content)?;
+    anyhow::ensure!(!chunks.is_empty(), "the document has no text");
+    let vectors = kb
+        .embedder
+        .embed(&chunks, Kind::Passage)
+        .await
+        .context("embedding")?;
+    let updated_at = chrono_now();
+    let points: Vec<Point> = chunks
+        .into_iter()
+        .zip(vectors)
+        .map(|(content, vector)| Point {
+            id: Uuid::new_v4(),
+            vector,
+            payload: json!({
+                "content": content, "type": doc.doc_type, "source": doc.source_name, "source_id": doc.source_id,
+                "document_id": document_id, "updated_at": updated_at,
+            }),
+        })
+        .collect();
+    let ids = points.iter().map(|p| p.id).collect();
+    kb.store.upsert(points).await?;
+    Ok(ids)
+}
+
+fn chrono_now() -> String {
+    sqlx::types::chrono::Utc::now().to_rfc3339()
+}
