@@ -138,6 +138,9 @@ pub struct ServeArgs {
     /// Embeddings endpoint when it is neither llm.embeddingBaseUrl nor llm.baseUrl.
     #[arg(long, env = "TRUFFLES_EMBEDDINGS_URL")]
     pub embeddings_url: Option<String>,
+    /// Minimum similarity of a retrieved fact (default per embedding model).
+    #[arg(long, env = "TRUFFLES_RAG_MIN_SCORE")]
+    pub rag_min_score: Option<f32>,
 }
 
 impl Config {
@@ -163,13 +166,16 @@ impl Config {
             }
             (None, _) => None,
         };
-        let knowledge = knowledge_config(
+        let mut knowledge = knowledge_config(
             &spec,
             args.openai_api_key.as_deref(),
             args.embeddings_url.as_deref(),
             &args.data_dir,
             &args.knowledge_dir,
         );
+        if let (Some(k), Some(min)) = (knowledge.as_mut(), args.rag_min_score) {
+            k.min_score = min;
+        }
         let llm = llm_config(&spec, args.openai_api_key, args.transcription_model);
         Ok(Self {
             client_name: args.client_name,

