@@ -21,8 +21,9 @@ pub const LLM_KEY: &str = "sk-test-key";
 pub const WEBHOOK_SECRET: &str = "9f1c3e5a7b2d4f6081a3c5e7b9d1f3a5";
 pub const PII_KEY: [u8; 32] = [7; 32];
 
-/// Facts from the tenant's documents, matched by shared word stems; stands
-/// in for the knowledge base (the knowledge issue's Qdrant store).
+/// Facts matched by shared word stems: a fast, deterministic knowledge base
+/// for the pipeline's durability tests. The real one (embeddings + Qdrant
+/// Edge) answers in tests/knowledge.rs.
 pub struct Documents(pub Vec<String>);
 
 impl Knowledge for Documents {
