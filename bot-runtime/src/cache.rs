@@ -31,6 +31,8 @@ pub struct Cache {
     client: Option<redis::Client>,
     conn: OnceCell<ConnectionManager>,
     down_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Fixed-window counters of this process while Redis is down.
+    local_counts: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>,
 }
 
 impl Cache {
@@ -45,6 +47,7 @@ impl Cache {
             client,
             conn: OnceCell::new(),
             down_until: std::sync::Mutex::new(None),
+            local_counts: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -145,6 +148,23 @@ impl Cache {
             Ok(count)
         })
         .await
+    }
+
+    /// Like [`Cache::count`], but counted in this process while Redis is down
+    /// (so limits still hold, per replica instead of per tenant).
+    pub async fn count_or_local(&self, suffix: &str, window: Duration) -> u64 {
+        match self.count(suffix, window).await {
+            Ok(n) => n,
+            Err(_) => {
+                let now = std::time::Instant::now();
+                let mut counts = self.local_counts.lock().unwrap_or_else(|p| p.into_inner());
+                // Forget finished windows so the map stays small.
+                counts.retain(|_, (start, _)| now.duration_since(*start) < window);
+                let entry = counts.entry(suffix.to_owned()).or_insert((now, 0));
+                entry.1 += 1;
+                entry.1
+            }
+        }
     }
 
     pub async fn get(&self, suffix: &str) -> Result<Option<String>, CacheError> {

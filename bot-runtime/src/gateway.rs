@@ -249,17 +249,13 @@ async fn rate_limited(rt: &Runtime, inbound: &Inbound) -> Option<Response> {
         ),
     ];
     for (key, limit) in checks {
-        match rt.cache.count(&key, RATE_WINDOW).await {
-            Ok(count) if count > limit => {
-                tracing::warn!(key, limit, "rate limit exceeded");
-                return Some(reply(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    json!({"error": "rate limit exceeded", "limit_per_minute": limit}),
-                ));
-            }
-            Ok(_) => {}
-            // Without Redis the limits are off: answering beats refusing.
-            Err(e) => tracing::debug!(error = %e, "rate limit not checked"),
+        let count = rt.cache.count_or_local(&key, RATE_WINDOW).await;
+        if count > limit {
+            tracing::warn!(key, limit, "rate limit exceeded");
+            return Some(reply(
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({"error": "rate limit exceeded", "limit_per_minute": limit}),
+            ));
         }
     }
     None

@@ -17,4 +17,5 @@ pub mod outbox;
 pub mod pii;
 pub mod pipeline;
 pub mod runtime;
+pub mod semantic;
 pub mod texts;

@@ -744,7 +744,21 @@ async fn classify(rt: &Runtime, text: &str, history: &[Turn]) -> Classification 
             Err(e) => tracing::warn!(error = %e, "classification falls back to keywords"),
         }
     }
-    decide::classify_by_keywords(text)
+    let by_keywords = decide::classify_by_keywords(text);
+    // Keywords found nothing specific: ask the embedding model which example
+    // phrase the message is closest to.
+    if matches!(by_keywords.intent.as_str(), "question_other" | "unclear")
+        && let Some(examples) = &rt.examples
+    {
+        match examples.classify(text).await {
+            Ok(Some(c)) => return c,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "example-phrase classification failed")
+            }
+        }
+    }
+    by_keywords
 }
 
 async fn recent_clarifications(rt: &Runtime, conversation_id: Uuid) -> Result<usize> {

@@ -32,6 +32,8 @@ pub struct Runtime {
     pub knowledge: Arc<dyn Knowledge>,
     /// The tenant's own knowledge base, which this process keeps in sync.
     pub knowledge_base: Option<Arc<KnowledgeBase>>,
+    /// Intent by similarity to example phrases, when embeddings are available.
+    pub examples: Option<crate::semantic::ExampleClassifier>,
     /// One sync at a time (the schedule and the admin endpoint).
     pub sync_lock: tokio::sync::Mutex<()>,
     pub pii: Pii,
@@ -67,6 +69,7 @@ impl Runtime {
             metrics: Metrics::new(&config.client_name),
             knowledge,
             knowledge_base: None,
+            examples: None,
             sync_lock: tokio::sync::Mutex::new(()),
             cache,
             breakers,
@@ -82,6 +85,7 @@ impl Runtime {
     /// Uses (and keeps in sync) the tenant's knowledge base.
     pub fn with_knowledge_base(mut self, kb: Arc<KnowledgeBase>) -> Self {
         self.knowledge = kb.clone();
+        self.examples = Some(crate::semantic::ExampleClassifier::new(kb.embedder.clone()));
         self.knowledge_base = Some(kb);
         self
     }

@@ -236,3 +236,62 @@ async fn the_bot_answers_a_price_question_from_the_synced_documents() -> Result<
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
+
+/// No LLM at all: keywords, then similarity to example phrases through the
+/// embedding model, still route the conversation (SPEC: works without any LLM).
+#[tokio::test]
+async fn without_an_llm_example_phrases_recognise_what_keywords_miss() -> Result<()> {
+    let rt = TenantRuntime::new(
+        "kbnollm",
+        json!({"knowledge": {"sources": [
+        {"name": "catalog", "type": "pricing", "configMap": {"name": "flower-shop-knowledge"}}]}}),
+    )
+    .await?;
+    let (dir, _) = sources()?;
+    let mut config = rt.config()?;
+    config.llm = None;
+    config.knowledge = Some(local_knowledge(&dir)?);
+    let running = rt.start_with_knowledge_base(config).await?;
+    let url = rt.webhook_url(&running);
+    // Wait for the sync the runtime starts with (the endpoint queues behind it).
+    running.runtime.sync_knowledge().await?;
+
+    // Retrieval-only answer: the passage itself.
+    rt.post(
+        &url,
+        &chatflow_text("NL-1", "77015705555", "Сколько стоит букет из 25 роз?"),
+    )
+    .await?;
+    let sent = rt.chatflow.wait_sent(1, Duration::from_secs(60)).await?;
+    assert!(sent[0].msg.contains("27 000"), "{sent:?}");
+    // Off topic, with no keyword for it.
+    rt.post(
+        &url,
+        &chatflow_text("NL-2", "77015705555", "Какая погода завтра в Алматы?"),
+    )
+    .await?;
+    let sent = rt.chatflow.wait_sent(2, Duration::from_secs(60)).await?;
+    assert_eq!(
+        sent[1].msg,
+        "Я отвечаю только на вопросы о нашей компании и её услугах."
+    );
+    // A human, asked for without any handover keyword.
+    rt.post(
+        &url,
+        &chatflow_text(
+            "NL-3",
+            "77015705555",
+            "Можно поговорить с сотрудником магазина?",
+        ),
+    )
+    .await?;
+    let sent = rt.chatflow.wait_sent(3, Duration::from_secs(60)).await?;
+    assert!(sent[2].msg.contains("менеджер"), "{sent:?}");
+    let value: String = sqlx::query_scalar("SELECT trigger_value FROM handovers")
+        .fetch_one(&rt.pool)
+        .await?;
+    assert_eq!(value, "human_request");
+    drop(running);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}

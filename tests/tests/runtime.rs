@@ -317,7 +317,8 @@ async fn llm_outage_walks_the_fallback_chain() -> Result<()> {
 
 #[tokio::test]
 async fn with_redis_down_it_still_answers_exactly_once() -> Result<()> {
-    let rt = TenantRuntime::new("noredis", json!({})).await?;
+    let rt =
+        TenantRuntime::new("noredis", json!({"runtime": {"userRateLimitPerMinute": 3}})).await?;
     let dead = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -351,6 +352,11 @@ async fn with_redis_down_it_still_answers_exactly_once() -> Result<()> {
         .await?;
     assert_eq!(ready["redis"], "down");
     assert_eq!(ready["postgres"], "ok");
+    // Limits still hold, counted in the process: the customer's 4th request.
+    let (status, _) = rt
+        .post(&url, &chatflow_text("NR-3", PHONE, "ещё вопрос"))
+        .await?;
+    assert_eq!(status, 429);
     Ok(())
 }
 
