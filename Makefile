@@ -17,9 +17,10 @@ toolchain:
 	scripts/ensure-toolchain.sh
 
 ## Benchmarks (print figures): operator scale (TRUFFLES_BENCH_TENANTS=100,1000) and
-## runtime throughput (TRUFFLES_BENCH_MESSAGES, TRUFFLES_BENCH_CONCURRENCY).
+## runtime throughput (TRUFFLES_BENCH_MESSAGES, TRUFFLES_BENCH_CONCURRENCY) and the
+## knowledge store (TRUFFLES_BENCH_CHUNKS, TRUFFLES_BENCH_DOCS).
 bench: toolchain
-	scripts/testenv.sh run -- sh -c '$(CARGO) bench -p truffles-tests --bench runtime_pipeline && $(CARGO) bench -p truffles-tests --bench operator_scale'
+	scripts/testenv.sh run -- sh -c '$(CARGO) bench -p truffles-tests --bench runtime_pipeline && $(CARGO) bench -p truffles-tests --bench knowledge_store && $(CARGO) bench -p truffles-tests --bench operator_scale'
 
 ## Regenerate the CRD YAML from the Rust types (crds/ and the Helm chart).
 crds:

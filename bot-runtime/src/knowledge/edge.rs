@@ -83,7 +83,6 @@ impl EdgeStore {
                     PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
                 ))
                 .map_err(|e| anyhow::anyhow!("upserting into the vector store: {e}"))?;
-            shard.flush();
             Ok(())
         })
         .await
@@ -100,7 +99,6 @@ impl EdgeStore {
                     PointOperations::DeletePoints { ids },
                 ))
                 .map_err(|e| anyhow::anyhow!("deleting from the vector store: {e}"))?;
-            shard.flush();
             Ok(())
         })
         .await
@@ -140,6 +138,16 @@ impl EdgeStore {
                     (p.score, payload)
                 })
                 .collect())
+        })
+        .await
+    }
+
+    /// Writes the segments (the write-ahead log already makes every update
+    /// durable; this makes the next start fast). Called after a sync.
+    pub async fn flush(&self) -> Result<()> {
+        self.blocking(|shard| {
+            shard.flush();
+            Ok(())
         })
         .await
     }

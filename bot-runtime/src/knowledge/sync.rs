@@ -285,6 +285,7 @@ pub async fn sync(
         tx.commit().await?;
         report.removed += 1;
     }
+    kb.store.flush().await?;
     Ok(report)
 }
 
