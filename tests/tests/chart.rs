@@ -117,7 +117,7 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         workspace_root().join("charts/truffles/crds/truffles.kz_crds.yaml"),
     )?;
     ensure!(
-        crds == truffles_crds::crds_yaml()?,
+        crds == truffles_crds::crds_yaml().map_err(|e| anyhow::anyhow!(e))?,
         "the chart's CRDs are stale: make crds"
     );
     ns.delete().await
