@@ -20,7 +20,7 @@ toolchain:
 ## runtime throughput (TRUFFLES_BENCH_MESSAGES, TRUFFLES_BENCH_CONCURRENCY) and the
 ## knowledge store (TRUFFLES_BENCH_CHUNKS, TRUFFLES_BENCH_DOCS).
 bench: toolchain
-	scripts/testenv.sh run -- sh -c '$(CARGO) bench -p truffles-tests --bench runtime_pipeline && $(CARGO) bench -p truffles-tests --bench knowledge_store && $(CARGO) bench -p truffles-tests --bench operator_scale'
+	scripts/testenv.sh run -- sh -c '$(CARGO) bench -p truffles-tests --bench runtime_pipeline && $(CARGO) bench -p truffles-tests --bench knowledge_store && $(CARGO) bench -p truffles-tests --bench knowledge_eval && $(CARGO) bench -p truffles-tests --bench operator_scale'
 
 ## Regenerate the CRD YAML from the Rust types (crds/ and the Helm chart).
 crds:
