@@ -822,36 +822,15 @@ async fn decide(
             d.reply = tenant_phrase(rt, Phrase::HandoverNotice, "handover_notice", language).await;
             d.handover = Some((trigger, value));
         }
-        Action::Greet => {
-            d.action = "greet";
-            (d.reply, d.model) = generate(
-                rt,
-                "greeting",
-                "",
-                text,
-                history,
-                language,
-                Phrase::Greeting,
-            )
-            .await;
-        }
-        Action::Clarify => {
-            d.action = "clarify";
-            (d.reply, d.model) =
-                generate(rt, "clarify", "", text, history, language, Phrase::Clarify).await;
-        }
-        Action::Decline => {
-            d.action = "decline";
-            (d.reply, d.model) = generate(
-                rt,
-                "off_topic",
-                "",
-                text,
-                history,
-                language,
-                Phrase::OffTopic,
-            )
-            .await;
+        Action::Greet | Action::Clarify | Action::Decline => {
+            // (action label, the tenant's prompt, the fixed phrase without an LLM)
+            let (label, prompt_name, fallback) = match action {
+                Action::Greet => ("greet", "greeting", Phrase::Greeting),
+                Action::Clarify => ("clarify", "clarify", Phrase::Clarify),
+                _ => ("decline", "off_topic", Phrase::OffTopic),
+            };
+            d.action = label;
+            (d.reply, d.model) = generate(rt, prompt_name, text, history, language, fallback).await;
         }
         Action::Answer => answer(rt, text, history, &mut d).await,
     }
@@ -863,7 +842,6 @@ async fn decide(
 async fn generate(
     rt: &Runtime,
     prompt_name: &str,
-    context: &str,
     text: &str,
     history: &[Turn],
     language: Language,
@@ -874,7 +852,7 @@ async fn generate(
     {
         let system = format!(
             "{}\nReply in {}.",
-            fill(&template, rt, context),
+            fill(&template, rt, ""),
             language_name(language)
         );
         let mut turns = history.to_vec();

@@ -21,6 +21,8 @@ use crate::audit;
 /// One file of a source.
 #[derive(Clone, Debug)]
 pub struct SourceDocument {
+    /// `config_map` or `url` (the documents table's `source`).
+    pub kind: &'static str,
     pub source_name: String,
     pub source_id: String,
     pub file_name: String,
@@ -75,6 +77,7 @@ pub async fn read_sources(
                     continue;
                 }
                 docs.push(SourceDocument {
+                    kind: "config_map",
                     source_name: source.name.clone(),
                     source_id: name.clone(),
                     file_name: name,
@@ -97,6 +100,7 @@ pub async fn read_sources(
                         .unwrap_or("page.txt")
                         .to_owned();
                     docs.push(SourceDocument {
+                        kind: "url",
                         source_name: source.name.clone(),
                         source_id: url.url.clone(),
                         file_name,
@@ -198,7 +202,7 @@ pub async fn sync(
                 sqlx::query(
                     "INSERT INTO documents (id, source, source_name, source_id, filename, content_hash, doc_type, point_ids,
                                             chunk_count, status, error, indexed_at, updated_at, deleted_at)
-                     VALUES ($1, 'config_map', $2, $3, $4, $5, $6, $7, $8, 'indexed', NULL, now(), now(), NULL)
+                     VALUES ($1, $9, $2, $3, $4, $5, $6, $7, $8, 'indexed', NULL, now(), now(), NULL)
                      ON CONFLICT (source_name, source_id) DO UPDATE SET
                          content_hash = EXCLUDED.content_hash, doc_type = EXCLUDED.doc_type, point_ids = EXCLUDED.point_ids,
                          chunk_count = EXCLUDED.chunk_count, status = 'indexed', error = NULL, indexed_at = now(),
@@ -212,6 +216,7 @@ pub async fn sync(
                 .bind(&doc.doc_type)
                 .bind(&points)
                 .bind(points.len() as i32)
+                .bind(doc.kind)
                 .execute(&mut *tx)
                 .await?;
                 audit::record(
@@ -235,7 +240,7 @@ pub async fn sync(
                 tracing::warn!(document = %doc.source_id, error = %reason, "document not indexed");
                 sqlx::query(
                     "INSERT INTO documents (id, source, source_name, source_id, filename, content_hash, doc_type, status, error, updated_at)
-                     VALUES ($1, 'config_map', $2, $3, $4, $5, $6, 'failed', $7, now())
+                     VALUES ($1, $8, $2, $3, $4, $5, $6, 'failed', $7, now())
                      ON CONFLICT (source_name, source_id) DO UPDATE SET
                          content_hash = EXCLUDED.content_hash, status = 'failed', error = EXCLUDED.error, updated_at = now()",
                 )
@@ -246,6 +251,7 @@ pub async fn sync(
                 .bind(&content_hash)
                 .bind(&doc.doc_type)
                 .bind(&reason)
+                .bind(doc.kind)
                 .execute(db)
                 .await?;
                 report.failed += 1;
