@@ -112,6 +112,30 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         monitored.contains("truffles_operator_reconcile_failures_total"),
         "the rule watches the operator's metric"
     );
+    let with_pods = template(&ns.name, &["metrics.podMonitor.enabled=true"])?;
+    ensure!(with_pods.contains("kind: PodMonitor"));
+    // Every runtime metric an alert uses is one the runtime exports.
+    let exported = {
+        let m = truffles_bot::metrics::Metrics::new("t");
+        m.message("in");
+        m.webhook("accepted");
+        m.error("warning");
+        m.handover("keyword");
+        m.rag(true);
+        m.response_time(1.0);
+        m.render()
+    };
+    let used: std::collections::BTreeSet<&str> = monitored
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("truffles_") && !w.starts_with("truffles_operator"))
+        .collect();
+    ensure!(used.len() >= 5, "runtime alerts present: {used:?}");
+    for metric in used {
+        ensure!(
+            exported.contains(metric),
+            "the alerts use {metric}, which the runtime does not export:\n{exported}"
+        );
+    }
     // The chart ships exactly the generated CRDs.
     let crds = std::fs::read_to_string(
         workspace_root().join("charts/truffles/crds/truffles.kz_crds.yaml"),
