@@ -1,6 +1,7 @@
 //! Documents into chunks (SPEC: ≈500 tokens, 50 overlap): Markdown and text
 //! split by headings first (text-splitter, tokens counted with tiktoken's
-//! cl100k), CSV price lists one row per fact with the header as context.
+//! cl100k), CSV and spreadsheet price lists one row per fact with the header
+//! (and sheet name) as context.
 
 use anyhow::{Context, Result, bail};
 use text_splitter::{ChunkConfig, MarkdownSplitter};
@@ -35,7 +36,10 @@ impl Chunker {
                 Ok(self.markdown(text))
             }
             "csv" => csv_rows(content),
-            other => bail!("unsupported format .{other} (supported: .md, .txt, .csv)"),
+            "xlsx" | "xlsm" | "xls" | "ods" => spreadsheet_rows(content),
+            other => {
+                bail!("unsupported format .{other} (supported: .md, .txt, .csv, .xlsx, .xls, .ods)")
+            }
         }
     }
 }
@@ -107,30 +111,63 @@ fn sections(text: &str) -> Vec<(Option<String>, String)> {
     merged
 }
 
-/// One fact per row: "Header: value; Header: value".
+/// A row as a fact: "Header: value; Header: value" (empty cells left out).
+fn row_fact(context: Option<&str>, headers: &[String], values: &[String]) -> Option<String> {
+    let cells: Vec<String> = values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| !v.trim().is_empty())
+        .map(
+            |(i, v)| match headers.get(i).map(|h| h.trim()).filter(|h| !h.is_empty()) {
+                Some(h) => format!("{h}: {}", v.trim()),
+                None => v.trim().to_owned(),
+            },
+        )
+        .collect();
+    if cells.is_empty() {
+        return None;
+    }
+    Some(match context {
+        Some(c) => format!("{c}; {}", cells.join("; ")),
+        None => cells.join("; "),
+    })
+}
+
+/// One fact per row of a CSV price list, with its header.
 fn csv_rows(content: &[u8]) -> Result<Vec<String>> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
-        .trim(csv::Trim::All)
         .from_reader(content);
-    let headers = reader.headers().context("reading the CSV header")?.clone();
+    let headers: Vec<String> = reader
+        .headers()
+        .context("reading the CSV header")?
+        .iter()
+        .map(str::to_owned)
+        .collect();
     let mut facts = Vec::new();
     for (line, record) in reader.records().enumerate() {
         let record = record.with_context(|| format!("CSV row {}", line + 2))?;
-        let fact: Vec<String> = headers
-            .iter()
-            .zip(record.iter())
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(h, v)| {
-                if h.is_empty() {
-                    v.to_owned()
-                } else {
-                    format!("{h}: {v}")
-                }
-            })
-            .collect();
-        if !fact.is_empty() {
-            facts.push(fact.join("; "));
+        let values: Vec<String> = record.iter().map(str::to_owned).collect();
+        facts.extend(row_fact(None, &headers, &values));
+    }
+    Ok(facts)
+}
+
+/// One fact per row of every sheet (Excel, LibreOffice), with the sheet's
+/// name and its first non-empty row as the header.
+fn spreadsheet_rows(content: &[u8]) -> Result<Vec<String>> {
+    use calamine::Reader;
+    let mut workbook = calamine::open_workbook_auto_from_rs(std::io::Cursor::new(content))
+        .context("not a readable spreadsheet")?;
+    let mut facts = Vec::new();
+    for (sheet, range) in workbook.worksheets() {
+        let mut rows = range
+            .rows()
+            .map(|r| r.iter().map(|c| c.to_string()).collect::<Vec<String>>())
+            .filter(|r| r.iter().any(|c| !c.trim().is_empty()));
+        let Some(headers) = rows.next() else { continue };
+        for values in rows {
+            facts.extend(row_fact(Some(&sheet), &headers, &values));
         }
     }
     Ok(facts)
@@ -207,6 +244,30 @@ mod tests {
                 "Товар: Букет из 25 роз; Цена: 27 000 ₸; Наличие: есть",
                 "Товар: Композиция «Нежность»; Цена: 22 500 ₸"
             ]
+        );
+    }
+
+    #[test]
+    fn a_spreadsheet_row_is_one_fact_with_its_sheet_and_header() {
+        let xlsx = include_bytes!("../../tests/fixtures/prices.xlsx");
+        let facts = Chunker::new(500, 50)
+            .expect("tokenizer")
+            .split("Прайс.xlsx", xlsx)
+            .expect("facts");
+        assert_eq!(
+            facts,
+            [
+                "Букеты; Товар: Букет из 25 роз; Цена, ₸: 27000; Наличие: есть",
+                "Букеты; Товар: Композиция «Нежность»; Цена, ₸: 22500",
+                "Доставка; Район: Алматы; Стоимость, ₸: 2000",
+                "Доставка; Район: Каскелен; Стоимость, ₸: 4000",
+            ]
+        );
+        assert!(
+            Chunker::new(500, 50)
+                .expect("tokenizer")
+                .split("broken.xlsx", b"PK\x03\x04 not a zip")
+                .is_err()
         );
     }
 
