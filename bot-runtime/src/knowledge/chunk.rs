@@ -35,10 +35,13 @@ impl Chunker {
                 let text = std::str::from_utf8(content).context("the file is not UTF-8 text")?;
                 Ok(self.markdown(text))
             }
+            "docx" => Ok(self.markdown(&docx_text(content)?)),
             "csv" => csv_rows(content),
             "xlsx" | "xlsm" | "xls" | "ods" => spreadsheet_rows(content),
             other => {
-                bail!("unsupported format .{other} (supported: .md, .txt, .csv, .xlsx, .xls, .ods)")
+                bail!(
+                    "unsupported format .{other} (supported: .md, .txt, .docx, .csv, .xlsx, .xls, .ods)"
+                )
             }
         }
     }
@@ -109,6 +112,92 @@ fn sections(text: &str) -> Vec<(Option<String>, String)> {
         merged.push((title, carry));
     }
     merged
+}
+
+/// The text of a Word document as Markdown: paragraphs, with its heading
+/// styles (Heading1…, Title, Заголовок1…) as `#` headings for the chunker.
+fn docx_text(content: &[u8]) -> Result<String> {
+    use std::io::Read;
+
+    use quick_xml::events::Event;
+
+    let mut archive =
+        zip::ZipArchive::new(std::io::Cursor::new(content)).context("not a DOCX (zip) file")?;
+    let mut xml = String::new();
+    archive
+        .by_name("word/document.xml")
+        .context("the DOCX has no word/document.xml")?
+        .read_to_string(&mut xml)
+        .context("word/document.xml is not UTF-8")?;
+    let mut reader = quick_xml::Reader::from_str(&xml);
+    let (mut out, mut paragraph) = (String::new(), String::new());
+    let (mut heading, mut in_text) = (None::<usize>, false);
+    loop {
+        match reader
+            .read_event()
+            .context("word/document.xml is not well-formed")?
+        {
+            Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"w:pStyle" => {
+                if let Some(style) = e.try_get_attribute("w:val").ok().flatten() {
+                    heading = heading_level(
+                        &style
+                            .decode_and_unescape_value(reader.decoder())
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+            Event::Start(e) if e.name().as_ref() == b"w:t" => in_text = true,
+            Event::End(e) if e.name().as_ref() == b"w:t" => in_text = false,
+            Event::Text(t) if in_text => paragraph.push_str(&t.decode().unwrap_or_default()),
+            Event::GeneralRef(r) if in_text => {
+                let text = match r.resolve_char_ref().ok().flatten() {
+                    Some(c) => c.to_string(),
+                    None => match r.decode().unwrap_or_default().as_ref() {
+                        "amp" => "&".into(),
+                        "lt" => "<".into(),
+                        "gt" => ">".into(),
+                        "quot" => "\"".into(),
+                        "apos" => "'".into(),
+                        _ => String::new(),
+                    },
+                };
+                paragraph.push_str(&text);
+            }
+            Event::Empty(e) if e.name().as_ref() == b"w:tab" => paragraph.push(' '),
+            Event::End(e) if e.name().as_ref() == b"w:p" => {
+                let text = paragraph.trim();
+                if !text.is_empty() {
+                    if let Some(level) = heading {
+                        out.push_str(&"#".repeat(level));
+                        out.push(' ');
+                    }
+                    out.push_str(text);
+                    out.push_str("\n\n");
+                }
+                paragraph.clear();
+                heading = None;
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// `Heading2` → 2, `Title` → 1; Word localizes style ids (`Заголовок2`).
+fn heading_level(style: &str) -> Option<usize> {
+    let lower = style.to_lowercase();
+    if lower == "title" {
+        return Some(1);
+    }
+    let digits = lower
+        .strip_prefix("heading")
+        .or_else(|| lower.strip_prefix("заголовок"))?;
+    digits
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|l| (1..=6).contains(l))
 }
 
 /// A row as a fact: "Header: value; Header: value" (empty cells left out).
@@ -267,6 +356,60 @@ mod tests {
             Chunker::new(500, 50)
                 .expect("tokenizer")
                 .split("broken.xlsx", b"PK\x03\x04 not a zip")
+                .is_err()
+        );
+    }
+
+    /// A minimal Word document: the parts Word itself needs to open it.
+    fn docx(body: &str) -> Vec<u8> {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default();
+        let document = format!(
+            r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>{body}</w:body></w:document>"#
+        );
+        zip.start_file("[Content_Types].xml", options).expect("zip");
+        zip.write_all(br#"<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="xml" ContentType="application/xml"/><Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>"#).expect("zip");
+        zip.start_file("word/document.xml", options).expect("zip");
+        zip.write_all(document.as_bytes()).expect("zip");
+        zip.finish().expect("zip").into_inner()
+    }
+
+    #[test]
+    fn a_word_document_keeps_its_headings_and_paragraphs() {
+        let p = |style: &str, text: &str| {
+            let style = if style.is_empty() {
+                String::new()
+            } else {
+                format!(r#"<w:pPr><w:pStyle w:val="{style}"/></w:pPr>"#)
+            };
+            format!("<w:p>{style}<w:r><w:t>{text}</w:t></w:r></w:p>")
+        };
+        let body = [
+            p("Title", "Условия доставки"),
+            p("Heading2", "Сроки"),
+            p("", "Привозим за 2&#8211;3 часа, R&amp;D не при чём."),
+            p("Заголовок2", "Оплата"),
+            p("", "Kaspi QR и наличные."),
+        ]
+        .concat();
+        let chunks = Chunker::new(500, 50)
+            .expect("tokenizer")
+            .split("Доставка.docx", &docx(&body))
+            .expect("chunks");
+        assert_eq!(chunks.len(), 2, "{chunks:#?}");
+        assert_eq!(
+            chunks[0],
+            "# Условия доставки\n\n## Сроки\n\nПривозим за 2–3 часа, R&D не при чём."
+        );
+        assert_eq!(
+            chunks[1],
+            "# Условия доставки\n## Оплата\n\nKaspi QR и наличные."
+        );
+        assert!(
+            Chunker::new(500, 50)
+                .expect("tokenizer")
+                .split("x.docx", b"PK\x03\x04 broken")
                 .is_err()
         );
     }
