@@ -511,7 +511,7 @@ async fn a_burst_of_messages_is_one_turn_and_kazakh_gets_kazakh() -> Result<()> 
     let rt = TenantRuntime::new("burst", json!({})).await?;
     let mut config = rt.config()?;
     config.llm = None; // retrieval-only and fixed phrases
-    config.tuning.coalesce_window = Duration::from_millis(700);
+    config.tuning.coalesce_window = Duration::from_millis(2000);
     let running = rt.start(config, price_list()).await?;
     let url = rt.webhook_url(&running);
     rt.post(&url, &chatflow_text("B-1", PHONE, "Сәлеметсіз бе"))
@@ -519,7 +519,7 @@ async fn a_burst_of_messages_is_one_turn_and_kazakh_gets_kazakh() -> Result<()> 
     rt.post(&url, &chatflow_text("B-2", PHONE, "бір сұрақ бар"))
         .await?;
     let sent = rt.chatflow.wait_sent(1, WAIT).await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
         rt.chatflow.sent().len(),
         1,
