@@ -12,6 +12,7 @@ use tracing::{Instrument, info_span};
 
 use crate::audit::{self, Level};
 use crate::chatflow::{Outgoing, SendError};
+use crate::pii::Pii;
 use crate::runtime::Runtime;
 
 const SERVICE: &str = "chatflow";
@@ -29,6 +30,31 @@ pub async fn run_sender(rt: Arc<Runtime>) {
             () = tokio::time::sleep(poll) => {}
         }
     }
+}
+
+/// Queues `message` for the customer at `address` (sealed at rest). The
+/// customer's message id is the idempotency key: queueing twice sends once.
+pub async fn queue<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    pii: &Pii,
+    conversation_id: Option<uuid::Uuid>,
+    message_id: Option<uuid::Uuid>,
+    address: &str,
+    message: &Outgoing,
+    idempotency_key: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox (conversation_id, message_id, channel, recipient, payload, idempotency_key)
+         VALUES ($1, $2, 'whatsapp', $3, $4, $5) ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(conversation_id)
+    .bind(message_id)
+    .bind(pii.seal_address(address))
+    .bind(serde_json::to_value(message)?)
+    .bind(idempotency_key)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// Backoff before attempt `attempts + 1`: 2, 4, 8 … seconds, at most 5 minutes.
@@ -66,9 +92,9 @@ async fn send_due(rt: &Runtime) -> Result<bool> {
     async {
         let recipient: String = row.try_get("recipient")?;
         let message: Outgoing = serde_json::from_value(row.try_get("payload")?)?;
-        let jid = hex::decode(&recipient)
-            .ok()
-            .and_then(|sealed| rt.pii.decrypt(&sealed).ok())
+        let jid = rt
+            .pii
+            .open_address(&recipient)
             .ok_or_else(|| anyhow::anyhow!("the recipient cannot be decrypted"))?;
         let result = chatflow.send(&jid, &message, &key).await;
         rt.breakers.record(SERVICE, result.is_ok()).await;

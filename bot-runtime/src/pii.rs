@@ -69,6 +69,19 @@ impl Pii {
     }
 }
 
+impl Pii {
+    /// A channel address as stored in text columns: hex of its ciphertext.
+    pub fn seal_address(&self, address: &str) -> String {
+        hex::encode(self.encrypt(address))
+    }
+
+    /// The address back from [`Pii::seal_address`]; `None` when it was sealed
+    /// with another key or is corrupt.
+    pub fn open_address(&self, sealed: &str) -> Option<String> {
+        self.decrypt(&hex::decode(sealed).ok()?).ok()
+    }
+}
+
 /// A short, non-reversible tag for logs (never the number itself).
 pub fn log_tag(pii: &Pii, address: &str) -> String {
     pii.hash(address)[..12].to_owned()

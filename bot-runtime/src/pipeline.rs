@@ -15,11 +15,11 @@ use uuid::Uuid;
 use crate::audit::{self, Level};
 use crate::chatflow::{self, Inbound, MediaKind, Outgoing};
 use crate::decide::{self, Action, Classification, Language};
-use crate::handover;
 use crate::llm::{LlmError, Turn};
 use crate::pii::log_tag;
 use crate::runtime::Runtime;
 use crate::texts::{Phrase, phrase};
+use crate::{handover, outbox};
 
 /// Turns the bot remembers (SPEC: last 10 messages).
 const MEMORY_TURNS: usize = 10;
@@ -124,7 +124,7 @@ async fn fail(rt: &Runtime, rows: &[Claimed], error: &anyhow::Error) {
     let give_up = attempts >= rt.config.tuning.max_inbox_attempts;
     let message = format!("{error:#}");
     tracing::error!(attempts, give_up, error = %message, "turn failed");
-    let backoff = crate::outbox::backoff_seconds(attempts);
+    let backoff = outbox::backoff_seconds(attempts);
     let updated = sqlx::query(
         "UPDATE inbox SET status = CASE WHEN $2 THEN 'failed' ELSE 'pending' END,
                           next_attempt_at = now() + make_interval(secs => $3), last_error = $4
@@ -164,23 +164,19 @@ async fn apologize(rt: &Runtime, last: &Inbound) {
         .as_deref()
         .and_then(decide::detect_language)
         .unwrap_or_else(|| default_language(rt));
-    let payload = serde_json::to_value(Outgoing::Text {
+    let apology = Outgoing::Text {
         text: phrase(Phrase::Apology, language).into(),
-    });
-    let queued = match payload {
-        Ok(payload) => sqlx::query(
-            "INSERT INTO outbox (channel, recipient, payload, idempotency_key)
-             VALUES ('whatsapp', $1, $2, $3) ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(hex::encode(rt.pii.encrypt(&last.sender)))
-        .bind(payload)
-        .bind(&last.message_id)
-        .execute(&rt.db)
-        .await
-        .map(|_| ())
-        .map_err(anyhow::Error::from),
-        Err(e) => Err(e.into()),
     };
+    let queued = outbox::queue(
+        &rt.db,
+        &rt.pii,
+        None,
+        None,
+        &last.sender,
+        &apology,
+        &last.message_id,
+    )
+    .await;
     match queued {
         Ok(()) => rt.outbox_wake.notify_one(),
         Err(e) => tracing::error!(error = %e, "could not queue the apology"),
@@ -514,19 +510,18 @@ async fn commit_reply(
     .bind(meta)
     .fetch_one(&mut *tx)
     .await?;
-    let payload = serde_json::to_value(Outgoing::Text {
+    let reply = Outgoing::Text {
         text: d.reply.clone(),
-    })?;
-    sqlx::query(
-        "INSERT INTO outbox (conversation_id, message_id, channel, recipient, payload, idempotency_key)
-         VALUES ($1, $2, 'whatsapp', $3, $4, $5) ON CONFLICT (idempotency_key) DO NOTHING",
+    };
+    outbox::queue(
+        &mut *tx,
+        &rt.pii,
+        Some(conv.id),
+        Some(reply_id),
+        &last.sender,
+        &reply,
+        &last.message_id,
     )
-    .bind(conv.id)
-    .bind(reply_id)
-    .bind(hex::encode(rt.pii.encrypt(&last.sender)))
-    .bind(payload)
-    .bind(&last.message_id)
-    .execute(&mut *tx)
     .await?;
     if let Some((trigger, value)) = &d.handover {
         let request = handover::Request {
