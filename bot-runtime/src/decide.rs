@@ -74,25 +74,42 @@ fn contains_word(haystack: &str, word: &str) -> bool {
     })
 }
 
+/// A message lower-cased and cut into words, for stem and phrase matching.
+struct Words {
+    lower: String,
+}
+
+impl Words {
+    fn new(text: &str) -> Self {
+        Self {
+            lower: text.to_lowercase(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.lower
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+    }
+
+    /// A word starting with `stem` ("менеджера" has "менеджер"), or, for a
+    /// lower-case stem with a space, that phrase anywhere.
+    fn has(&self, stem: &str) -> bool {
+        if stem.contains(' ') {
+            self.lower.contains(stem)
+        } else {
+            self.iter().any(|w| w.starts_with(stem))
+        }
+    }
+}
+
 /// The handover keyword the text contains (whole-word prefix, case-insensitive:
 /// "менеджера" matches "менеджер").
 pub fn handover_keyword(text: &str, keywords: &[String]) -> Option<String> {
-    let lower = text.to_lowercase();
-    let words: Vec<&str> = lower
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
+    let words = Words::new(text);
     keywords.iter().find_map(|k| {
         let k = k.trim().to_lowercase();
-        if k.is_empty() {
-            return None;
-        }
-        let hit = if k.contains(' ') {
-            lower.contains(&k)
-        } else {
-            words.iter().any(|w| w.starts_with(&k))
-        };
-        hit.then_some(k)
+        (!k.is_empty() && words.has(&k)).then_some(k)
     })
 }
 
@@ -234,23 +251,12 @@ const STEMS: &[(&str, &[&str])] = &[
 
 /// Keyword classification: the fallback when the LLM is absent, slow or down.
 pub fn classify_by_keywords(text: &str) -> Classification {
-    let lower = text.to_lowercase();
-    let words: Vec<&str> = lower
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
-    let hit = |stem: &str| {
-        if stem.contains(' ') {
-            lower.contains(stem)
-        } else {
-            words.iter().any(|w| w.starts_with(stem))
-        }
-    };
+    let words = Words::new(text);
     let intent = STEMS
         .iter()
-        .find(|(_, stems)| stems.iter().any(|s| hit(s)))
+        .find(|(_, stems)| stems.iter().any(|s| words.has(s)))
         .map(|(intent, _)| *intent)
-        .unwrap_or(if lower.contains('?') || words.len() >= 3 {
+        .unwrap_or(if words.lower.contains('?') || words.iter().count() >= 3 {
             "question_other"
         } else {
             "unclear"
