@@ -84,10 +84,12 @@ impl Llm {
 
     /// Completes with the primary model, then the fallback model; a model whose
     /// breaker is open is skipped without a call.
+    /// `history` is the conversation so far, `message` the customer's turn to answer.
     pub async fn complete(
         &self,
         system: &str,
         history: &[Turn],
+        message: &str,
         json: bool,
         temperature: Option<f32>,
     ) -> Result<Completion, LlmError> {
@@ -101,11 +103,12 @@ impl Llm {
                 tracing::warn!(model, "skipping a model whose circuit breaker is open");
                 continue;
             }
-            let call = self.call(
+            let call = Self::call(
                 client,
                 model,
                 system,
                 history,
+                message,
                 json,
                 temperature.unwrap_or(config.temperature),
             );
@@ -128,11 +131,11 @@ impl Llm {
     }
 
     async fn call(
-        &self,
         client: &Client<OpenAIConfig>,
         model: &str,
         system: &str,
         history: &[Turn],
+        message: &str,
         json: bool,
         temperature: f32,
     ) -> Result<String, String> {
@@ -145,6 +148,7 @@ impl Llm {
                 ChatCompletionRequestAssistantMessage::from(turn.content.as_str()).into()
             });
         }
+        messages.push(ChatCompletionRequestUserMessage::from(message).into());
         let mut request = CreateChatCompletionRequestArgs::default();
         request
             .model(model)

@@ -720,14 +720,9 @@ async fn classify(rt: &Runtime, text: &str, history: &[Turn]) -> Classification 
         let system = prompt(rt, "classify").await.unwrap_or_else(|| {
             "Classify the customer's last message. Answer JSON {\"intent\", \"confidence\", \"language\", \"entities\"}.".into()
         });
-        let mut turns = history.to_vec();
-        turns.push(Turn {
-            role: "user".into(),
-            content: text.into(),
-        });
         match rt
             .llm
-            .complete(&fill(&system, rt, ""), &turns, true, Some(0.0))
+            .complete(&fill(&system, rt, ""), history, text, true, Some(0.0))
             .await
         {
             Ok(c) => match decide::parse_classification(&c.text) {
@@ -850,12 +845,7 @@ async fn generate(
             fill(&template, rt, ""),
             language_name(language)
         );
-        let mut turns = history.to_vec();
-        turns.push(Turn {
-            role: "user".into(),
-            content: text.into(),
-        });
-        if let Ok(c) = rt.llm.complete(&system, &turns, false, None).await {
+        if let Ok(c) = rt.llm.complete(&system, history, text, false, None).await {
             return (c.text, Some(c.model));
         }
     }
@@ -909,12 +899,7 @@ async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut Decision) {
         fill(&template, rt, &context),
         language_name(d.language)
     );
-    let mut turns = history.to_vec();
-    turns.push(Turn {
-        role: "user".into(),
-        content: text.into(),
-    });
-    match rt.llm.complete(&system, &turns, false, None).await {
+    match rt.llm.complete(&system, history, text, false, None).await {
         Ok(c) => {
             d.reply = c.text;
             d.model = Some(c.model);
