@@ -1,11 +1,8 @@
 //! `truffles-bot`: one tenant's runtime and the jobs its CronJobs run.
 
-use std::sync::Arc;
-
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use truffles_bot::config::{Config, ServeArgs};
-use truffles_bot::knowledge::{KnowledgeBase, NoKnowledge};
 use truffles_bot::runtime::{self, Runtime};
 
 #[derive(Parser)]
@@ -36,19 +33,6 @@ enum Command {
     },
 }
 
-fn runtime_from(config: Config) -> Result<Runtime> {
-    let kb = config
-        .knowledge
-        .as_ref()
-        .map(KnowledgeBase::open)
-        .transpose()?;
-    let runtime = Runtime::new(config, Arc::new(NoKnowledge))?;
-    Ok(match kb {
-        Some(kb) => runtime.with_knowledge_base(Arc::new(kb)),
-        None => runtime,
-    })
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     // Two rustls providers in one tree make rustls panic unless one is chosen.
@@ -63,7 +47,7 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => {
             let config = Config::load(*args)?;
-            let mut running = runtime::start(runtime_from(config)?).await?;
+            let mut running = runtime::start(Runtime::from_config(config)?).await?;
             tokio::select! {
                 result = running.wait() => result,
                 _ = tokio::signal::ctrl_c() => Ok(()),

@@ -82,6 +82,21 @@ impl Runtime {
 }
 
 impl Runtime {
+    /// What `truffles-bot serve` runs: the tenant's knowledge base opened
+    /// when `config.knowledge` is set, none otherwise.
+    pub fn from_config(config: Config) -> Result<Self> {
+        let kb = config
+            .knowledge
+            .as_ref()
+            .map(KnowledgeBase::open)
+            .transpose()?;
+        let runtime = Self::new(config, Arc::new(crate::knowledge::NoKnowledge))?;
+        Ok(match kb {
+            Some(kb) => runtime.with_knowledge_base(Arc::new(kb)),
+            None => runtime,
+        })
+    }
+
     /// Uses (and keeps in sync) the tenant's knowledge base.
     pub fn with_knowledge_base(mut self, kb: Arc<KnowledgeBase>) -> Self {
         self.knowledge = kb.clone();

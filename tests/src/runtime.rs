@@ -157,11 +157,8 @@ impl TenantRuntime {
     /// Starts the runtime with its real knowledge base (`config.knowledge`),
     /// as `truffles-bot serve` does: it syncs at start.
     pub async fn start_with_knowledge_base(&self, config: Config) -> Result<Running> {
-        let kb_config = config.knowledge.clone().context("config.knowledge")?;
-        let kb = Arc::new(truffles_bot::knowledge::KnowledgeBase::open(&kb_config)?);
-        let runtime = Runtime::new(config, Arc::new(truffles_bot::knowledge::NoKnowledge))?
-            .with_knowledge_base(kb);
-        runtime::start(runtime).await
+        anyhow::ensure!(config.knowledge.is_some(), "config.knowledge is not set");
+        runtime::start(Runtime::from_config(config)?).await
     }
 
     pub fn webhook_url(&self, running: &Running) -> String {
