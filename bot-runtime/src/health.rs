@@ -21,10 +21,6 @@ fn state(ok: Option<bool>) -> Value {
 
 pub async fn ready(State(rt): State<Arc<Runtime>>) -> (StatusCode, Json<Value>) {
     let timeout = rt.config.tuning.probe_timeout;
-    let http = reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .unwrap_or_default();
     let postgres = async {
         tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&rt.db))
             .await
@@ -40,7 +36,9 @@ pub async fn ready(State(rt): State<Arc<Runtime>>) -> (StatusCode, Json<Value>) 
         let base = rt.llm.base_url()?;
         // Any HTTP answer means the endpoint is reachable.
         Some(
-            http.get(format!("{}/models", base.trim_end_matches('/')))
+            rt.http
+                .get(format!("{}/models", base.trim_end_matches('/')))
+                .timeout(timeout)
                 .send()
                 .await
                 .is_ok(),

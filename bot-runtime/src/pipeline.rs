@@ -227,12 +227,10 @@ async fn transcribe(rt: &Runtime, media: &chatflow::Media) -> Option<String> {
         return None;
     }
     let url = media.url.as_deref()?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .ok()?;
-    let audio = match http
+    let audio = match rt
+        .http
         .get(url)
+        .timeout(Duration::from_secs(20))
         .send()
         .await
         .and_then(|r| r.error_for_status())

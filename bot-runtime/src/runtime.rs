@@ -39,6 +39,8 @@ pub struct Runtime {
     pub pii: Pii,
     pub metrics: Metrics,
     pub breakers: Arc<Breakers>,
+    /// For plain HTTP calls (probes, media downloads); timeouts are per request.
+    pub http: reqwest::Client,
     /// Woken when the gateway stores an event.
     pub inbox_wake: Notify,
     /// Woken when a reply is queued.
@@ -73,6 +75,7 @@ impl Runtime {
             sync_lock: tokio::sync::Mutex::new(()),
             cache,
             breakers,
+            http: reqwest::Client::new(),
             db,
             inbox_wake: Notify::new(),
             outbox_wake: Notify::new(),
