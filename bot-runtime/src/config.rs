@@ -15,6 +15,8 @@ use anyhow::{Context, Result, bail};
 use truffles_crds::TrufflesClientSpec;
 use truffles_crds::client::VectorBackend;
 
+use crate::handover::HandoverConfig;
+use crate::handover::adapter::{AdapterConfig, read_secrets};
 use crate::knowledge::{KnowledgeConfig, default_min_score};
 
 /// How the WhatsApp channel (ChatFlow) is reached.
@@ -58,6 +60,8 @@ pub struct Tuning {
     pub max_body_bytes: usize,
     /// Timeout of each dependency probe of `/readyz`.
     pub probe_timeout: Duration,
+    /// Reminders to managers about a handover nobody took, after these delays.
+    pub handover_reminders: Vec<Duration>,
 }
 
 impl Default for Tuning {
@@ -72,6 +76,7 @@ impl Default for Tuning {
             // ChatFlow may inline media as base64.
             max_body_bytes: 16 * 1024 * 1024,
             probe_timeout: Duration::from_secs(2),
+            handover_reminders: vec![Duration::from_secs(30 * 60), Duration::from_secs(60 * 60)],
         }
     }
 }
@@ -91,6 +96,12 @@ pub struct Config {
     pub knowledge: Option<KnowledgeConfig>,
     pub listen: SocketAddr,
     pub tuning: Tuning,
+    /// The handover adapters with their Secrets.
+    pub handover: HandoverConfig,
+    /// The runtime's public HTTPS base (the tenant's Ingress): Telegram's
+    /// webhook and the reply URL given to CRMs. Without it the managers'
+    /// Telegram group is read by long polling.
+    pub public_url: Option<String>,
 }
 
 /// `truffles-bot serve` arguments; every one can come from the environment.
@@ -141,6 +152,17 @@ pub struct ServeArgs {
     /// Minimum similarity of a retrieved fact (default per embedding model).
     #[arg(long, env = "TRUFFLES_RAG_MIN_SCORE")]
     pub rag_min_score: Option<f32>,
+    /// Where the operator mounts the handover adapters' Secrets
+    /// (`handover/`, `handover-fallback/`, a file per key).
+    #[arg(
+        long,
+        env = "TRUFFLES_SECRETS_DIR",
+        default_value = "/etc/truffles/secrets"
+    )]
+    pub secrets_dir: PathBuf,
+    /// The tenant's public base URL (https://host), when it has an Ingress.
+    #[arg(long, env = "TRUFFLES_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 impl Config {
@@ -177,7 +199,10 @@ impl Config {
             k.min_score = min;
         }
         let llm = llm_config(&spec, args.openai_api_key, args.transcription_model);
+        let handover = handover_config(&spec, &args.secrets_dir);
         Ok(Self {
+            handover,
+            public_url: args.public_url.filter(|u| !u.is_empty()),
             client_name: args.client_name,
             database_url: args.database_url,
             redis_url: args.redis_url.filter(|u| !u.is_empty()),
@@ -252,6 +277,24 @@ pub fn knowledge_config(
         overlap_tokens: spec.knowledge.chunking.overlap_tokens as usize,
         min_score: default_min_score(&llm.embedding_model),
     })
+}
+
+/// The handover adapters with the Secrets the operator mounted for them.
+pub fn handover_config(spec: &TrufflesClientSpec, secrets_dir: &std::path::Path) -> HandoverConfig {
+    let adapter = |spec: &truffles_crds::client::HandoverAdapter, mount: &str| AdapterConfig {
+        spec: spec.clone(),
+        secrets: read_secrets(&secrets_dir.join(mount)),
+    };
+    HandoverConfig {
+        primary: adapter(&spec.handover.adapter, "handover"),
+        fallback: spec
+            .handover
+            .fallback
+            .as_ref()
+            .map(|f| adapter(f, "handover-fallback")),
+        // Telegram allows about 20 messages a minute in a group.
+        telegram_per_minute: 20,
+    }
 }
 
 /// A 32-byte key written as 64 hex characters.

@@ -36,6 +36,14 @@ pub fn router(rt: Arc<Runtime>) -> Router {
             "/t/{tenant}/admin/knowledge/sync",
             axum::routing::post(knowledge_sync),
         )
+        .route(
+            "/t/{tenant}/handover/telegram",
+            axum::routing::post(crate::handover::updates::telegram_webhook),
+        )
+        .route(
+            "/t/{tenant}/handover/{id}/reply",
+            axum::routing::post(crate::handover::updates::reply_webhook),
+        )
         .route("/healthz", get(live))
         .route("/livez", get(live))
         .route("/readyz", get(crate::health::ready))

@@ -136,6 +136,9 @@ async fn failed(rt: &Runtime, id: i64, attempts: i32, error: &SendError) -> Resu
     .bind(&message)
     .execute(&rt.db)
     .await?;
+    if give_up {
+        tell_manager(rt, id, &message).await?;
+    }
     let level = if give_up {
         Level::Critical
     } else {
@@ -149,6 +152,37 @@ async fn failed(rt: &Runtime, id: i64, attempts: i32, error: &SendError) -> Resu
         Some(json!({"outbox_id": id, "attempts": attempts})),
     )
     .await;
+    Ok(())
+}
+
+/// A manager's reply that could not be delivered is reported back to the
+/// managers (in the handover's Telegram topic, the CRM, the webhook).
+async fn tell_manager(rt: &Runtime, outbox_id: i64, error: &str) -> Result<()> {
+    let row = sqlx::query(
+        "SELECT (m.metadata->>'handover_id')::uuid AS handover, m.content
+         FROM outbox o JOIN messages m ON m.id = o.message_id
+         WHERE o.id = $1 AND m.role = 'manager'",
+    )
+    .bind(outbox_id)
+    .fetch_optional(&rt.db)
+    .await?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let handover: Option<uuid::Uuid> = row.try_get("handover")?;
+    let content: Option<String> = row.try_get("content")?;
+    if let Some(handover) = handover {
+        let excerpt: String = content.unwrap_or_default().chars().take(200).collect();
+        crate::handover::queue_notice(
+            &rt.db,
+            handover,
+            crate::handover::adapter::Kind::DeliveryFailed,
+            Some(&format!("«{excerpt}» ({error})")),
+            &format!("undelivered:{outbox_id}"),
+        )
+        .await?;
+        rt.manager_wake.notify_one();
+    }
     Ok(())
 }
 

@@ -412,8 +412,9 @@ async fn handle(rt: &Runtime, rows: &[Claimed]) -> Result<()> {
             .fetch_one(&rt.db)
             .await?;
     if answered || conv.status == "handover" {
-        if conv.status == "handover" {
+        if conv.status == "handover" && !answered {
             tracing::info!("a human is handling the conversation: the bot stays silent");
+            forward_to_managers(rt, conv.id, &messages, &texts).await?;
         }
         finish_silently(rt, &ids, &external_ids).await?;
         return Ok(());
@@ -468,6 +469,31 @@ async fn mark_done(tx: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
     .bind(ids)
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
+
+/// While a human holds the conversation, the customer's messages go to the
+/// managers (into the Telegram topic, the CRM lead, the client's webhook).
+async fn forward_to_managers(
+    rt: &Runtime,
+    conversation_id: Uuid,
+    messages: &[Inbound],
+    texts: &[String],
+) -> Result<()> {
+    let Some(handover) = handover::open_of(&rt.db, conversation_id).await? else {
+        return Ok(());
+    };
+    for (m, text) in messages.iter().zip(texts) {
+        handover::queue_notice(
+            &rt.db,
+            handover,
+            handover::adapter::Kind::CustomerMessage,
+            Some(text),
+            &format!("in:{}", m.message_id),
+        )
+        .await?;
+    }
+    rt.manager_wake.notify_one();
     Ok(())
 }
 
@@ -528,6 +554,7 @@ async fn commit_reply(
             value,
             context_summary: context_summary(history, text),
             adapter: rt.config.spec.handover.adapter.adapter_type,
+            language: d.language.code(),
         };
         if handover::open(&mut tx, &request).await? {
             rt.metrics.handover(trigger);
@@ -548,6 +575,7 @@ async fn commit_reply(
     mark_done(&mut tx, ids).await?;
     tx.commit().await?;
     rt.outbox_wake.notify_one();
+    rt.manager_wake.notify_one();
     tracing::info!(intent = %d.intent, action = d.action, "reply queued");
     Ok(())
 }

@@ -18,7 +18,8 @@ use crate::knowledge::{Knowledge, KnowledgeBase};
 use crate::llm::Llm;
 use crate::metrics::Metrics;
 use crate::pii::Pii;
-use crate::{gateway, outbox, pipeline};
+use crate::handover::Managers;
+use crate::{gateway, handover, outbox, pipeline};
 
 /// Concurrent turns per process; each sender's messages still go in order.
 const INBOX_WORKERS: usize = 8;
@@ -45,6 +46,10 @@ pub struct Runtime {
     pub inbox_wake: Notify,
     /// Woken when a reply is queued.
     pub outbox_wake: Notify,
+    /// The tenant's handover adapters.
+    pub managers: Managers,
+    /// Woken when a notice for managers is queued.
+    pub manager_wake: Notify,
 }
 
 impl Runtime {
@@ -64,7 +69,10 @@ impl Runtime {
             config.redis_url.as_deref(),
         )?);
         let breakers = Arc::new(Breakers::new(cache.clone()));
+        let http = reqwest::Client::new();
         Ok(Self {
+            managers: Managers::build(&config.handover, &http, &config.client_name),
+            manager_wake: Notify::new(),
             llm: Llm::new(config.llm.clone(), breakers.clone()),
             chatflow: config.chatflow.clone().map(ChatflowClient::new),
             pii: Pii::new(&config.pii_key),
@@ -75,7 +83,7 @@ impl Runtime {
             sync_lock: tokio::sync::Mutex::new(()),
             cache,
             breakers,
-            http: reqwest::Client::new(),
+            http,
             db,
             inbox_wake: Notify::new(),
             outbox_wake: Notify::new(),
@@ -180,6 +188,25 @@ pub async fn start(runtime: Runtime) -> Result<Running> {
         outbox::run_sender(rt).await;
         Ok(())
     });
+    let rt = runtime.clone();
+    tasks.spawn(async move {
+        handover::notifier::run_notifier(rt).await;
+        Ok(())
+    });
+    if let Some(telegram) = runtime.managers.telegram.clone() {
+        let rt = runtime.clone();
+        // Telegram delivers webhooks only to HTTPS; otherwise poll.
+        match runtime.config.public_url.clone().filter(|u| u.starts_with("https://")) {
+            Some(base) => tasks.spawn(async move {
+                handover::updates::register_webhook(rt, telegram, base).await;
+                Ok(())
+            }),
+            None => tasks.spawn(async move {
+                handover::updates::run_polling(rt, telegram).await;
+                Ok(())
+            }),
+        };
+    }
     if runtime.knowledge_base.is_some() {
         let rt = runtime.clone();
         tasks.spawn(async move {

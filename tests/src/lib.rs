@@ -4,6 +4,7 @@
 //! parallel and leave nothing behind.
 
 pub mod fakes;
+pub mod managers;
 pub mod runtime;
 
 use std::path::{Path, PathBuf};

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPool};
-use truffles_bot::config::{ChatflowConfig, Config, Tuning, llm_config};
+use truffles_bot::config::{ChatflowConfig, Config, Tuning, handover_config, llm_config};
+use truffles_bot::handover::HandoverConfig;
 use truffles_bot::knowledge::{Fact, Knowledge, SearchFuture};
 use truffles_bot::runtime::{self, Running, Runtime};
 use truffles_migrations::TenantDb;
@@ -63,6 +64,8 @@ pub struct TenantRuntime {
     pub http: reqwest::Client,
     /// The merged TrufflesClient spec (`client.json`).
     pub spec: Value,
+    /// Where the handover adapters' Secrets are "mounted" (a folder per Secret).
+    pub secrets_dir: std::path::PathBuf,
 }
 
 impl TenantRuntime {
@@ -108,7 +111,6 @@ impl TenantRuntime {
             .timeout(Duration::from_secs(30))
             .build()?;
         Ok(Self {
-            name,
             db,
             pool,
             database_url,
@@ -116,7 +118,17 @@ impl TenantRuntime {
             llm,
             http,
             spec: base,
+            secrets_dir: std::env::temp_dir().join(format!("truffles-secrets-{name}")),
+            name,
         })
+    }
+
+    /// Writes a key of a mounted Secret (`handover` or `handover-fallback`).
+    pub fn write_secret(&self, mount: &str, key: &str, value: &str) -> Result<()> {
+        let dir = self.secrets_dir.join(mount);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(key), value)?;
+        Ok(())
     }
 
     /// The runtime configuration the operator would render, with short timings.
@@ -140,6 +152,12 @@ impl TenantRuntime {
             llm,
             knowledge: None,
             listen: "127.0.0.1:0".parse()?,
+            handover: HandoverConfig {
+                // Tests do not wait out Telegram's pace.
+                telegram_per_minute: 1200,
+                ..handover_config(&spec, &self.secrets_dir)
+            },
+            public_url: None,
             tuning: Tuning {
                 coalesce_window: Duration::from_millis(150),
                 lease: Duration::from_secs(2),

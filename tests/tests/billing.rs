@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::Result;
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -23,6 +23,7 @@ use truffles_operator::billing::controller::{
     self, BillingContext, Clock, EmailNotifier, TelegramNotifier,
 };
 use truffles_operator::tenant;
+use truffles_tests::managers::SmtpServer;
 use truffles_tests::{
     TestDatabase, TestNamespace, client_manifest, condition_reason, create_raw, install_crds,
     kube_client, operator_context, secret_manifest, wait_for,
@@ -366,68 +367,6 @@ async fn opted_in_deletion_purges_only_a_client_whose_policy_confirms_it() -> Re
     let kept = clients.get("kept-shop").await?;
     assert_eq!(ready_reason(&kept).as_deref(), Some("BillingSuspended"));
     env.finish().await
-}
-
-/// A real SMTP server (aiosmtpd) that stores what it receives in a Maildir.
-struct SmtpServer {
-    child: std::process::Child,
-    maildir: std::path::PathBuf,
-    port: u16,
-}
-
-impl SmtpServer {
-    async fn start() -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let maildir =
-            std::env::temp_dir().join(format!("truffles-mail-{}", uuid::Uuid::new_v4().simple()));
-        let child = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                &format!("127.0.0.1:{port}"),
-                "-c",
-                "aiosmtpd.handlers.Mailbox",
-            ])
-            .arg(&maildir)
-            .spawn()
-            .context("python3 -m aiosmtpd (installed by scripts/testenv.sh)")?;
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Ok(Self {
-                    child,
-                    maildir,
-                    port,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("aiosmtpd did not listen on {port}")
-    }
-
-    fn messages(&self) -> Vec<String> {
-        std::fs::read_dir(self.maildir.join("new"))
-            .map(|dir| {
-                dir.filter_map(|e| e.ok())
-                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.maildir);
-    }
 }
 
 #[tokio::test]

@@ -1,0 +1,531 @@
+//! Handover to a human (SPEC "Handover adapters", "Bot mode", "Return to bot").
+//!
+//! The pipeline opens a handover (at most one open per conversation) and
+//! queues the card for managers in the same transaction; the notifier
+//! (`notifier.rs`) delivers the tenant's notices through its adapter, or the
+//! fallback adapter when that fails. Managers act through Telegram buttons and
+//! topic messages (`updates.rs`) or the reply webhook: take (first wins),
+//! reply (relayed to the customer through the outbox, exactly once), return to
+//! the bot / resolve. States: pending → notified → active → resolved | timeout.
+
+pub mod adapter;
+pub mod crm;
+pub mod email;
+pub mod notifier;
+pub mod telegram;
+pub mod updates;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use serde_json::json;
+use sqlx::{PgConnection, PgPool, Row};
+use truffles_crds::client::HandoverAdapterType;
+use uuid::Uuid;
+
+use crate::audit;
+use crate::chatflow::Outgoing;
+use crate::outbox;
+use crate::pii::Pii;
+use adapter::{Adapter, AdapterConfig, Broken, HandoverView, Kind, WhatsappWeb};
+use telegram::{Manager, Telegram};
+
+pub struct Request<'a> {
+    pub conversation_id: Uuid,
+    /// intent | keyword | manual | timeout | error
+    pub trigger: &'a str,
+    pub value: &'a str,
+    pub context_summary: String,
+    pub adapter: HandoverAdapterType,
+    pub language: &'a str,
+}
+
+pub fn adapter_name(adapter: HandoverAdapterType) -> String {
+    serde_json::to_value(adapter)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Opens a handover unless one is open, and queues the managers' card;
+/// returns whether a new one was opened. WhatsApp Web needs no notice
+/// (managers answer from the same number), so it starts `notified`.
+pub async fn open(tx: &mut PgConnection, req: &Request<'_>) -> sqlx::Result<bool> {
+    let notify = req.adapter != HandoverAdapterType::WhatsappWeb;
+    let status = if notify { "pending" } else { "notified" };
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO handovers (conversation_id, trigger_type, trigger_value, context_summary, adapter_type, status, notified_at, language)
+         VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $6 = 'notified' THEN now() END, $7)
+         ON CONFLICT (conversation_id) WHERE status IN ('pending', 'notified', 'active') DO NOTHING
+         RETURNING id",
+    )
+    .bind(req.conversation_id)
+    .bind(req.trigger)
+    .bind(req.value)
+    .bind(&req.context_summary)
+    .bind(adapter_name(req.adapter))
+    .bind(status)
+    .bind(req.language)
+    .fetch_optional(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE conversations SET status = 'handover' WHERE id = $1")
+        .bind(req.conversation_id)
+        .execute(&mut *tx)
+        .await?;
+    if let Some(id) = inserted {
+        audit::record(
+            &mut *tx,
+            "handover",
+            "system",
+            json!({"handover_id": id, "conversation_id": req.conversation_id, "event": "opened", "trigger": req.trigger, "value": req.value}),
+        )
+        .await?;
+        if notify {
+            queue_notice(&mut *tx, id, Kind::Card, None, &format!("card:{id}")).await?;
+        }
+    }
+    Ok(inserted.is_some())
+}
+
+/// Queues a notice for the managers; the same key queues once.
+pub async fn queue_notice<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    handover: Uuid,
+    kind: Kind,
+    text: Option<&str>,
+    key: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO manager_outbox (handover_id, kind, body, idempotency_key)
+         VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(handover)
+    .bind(kind.as_str())
+    .bind(json!({"text": text}))
+    .bind(key)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The open handover of a conversation, if any.
+pub async fn open_of(db: &PgPool, conversation_id: Uuid) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT id FROM handovers WHERE conversation_id = $1 AND status IN ('pending', 'notified', 'active')",
+    )
+    .bind(conversation_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The handover an adapter handle (Telegram topic, card message) belongs to:
+/// the open one, else the most recent.
+pub async fn by_external_ref(db: &PgPool, external_ref: &str) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT id FROM handovers WHERE external_ref = $1
+         ORDER BY (status IN ('pending', 'notified', 'active')) DESC, created_at DESC LIMIT 1",
+    )
+    .bind(external_ref)
+    .fetch_optional(db)
+    .await
+}
+
+/// A handover as managers see it (phone and name decrypted only for this).
+pub async fn view(db: &PgPool, pii: &Pii, id: Uuid) -> sqlx::Result<Option<HandoverView>> {
+    let row = sqlx::query(
+        "SELECT h.id, h.conversation_id, h.status, h.trigger_type, h.trigger_value, h.context_summary,
+                h.language, h.manager_name, h.external_ref, c.channel, u.name, u.phone_encrypted
+         FROM handovers h JOIN conversations c ON c.id = h.conversation_id JOIN users u ON u.id = c.user_id
+         WHERE h.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let phone: Option<Vec<u8>> = r.try_get("phone_encrypted")?;
+    Ok(Some(HandoverView {
+        id: r.try_get("id")?,
+        conversation_id: r.try_get("conversation_id")?,
+        status: r.try_get("status")?,
+        trigger: r.try_get("trigger_type")?,
+        trigger_value: r.try_get("trigger_value")?,
+        context: r
+            .try_get::<Option<String>, _>("context_summary")?
+            .unwrap_or_default(),
+        user_name: r.try_get("name")?,
+        phone: phone.and_then(|p| pii.decrypt(&p).ok()),
+        channel: r.try_get("channel")?,
+        language: r.try_get("language")?,
+        manager_name: r.try_get("manager_name")?,
+        external_ref: r.try_get("external_ref")?,
+    }))
+}
+
+/// What "Take" did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Taken {
+    Taken,
+    AlreadyYours,
+    /// Another manager holds it (their name).
+    Held(String),
+    Closed,
+    Unknown,
+}
+
+/// The first manager to take a handover owns it.
+pub async fn take(db: &PgPool, id: Uuid, manager: &Manager) -> sqlx::Result<Taken> {
+    let mut tx = db.begin().await?;
+    let Some(row) =
+        sqlx::query("SELECT status, manager_id, manager_name FROM handovers WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+    else {
+        return Ok(Taken::Unknown);
+    };
+    let status: String = row.try_get("status")?;
+    let owner: Option<String> = row.try_get("manager_id")?;
+    let outcome = match status.as_str() {
+        "pending" | "notified" => {
+            sqlx::query(
+                "UPDATE handovers SET status = 'active', manager_id = $2, manager_name = $3,
+                        notified_at = coalesce(notified_at, now()) WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&manager.id)
+            .bind(&manager.name)
+            .execute(&mut *tx)
+            .await?;
+            audit::record(
+                &mut *tx,
+                "handover",
+                "admin",
+                json!({"handover_id": id, "event": "taken", "manager_id": manager.id}),
+            )
+            .await?;
+            Taken::Taken
+        }
+        "active" if owner.as_deref() == Some(manager.id.as_str()) => Taken::AlreadyYours,
+        "active" => Taken::Held(
+            row.try_get::<Option<String>, _>("manager_name")?
+                .unwrap_or_default(),
+        ),
+        _ => Taken::Closed,
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// How a handover ends.
+pub struct Closing<'a> {
+    /// `resolved` (a manager) or `timeout`.
+    pub status: &'a str,
+    pub resolution: Option<&'a str>,
+    pub notes: Option<&'a str>,
+    /// Who closed it; `None` for the timeout.
+    pub manager: Option<&'a Manager>,
+}
+
+/// What closing did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Closed {
+    Closed,
+    /// Another manager holds it (their name); only they can close it.
+    Held(String),
+    AlreadyClosed,
+    Unknown,
+}
+
+/// Returns the conversation to the bot, tells the managers' side, and drops
+/// the cached memory (the human part of the conversation is only in PostgreSQL).
+pub async fn close(
+    db: &PgPool,
+    cache: &crate::cache::Cache,
+    id: Uuid,
+    how: &Closing<'_>,
+) -> sqlx::Result<Closed> {
+    let mut tx = db.begin().await?;
+    let Some(row) = sqlx::query(
+        "SELECT status, manager_id, manager_name, conversation_id FROM handovers WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(Closed::Unknown);
+    };
+    let status: String = row.try_get("status")?;
+    let owner: Option<String> = row.try_get("manager_id")?;
+    let conversation: Uuid = row.try_get("conversation_id")?;
+    if !matches!(status.as_str(), "pending" | "notified" | "active") {
+        return Ok(Closed::AlreadyClosed);
+    }
+    if let (Some(m), Some(owner)) = (how.manager, owner.as_deref())
+        && status == "active"
+        && owner != m.id
+    {
+        return Ok(Closed::Held(
+            row.try_get::<Option<String>, _>("manager_name")?
+                .unwrap_or_default(),
+        ));
+    }
+    sqlx::query(
+        "UPDATE handovers SET status = $2, resolved_at = now(), resolution_type = $3, resolution_notes = $4,
+                manager_id = coalesce(manager_id, $5), manager_name = coalesce(manager_name, $6)
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(how.status)
+    .bind(how.resolution)
+    .bind(how.notes)
+    .bind(how.manager.map(|m| m.id.as_str()))
+    .bind(how.manager.map(|m| m.name.as_str()))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE conversations SET status = 'active' WHERE id = $1 AND status = 'handover'")
+        .bind(conversation)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(
+        &mut *tx,
+        "handover",
+        if how.manager.is_some() { "admin" } else { "system" },
+        json!({"handover_id": id, "event": how.status, "resolution": how.resolution,
+               "manager_id": how.manager.map(|m| m.id.as_str())}),
+    )
+    .await?;
+    let text = match how.manager {
+        Some(m) => format!("{} ({})", m.name, how.resolution.unwrap_or("closed")),
+        None => "no manager answered in time".to_owned(),
+    };
+    queue_notice(&mut *tx, id, Kind::Closed, Some(&text), &format!("closed:{id}")).await?;
+    tx.commit().await?;
+    let _ = cache.delete(&format!("conversation:{conversation}")).await;
+    Ok(Closed::Closed)
+}
+
+/// What relaying a manager's message did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Relayed {
+    Queued,
+    /// The same message was relayed before (a redelivered update).
+    Duplicate,
+    Held(String),
+    Closed,
+    Unknown,
+}
+
+/// Relays a manager's message to the customer through the outbox, exactly
+/// once per `key`. The first manager to answer takes the handover.
+pub async fn relay(
+    db: &PgPool,
+    pii: &Pii,
+    id: Uuid,
+    manager: &Manager,
+    text: &str,
+    key: &str,
+) -> anyhow::Result<Relayed> {
+    let mut tx = db.begin().await?;
+    let Some(row) = sqlx::query(
+        "SELECT h.status, h.manager_id, h.manager_name, h.conversation_id, u.address_encrypted
+         FROM handovers h JOIN conversations c ON c.id = h.conversation_id JOIN users u ON u.id = c.user_id
+         WHERE h.id = $1 FOR UPDATE OF h",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(Relayed::Unknown);
+    };
+    let status: String = row.try_get("status")?;
+    let owner: Option<String> = row.try_get("manager_id")?;
+    let conversation: Uuid = row.try_get("conversation_id")?;
+    match status.as_str() {
+        "pending" | "notified" => {}
+        "active" if owner.as_deref() == Some(manager.id.as_str()) => {}
+        "active" => {
+            return Ok(Relayed::Held(
+                row.try_get::<Option<String>, _>("manager_name")?
+                    .unwrap_or_default(),
+            ));
+        }
+        _ => return Ok(Relayed::Closed),
+    }
+    let stored: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO messages (conversation_id, role, content, external_id, metadata, processed_at)
+         VALUES ($1, 'manager', $2, $3, $4, now()) ON CONFLICT (external_id) DO NOTHING RETURNING id",
+    )
+    .bind(conversation)
+    .bind(text)
+    .bind(key)
+    .bind(json!({"from": "manager", "manager_id": manager.id, "handover_id": id}))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(message_id) = stored else {
+        return Ok(Relayed::Duplicate);
+    };
+    let address: Option<Vec<u8>> = row.try_get("address_encrypted")?;
+    let address = address
+        .and_then(|a| pii.decrypt(&a).ok())
+        .ok_or_else(|| anyhow::anyhow!("the customer's address cannot be decrypted"))?;
+    outbox::queue(
+        &mut *tx,
+        pii,
+        Some(conversation),
+        Some(message_id),
+        &address,
+        &Outgoing::Text {
+            text: text.to_owned(),
+        },
+        key,
+    )
+    .await?;
+    sqlx::query(
+        "UPDATE handovers SET status = 'active', manager_id = coalesce(manager_id, $2),
+                manager_name = coalesce(manager_name, $3), first_response_at = coalesce(first_response_at, now()),
+                notified_at = coalesce(notified_at, now())
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&manager.id)
+    .bind(&manager.name)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE conversations SET last_message_at = now() WHERE id = $1")
+        .bind(conversation)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(
+        &mut *tx,
+        "handover",
+        "admin",
+        json!({"handover_id": id, "event": "manager_reply", "manager_id": manager.id, "message_id": key}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Relayed::Queued)
+}
+
+/// Returns a human-held conversation to the bot when its handover is older
+/// than `auto_return_hours` (checked when the customer writes; the notifier
+/// sweeps the rest).
+pub async fn expire(
+    tx: &mut PgConnection,
+    conversation_id: Uuid,
+    auto_return_hours: u32,
+) -> sqlx::Result<bool> {
+    let expired: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE handovers SET status = 'timeout', resolved_at = now()
+         WHERE conversation_id = $1 AND status IN ('pending', 'notified', 'active')
+           AND created_at < now() - make_interval(hours => $2)
+         RETURNING id",
+    )
+    .bind(conversation_id)
+    .bind(auto_return_hours as i32)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(id) = expired {
+        sqlx::query("UPDATE conversations SET status = 'active' WHERE id = $1")
+            .bind(conversation_id)
+            .execute(&mut *tx)
+            .await?;
+        audit::record(
+            &mut *tx,
+            "handover",
+            "system",
+            json!({"handover_id": id, "event": "timeout"}),
+        )
+        .await?;
+        queue_notice(
+            &mut *tx,
+            id,
+            Kind::Closed,
+            Some(&format!("no manager answered within {auto_return_hours} h")),
+            &format!("closed:{id}"),
+        )
+        .await?;
+    }
+    Ok(expired.is_some())
+}
+
+/// The tenant's adapters (primary and fallback), built once at start. An
+/// adapter that cannot be built (a missing Secret key) fails every delivery
+/// with the reason, so the fallback takes over and the reason is recorded.
+pub struct Managers {
+    adapters: Vec<Arc<dyn Adapter>>,
+    pub fallback: Option<HandoverAdapterType>,
+    /// The managers' Telegram group, whose updates the runtime reads.
+    pub telegram: Option<Arc<Telegram>>,
+    /// Keys that authenticate the reply webhook: signing keys (HMAC) and
+    /// `replyToken`s (bearer, for CRMs that cannot sign).
+    pub signing_keys: Vec<Vec<u8>>,
+    pub reply_tokens: Vec<String>,
+}
+
+/// Adapters' settings as the runtime reads them.
+#[derive(Clone, Debug)]
+pub struct HandoverConfig {
+    pub primary: AdapterConfig,
+    pub fallback: Option<AdapterConfig>,
+    /// Messages per minute to a managers' Telegram group.
+    pub telegram_per_minute: u32,
+}
+
+impl Managers {
+    pub fn build(config: &HandoverConfig, http: &reqwest::Client, tenant: &str) -> Self {
+        let mut managers = Self {
+            adapters: Vec::new(),
+            fallback: config.fallback.as_ref().map(|f| f.spec.adapter_type),
+            telegram: None,
+            signing_keys: Vec::new(),
+            reply_tokens: Vec::new(),
+        };
+        for c in std::iter::once(&config.primary).chain(config.fallback.as_ref()) {
+            let kind = c.spec.adapter_type;
+            if managers.adapters.iter().any(|a| a.kind() == kind) {
+                continue;
+            }
+            if let Some(key) = c.secrets.get("signingKey").filter(|k| !k.is_empty()) {
+                managers.signing_keys.push(key.as_bytes().to_vec());
+            }
+            if let Some(token) = c.secrets.get("replyToken").filter(|k| !k.is_empty()) {
+                managers.reply_tokens.push(token.clone());
+            }
+            let built: Result<Arc<dyn Adapter>, adapter::AdapterError> = match kind {
+                HandoverAdapterType::Telegram => {
+                    Telegram::new(c, config.telegram_per_minute).map(|t| {
+                        let t = Arc::new(t);
+                        managers.telegram = Some(t.clone());
+                        t as Arc<dyn Adapter>
+                    })
+                }
+                HandoverAdapterType::Webhook | HandoverAdapterType::Custom => {
+                    webhook::Webhook::new(c, http.clone(), tenant).map(|w| Arc::new(w) as _)
+                }
+                HandoverAdapterType::Email => email::Email::new(c).map(|e| Arc::new(e) as _),
+                HandoverAdapterType::Bitrix
+                | HandoverAdapterType::Amocrm
+                | HandoverAdapterType::Hubspot => {
+                    crm::Crm::new(c, http.clone()).map(|c| Arc::new(c) as _)
+                }
+                HandoverAdapterType::WhatsappWeb => Ok(Arc::new(WhatsappWeb) as _),
+            };
+            managers.adapters.push(built.unwrap_or_else(|e| {
+                tracing::error!(adapter = %adapter_name(kind), error = %e, "handover adapter not usable");
+                Arc::new(Broken {
+                    kind,
+                    error: e.to_string(),
+                })
+            }));
+        }
+        managers
+    }
+
+    pub fn adapter(&self, name: &str) -> Option<&Arc<dyn Adapter>> {
+        self.adapters
+            .iter()
+            .find(|a| adapter_name(a.kind()) == name)
+    }
+}
