@@ -14,11 +14,11 @@ use crate::breaker::Breakers;
 use crate::cache::Cache;
 use crate::chatflow::ChatflowClient;
 use crate::config::Config;
+use crate::handover::Managers;
 use crate::knowledge::{Knowledge, KnowledgeBase};
 use crate::llm::Llm;
 use crate::metrics::Metrics;
 use crate::pii::Pii;
-use crate::handover::Managers;
 use crate::{gateway, handover, outbox, pipeline};
 
 /// Concurrent turns per process; each sender's messages still go in order.
@@ -196,7 +196,12 @@ pub async fn start(runtime: Runtime) -> Result<Running> {
     if let Some(telegram) = runtime.managers.telegram.clone() {
         let rt = runtime.clone();
         // Telegram delivers webhooks only to HTTPS; otherwise poll.
-        match runtime.config.public_url.clone().filter(|u| u.starts_with("https://")) {
+        match runtime
+            .config
+            .public_url
+            .clone()
+            .filter(|u| u.starts_with("https://"))
+        {
             Some(base) => tasks.spawn(async move {
                 handover::updates::register_webhook(rt, telegram, base).await;
                 Ok(())

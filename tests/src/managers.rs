@@ -215,12 +215,39 @@ fn chat_matches(v: &Value, chat: i64) -> bool {
     }
 }
 
+/// The Bot API takes JSON, or multipart/form-data for methods that may carry a
+/// file (teloxide sends `setWebhook` that way); both become one JSON object.
+async fn request_fields(request: axum::extract::Request) -> Value {
+    use axum::extract::FromRequest;
+    let multipart = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if multipart {
+        let mut fields = serde_json::Map::new();
+        if let Ok(mut form) = axum::extract::Multipart::from_request(request, &()).await {
+            while let Ok(Some(field)) = form.next_field().await {
+                let name = field.name().unwrap_or("").to_owned();
+                let text = field.text().await.unwrap_or_default();
+                let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                fields.insert(name, value);
+            }
+        }
+        return Value::Object(fields);
+    }
+    match Json::<Value>::from_request(request, &()).await {
+        Ok(Json(v)) => v,
+        Err(_) => Value::Null,
+    }
+}
+
 async fn telegram_method(
     State(state): State<Arc<Mutex<TelegramState>>>,
     Path((bot, method)): Path<(String, String)>,
-    body: Option<Json<Value>>,
+    request: axum::extract::Request,
 ) -> Response {
-    let body = body.map(|Json(b)| b).unwrap_or(Value::Null);
+    let body = request_fields(request).await;
     let method = method.to_ascii_lowercase();
     if method == "getupdates" {
         // Long polling: wait a little for updates, as Telegram holds the request.
@@ -288,9 +315,12 @@ async fn telegram_method(
             }
             let mut buttons = Vec::new();
             if let Some(rows) = body.pointer("/reply_markup/inline_keyboard") {
-                for button in rows.as_array().into_iter().flatten().flat_map(|r| {
-                    r.as_array().cloned().unwrap_or_default()
-                }) {
+                for button in rows
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|r| r.as_array().cloned().unwrap_or_default())
+                {
                     let data = button["callback_data"].as_str().unwrap_or("");
                     if button["text"].as_str().is_none_or(str::is_empty)
                         || data.is_empty()
@@ -441,14 +471,10 @@ impl FakeService {
     }
 
     pub async fn wait_calls(&self, n: usize, within: Duration) -> Result<Vec<Call>> {
-        eventually(
-            &format!("{n} calls to {:?}", self.service),
-            within,
-            || {
-                let calls = self.calls();
-                (calls.len() >= n).then_some(calls)
-            },
-        )
+        eventually(&format!("{n} calls to {:?}", self.service), within, || {
+            let calls = self.calls();
+            (calls.len() >= n).then_some(calls)
+        })
         .await
     }
 }
@@ -485,8 +511,20 @@ async fn service_call(
     let problems = match service {
         Service::Webhook => webhook_problems(secret, &headers, &body, &json),
         Service::Bitrix => bitrix_problems(secret, &path, &json),
-        Service::Amocrm if !bearer_ok => return (StatusCode::UNAUTHORIZED, Json(json!({"title": "Unauthorized", "status": 401}))).into_response(),
-        Service::Hubspot if !bearer_ok => return (StatusCode::UNAUTHORIZED, Json(json!({"status": "error", "category": "INVALID_AUTHENTICATION"}))).into_response(),
+        Service::Amocrm if !bearer_ok => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"title": "Unauthorized", "status": 401})),
+            )
+                .into_response();
+        }
+        Service::Hubspot if !bearer_ok => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"status": "error", "category": "INVALID_AUTHENTICATION"})),
+            )
+                .into_response();
+        }
         Service::Amocrm => amocrm_problems(&path, &json),
         Service::Hubspot => hubspot_problems(&path, &json),
     };
@@ -514,8 +552,16 @@ async fn service_call(
 }
 
 fn webhook_problems(key: &str, headers: &HeaderMap, body: &[u8], json: &Value) -> Option<String> {
-    let ts = headers.get("x-truffles-timestamp")?.to_str().ok()?.to_owned();
-    let given = headers.get("x-truffles-signature")?.to_str().ok()?.to_owned();
+    let ts = headers
+        .get("x-truffles-timestamp")?
+        .to_str()
+        .ok()?
+        .to_owned();
+    let given = headers
+        .get("x-truffles-signature")?
+        .to_str()
+        .ok()?
+        .to_owned();
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_bytes()).ok()?;
     mac.update(format!("{ts}.").as_bytes());
     mac.update(body);
@@ -594,7 +640,8 @@ fn amocrm_problems(path: &str, json: &Value) -> Option<String> {
     let is_notes = path.starts_with("/api/v4/leads/") && path.ends_with("/notes");
     if is_notes
         && json.get(0).is_some_and(|n| {
-            n["note_type"] == "common" && n["params"]["text"].as_str().is_some_and(|t| !t.is_empty())
+            n["note_type"] == "common"
+                && n["params"]["text"].as_str().is_some_and(|t| !t.is_empty())
         })
     {
         return None;
@@ -617,8 +664,9 @@ fn hubspot_problems(path: &str, json: &Value) -> Option<String> {
             let assoc_ok = assoc["to"]["id"].as_str().is_some()
                 && assoc["types"][0]["associationCategory"] == "HUBSPOT_DEFINED"
                 && assoc["types"][0]["associationTypeId"] == 202;
-            (!ts_ok || p["hs_note_body"].as_str().is_none() || !assoc_ok)
-                .then(|| format!("a note needs hs_timestamp, hs_note_body and a contact association: {json}"))
+            (!ts_ok || p["hs_note_body"].as_str().is_none() || !assoc_ok).then(|| {
+                format!("a note needs hs_timestamp, hs_note_body and a contact association: {json}")
+            })
         }
         other => Some(format!("unknown path {other}")),
     }

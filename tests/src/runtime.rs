@@ -207,6 +207,22 @@ impl TenantRuntime {
         self.post_raw(url, serde_json::to_vec(body)?).await
     }
 
+    /// Polls until `sql` (a count) reaches `expected` (30 s at most).
+    pub async fn wait_count(&self, sql: &str, expected: i64) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let n = self.count(sql).await?;
+            if n == expected {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{sql}: {n}, expected {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn count(&self, sql: &str) -> Result<i64> {
         Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
             .fetch_one(&self.pool)

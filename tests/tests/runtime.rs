@@ -18,22 +18,6 @@ fn price_list() -> Vec<String> {
     ]
 }
 
-/// Polls until `sql` (a count) reaches `expected`.
-async fn wait_count(rt: &TenantRuntime, sql: &str, expected: i64) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let n = rt.count(sql).await?;
-        if n == expected {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{sql}: {n}, expected {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_conversation_from_greeting_to_a_manager() -> Result<()> {
     let rt = TenantRuntime::new("flowers", json!({})).await?;
@@ -95,7 +79,8 @@ async fn a_conversation_from_greeting_to_a_manager() -> Result<()> {
     // A human is on it: the bot stores the message and stays silent.
     rt.post(&url, &chatflow_text("MSG-4", PHONE, "Алло, вы тут?"))
         .await?;
-    wait_count(&rt, "SELECT count(*) FROM inbox WHERE status = 'done'", 4).await?;
+    rt.wait_count("SELECT count(*) FROM inbox WHERE status = 'done'", 4)
+        .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         rt.chatflow.sent().len(),
@@ -114,8 +99,7 @@ async fn a_conversation_from_greeting_to_a_manager() -> Result<()> {
     );
 
     // The audit trail reconstructs it; no phone number in clear anywhere.
-    wait_count(
-        &rt,
+    rt.wait_count(
         "SELECT count(*) FROM audit_log WHERE action = 'message_out'",
         3,
     )
@@ -207,12 +191,8 @@ async fn a_runtime_killed_between_ack_and_reply_loses_nothing() -> Result<()> {
         .await?;
     assert_eq!(status, 200);
     // The worker has claimed the event and waits for the LLM …
-    wait_count(
-        &rt,
-        "SELECT count(*) FROM inbox WHERE status = 'processing'",
-        1,
-    )
-    .await?;
+    rt.wait_count("SELECT count(*) FROM inbox WHERE status = 'processing'", 1)
+        .await?;
     // … when the pod dies.
     drop(first);
     rt.llm.set_hang(false);
@@ -221,7 +201,8 @@ async fn a_runtime_killed_between_ack_and_reply_loses_nothing() -> Result<()> {
     let second = rt.start(rt.config()?, price_list()).await?;
     let sent = rt.chatflow.wait_sent(1, WAIT).await?;
     assert_eq!(sent[0].msg_id, "CRASH-1");
-    wait_count(&rt, "SELECT count(*) FROM inbox WHERE status = 'done'", 1).await?;
+    rt.wait_count("SELECT count(*) FROM inbox WHERE status = 'done'", 1)
+        .await?;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(rt.chatflow.sent().len(), 1, "answered exactly once");
     let attempts = rt.count("SELECT max(attempts)::int8 FROM inbox").await?;

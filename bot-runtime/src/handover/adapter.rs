@@ -184,7 +184,10 @@ pub async fn post_json(
     if !status.is_success() {
         return Err(AdapterError::Rejected {
             service,
-            why: format!("HTTP {status}: {}", text.chars().take(300).collect::<String>()),
+            why: format!(
+                "HTTP {status}: {}",
+                text.chars().take(300).collect::<String>()
+            ),
         });
     }
     Ok(serde_json::from_str(&text).unwrap_or(Value::Null))

@@ -124,7 +124,10 @@ impl Crm {
                     fields["PHONE"] = json!([{"VALUE": phone, "VALUE_TYPE": "WORK"}]);
                 }
                 let answer = self
-                    .bitrix("crm.lead.add", &json!({"fields": fields, "params": {"REGISTER_SONET_EVENT": "Y"}}))
+                    .bitrix(
+                        "crm.lead.add",
+                        &json!({"fields": fields, "params": {"REGISTER_SONET_EVENT": "Y"}}),
+                    )
                     .await?;
                 id_of(answer.get("result")).ok_or_else(|| missing_id(&answer))
             }
@@ -133,8 +136,10 @@ impl Crm {
                 if let Some(phone) = Self::phone(notice) {
                     contact["custom_fields_values"] = json!([{"field_code": "PHONE", "values": [{"enum_code": "WORK", "value": phone}]}]);
                 }
-                let mut lead = json!({"name": Self::title(notice), "_embedded": {"contacts": [contact]}});
-                if let Some(pipeline) = self.pipeline.as_deref().and_then(|p| p.parse::<i64>().ok()) {
+                let mut lead =
+                    json!({"name": Self::title(notice), "_embedded": {"contacts": [contact]}});
+                if let Some(pipeline) = self.pipeline.as_deref().and_then(|p| p.parse::<i64>().ok())
+                {
                     lead["pipeline_id"] = json!(pipeline);
                 }
                 let url = format!("{}/api/v4/leads/complex", self.base_url);
@@ -196,8 +201,7 @@ impl Crm {
                     // 202: note to contact, a HubSpot-defined association.
                     "associations": [{"to": {"id": lead}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 202}]}],
                 });
-                let answer =
-                    post_json(&self.http, service, &url, Some(&self.token), &body).await?;
+                let answer = post_json(&self.http, service, &url, Some(&self.token), &body).await?;
                 id_of(answer.get("id"))
             }
         };

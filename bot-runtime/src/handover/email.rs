@@ -34,16 +34,16 @@ impl Email {
             .as_ref()
             .ok_or_else(|| misconfigured("the adapter has no `email` block".into()))?;
         let builder = match spec.tls {
-            SmtpTls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(
-                &spec.smtp_host,
-            )
-            .map_err(|e| misconfigured(format!("smtpHost: {e}")))?,
+            SmtpTls::StartTls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&spec.smtp_host)
+                    .map_err(|e| misconfigured(format!("smtpHost: {e}")))?
+            }
             SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&spec.smtp_host)
                 .map_err(|e| misconfigured(format!("smtpHost: {e}")))?,
             // Only for a relay on the same network (or tests).
-            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
-                spec.smtp_host.clone(),
-            ),
+            SmtpTls::None => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(spec.smtp_host.clone())
+            }
         };
         let mut builder = builder.port(spec.smtp_port).timeout(Some(CALL_TIMEOUT));
         if let (Some(user), Some(password)) = (
@@ -80,21 +80,24 @@ impl Email {
         let mut message = Message::builder()
             .from(self.from.clone())
             .subject(subject)
-            .message_id(Some(format!("<{}@truffles>", notice.key.replace(['<', '>', '@', ' '], "-"))));
+            .message_id(Some(format!(
+                "<{}@truffles>",
+                notice.key.replace(['<', '>', '@', ' '], "-")
+            )));
         for to in &self.to {
             message = message.to(to.clone());
         }
         let message = message
             .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| misconfigured(format!("the message: {e}")))?;
-        let response = self
-            .transport
-            .send(message)
-            .await
-            .map_err(|e| AdapterError::Unreachable {
-                service: "SMTP",
-                why: e.to_string(),
-            })?;
+        let response =
+            self.transport
+                .send(message)
+                .await
+                .map_err(|e| AdapterError::Unreachable {
+                    service: "SMTP",
+                    why: e.to_string(),
+                })?;
         Ok(Delivered {
             external_ref: None,
             response: json!({"smtp_code": response.code().to_string()}),
@@ -209,7 +212,10 @@ mod tests {
             reply_url: None,
         };
         let (subject, text, html) = compose(&notice);
-        assert!(subject.contains("<b>Ерлан</b>"), "the subject is plain text");
+        assert!(
+            subject.contains("<b>Ерлан</b>"),
+            "the subject is plain text"
+        );
         assert!(text.contains("<script>"), "the text part is plain text");
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;script&gt;"));

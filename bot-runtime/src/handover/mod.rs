@@ -177,11 +177,12 @@ pub enum Taken {
 /// The first manager to take a handover owns it.
 pub async fn take(db: &PgPool, id: Uuid, manager: &Manager) -> sqlx::Result<Taken> {
     let mut tx = db.begin().await?;
-    let Some(row) =
-        sqlx::query("SELECT status, manager_id, manager_name FROM handovers WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
+    let Some(row) = sqlx::query(
+        "SELECT status, manager_id, manager_name FROM handovers WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
     else {
         return Ok(Taken::Unknown);
     };
@@ -291,16 +292,27 @@ pub async fn close(
     audit::record(
         &mut *tx,
         "handover",
-        if how.manager.is_some() { "admin" } else { "system" },
+        if how.manager.is_some() {
+            "admin"
+        } else {
+            "system"
+        },
         json!({"handover_id": id, "event": how.status, "resolution": how.resolution,
                "manager_id": how.manager.map(|m| m.id.as_str())}),
     )
     .await?;
     let text = match how.manager {
-        Some(m) => format!("{} ({})", m.name, how.resolution.unwrap_or("closed")),
-        None => "no manager answered in time".to_owned(),
+        Some(m) => format!("{} ({})", m.name, how.resolution.unwrap_or("закрыто")),
+        None => how.notes.unwrap_or("время вышло").to_owned(),
     };
-    queue_notice(&mut *tx, id, Kind::Closed, Some(&text), &format!("closed:{id}")).await?;
+    queue_notice(
+        &mut *tx,
+        id,
+        Kind::Closed,
+        Some(&text),
+        &format!("closed:{id}"),
+    )
+    .await?;
     tx.commit().await?;
     let _ = cache.delete(&format!("conversation:{conversation}")).await;
     Ok(Closed::Closed)
@@ -442,12 +454,17 @@ pub async fn expire(
             &mut *tx,
             id,
             Kind::Closed,
-            Some(&format!("no manager answered within {auto_return_hours} h")),
+            Some(&timeout_note(auto_return_hours)),
             &format!("closed:{id}"),
         )
         .await?;
     }
     Ok(expired.is_some())
+}
+
+/// Why a handover went back to the bot by itself (for the managers).
+pub fn timeout_note(hours: u32) -> String {
+    format!("менеджер не ответил за {hours} ч")
 }
 
 /// The tenant's adapters (primary and fallback), built once at start. An

@@ -52,7 +52,7 @@ async fn sweep(rt: &Runtime) -> Result<()> {
     .fetch_all(&rt.db)
     .await?;
     for id in expired {
-        let notes = format!("no manager answered within {hours} h");
+        let notes = super::timeout_note(hours);
         let how = Closing {
             status: "timeout",
             resolution: None,

@@ -46,12 +46,11 @@ impl Telegram {
                     why: "the adapter has no `telegram` block".into(),
                 })?;
         let token = secret(&config.secrets, "telegram", "token")?;
-        let api = reqwest::Url::parse(&spec.api_base_url).map_err(|e| {
-            AdapterError::Misconfigured {
+        let api =
+            reqwest::Url::parse(&spec.api_base_url).map_err(|e| AdapterError::Misconfigured {
                 adapter: "telegram",
                 why: format!("apiBaseUrl: {e}"),
-            }
-        })?;
+            })?;
         let chat = spec
             .chat_id
             .parse::<i64>()
@@ -264,9 +263,14 @@ fn topic_gone(e: &RequestError) -> bool {
         ApiError::Unknown(t) => t.to_ascii_lowercase(),
         other => other.to_string().to_ascii_lowercase(),
     };
-    ["thread not found", "topic_deleted", "topic_closed", "topic deleted"]
-        .iter()
-        .any(|needle| text.contains(needle))
+    [
+        "thread not found",
+        "topic_deleted",
+        "topic_closed",
+        "topic deleted",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
 }
 
 fn topic_name(notice: &Notice) -> String {
@@ -486,7 +490,8 @@ mod tests {
     const CHAT: ChatId = ChatId(-1001234567890);
 
     fn update(v: serde_json::Value) -> Update {
-        serde_json::from_value(v).expect("a Telegram update")
+        // From text, as it arrives: teloxide's Update does not read from a `Value`.
+        serde_json::from_str(&v.to_string()).expect("a Telegram update")
     }
 
     fn user(id: u64) -> serde_json::Value {
@@ -503,7 +508,7 @@ mod tests {
         let u = update(json!({"update_id": 1, "callback_query": {
             "id": "q1", "from": user(7), "chat_instance": "c",
             "data": format!("take:{id}"),
-            "message": {"message_id": 5, "date": 0, "chat": group(), "text": "card"}}}));
+            "message": {"message_id": 5, "date": 1_764_929_737, "chat": group(), "text": "card"}}}));
         assert_eq!(
             read_update(&u, CHAT, true),
             Some(ManagerUpdate::Take {
@@ -521,7 +526,7 @@ mod tests {
     fn a_topic_message_is_a_reply_and_close_returns_to_the_bot() {
         let msg = |text: &str| {
             update(json!({"update_id": 2, "message": {
-                "message_id": 42, "date": 0, "chat": group(), "from": user(7),
+                "message_id": 42, "date": 1_764_929_737, "chat": group(), "from": user(7),
                 "message_thread_id": 99, "is_topic_message": true, "text": text}}))
         };
         match read_update(&msg("Здравствуйте, цена 5000"), CHAT, true) {
@@ -546,28 +551,28 @@ mod tests {
     #[test]
     fn other_chats_bots_and_general_chatter_are_ignored() {
         let other_chat = update(json!({"update_id": 3, "message": {
-            "message_id": 1, "date": 0, "chat": {"id": -100777, "type": "supergroup", "title": "x"},
+            "message_id": 1, "date": 1_764_929_737, "chat": {"id": -100777, "type": "supergroup", "title": "x"},
             "from": user(7), "message_thread_id": 99, "is_topic_message": true, "text": "hi"}}));
         assert_eq!(read_update(&other_chat, CHAT, true), None);
         let bot = update(json!({"update_id": 4, "message": {
-            "message_id": 1, "date": 0, "chat": group(),
+            "message_id": 1, "date": 1_764_929_737, "chat": group(),
             "from": {"id": 1, "is_bot": true, "first_name": "bot"},
             "message_thread_id": 99, "is_topic_message": true, "text": "hi"}}));
         assert_eq!(read_update(&bot, CHAT, true), None);
         let general = update(json!({"update_id": 5, "message": {
-            "message_id": 1, "date": 0, "chat": group(), "from": user(7), "text": "hi"}}));
+            "message_id": 1, "date": 1_764_929_737, "chat": group(), "from": user(7), "text": "hi"}}));
         assert_eq!(read_update(&general, CHAT, true), None);
         let forged = update(json!({"update_id": 6, "callback_query": {
             "id": "q", "from": user(7), "chat_instance": "c", "data": "resolve:not-a-uuid:solved",
-            "message": {"message_id": 5, "date": 0, "chat": group(), "text": "card"}}}));
+            "message": {"message_id": 5, "date": 1_764_929_737, "chat": group(), "text": "card"}}}));
         assert_eq!(read_update(&forged, CHAT, true), None);
     }
 
     #[test]
     fn without_topics_a_reply_to_the_card_is_the_handle() {
         let u = update(json!({"update_id": 7, "message": {
-            "message_id": 50, "date": 0, "chat": group(), "from": user(8), "text": "ответ",
-            "reply_to_message": {"message_id": 12, "date": 0, "chat": group(), "text": "card"}}}));
+            "message_id": 50, "date": 1_764_929_737, "chat": group(), "from": user(8), "text": "ответ",
+            "reply_to_message": {"message_id": 12, "date": 1_764_929_737, "chat": group(), "text": "card"}}}));
         assert!(matches!(
             read_update(&u, CHAT, false),
             Some(ManagerUpdate::Reply { external_ref, .. }) if external_ref == "12"

@@ -183,7 +183,9 @@ pub async fn handle_update(
         ManagerUpdate::Return { handover, .. } => {
             let outcome = finish(rt, handover, &manager, None).await?;
             if let Some(q) = query {
-                telegram.answer(q, &closed_text(&outcome), outcome != Closed::Closed).await;
+                telegram
+                    .answer(q, &closed_text(&outcome), outcome != Closed::Closed)
+                    .await;
             }
         }
         ManagerUpdate::Resolve {
@@ -193,7 +195,9 @@ pub async fn handle_update(
         } => {
             let outcome = finish(rt, handover, &manager, Some(&resolution)).await?;
             if let Some(q) = query {
-                telegram.answer(q, &closed_text(&outcome), outcome != Closed::Closed).await;
+                telegram
+                    .answer(q, &closed_text(&outcome), outcome != Closed::Closed)
+                    .await;
             }
         }
         ManagerUpdate::Close { external_ref, .. } => {
@@ -202,7 +206,9 @@ pub async fn handle_update(
                 None => Closed::Unknown,
             };
             if outcome != Closed::Closed {
-                telegram.say(Some(&external_ref), closed_text(&outcome)).await;
+                telegram
+                    .say(Some(&external_ref), closed_text(&outcome))
+                    .await;
             }
         }
         ManagerUpdate::Reply {
@@ -309,9 +315,8 @@ pub async fn reply_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let answer = |status: StatusCode, body: serde_json::Value| {
-        (status, axum::Json(body)).into_response()
-    };
+    let answer =
+        |status: StatusCode, body: serde_json::Value| (status, axum::Json(body)).into_response();
     if tenant != rt.config.client_name || !reply_authorized(&rt, &headers, &body) {
         return answer(
             StatusCode::UNAUTHORIZED,
@@ -319,10 +324,7 @@ pub async fn reply_webhook(
         );
     }
     let Ok(id) = Uuid::parse_str(&id) else {
-        return answer(
-            StatusCode::NOT_FOUND,
-            json!({"error": "no such handover"}),
-        );
+        return answer(StatusCode::NOT_FOUND, json!({"error": "no such handover"}));
     };
     let reply: ReplyBody = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -341,7 +343,11 @@ pub async fn reply_webhook(
             );
         }
     };
-    let text = reply.text.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let text = reply
+        .text
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
     if text.is_none() && !reply.close {
         return answer(
             StatusCode::BAD_REQUEST,
@@ -349,7 +355,9 @@ pub async fn reply_webhook(
         );
     }
     if let Some(r) = &reply.resolution
-        && !super::telegram::RESOLUTIONS.iter().any(|(code, _)| code == r)
+        && !super::telegram::RESOLUTIONS
+            .iter()
+            .any(|(code, _)| code == r)
     {
         return answer(
             StatusCode::BAD_REQUEST,
@@ -371,7 +379,10 @@ pub async fn reply_webhook(
         if let Some(text) = text {
             let key = match &reply.message_id {
                 Some(m) => format!("reply:{id}:{m}"),
-                None => format!("reply:{id}:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body))),
+                None => format!(
+                    "reply:{id}:{}",
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body))
+                ),
             };
             relayed = Some(relay(&rt.db, &rt.pii, id, &manager, text, &key).await?);
         }
@@ -391,10 +402,9 @@ pub async fn reply_webhook(
     rt.outbox_wake.notify_one();
     rt.manager_wake.notify_one();
     match outcome {
-        Ok((Some(Relayed::Unknown), _)) | Ok((None, Some(Closed::Unknown))) => answer(
-            StatusCode::NOT_FOUND,
-            json!({"error": "no such handover"}),
-        ),
+        Ok((Some(Relayed::Unknown), _)) | Ok((None, Some(Closed::Unknown))) => {
+            answer(StatusCode::NOT_FOUND, json!({"error": "no such handover"}))
+        }
         Ok((Some(Relayed::Held(owner)), _)) | Ok((None, Some(Closed::Held(owner)))) => answer(
             StatusCode::CONFLICT,
             json!({"error": format!("another manager holds this conversation: {owner}")}),

@@ -147,7 +147,10 @@ pub fn verify(key: &[u8], timestamp: &str, signature: &str, body: &[u8], now: i6
         return false;
     }
     let expected = sign(key, ts, body);
-    expected.as_bytes().ct_eq(signature.trim().as_bytes()).into()
+    expected
+        .as_bytes()
+        .ct_eq(signature.trim().as_bytes())
+        .into()
 }
 
 #[cfg(test)]
@@ -161,7 +164,13 @@ mod tests {
         let sig = sign(key, 1_000, body);
         assert!(sig.starts_with("sha256="));
         assert!(verify(key, "1000", &sig, body, 1_100));
-        assert!(!verify(key, "1000", &sig, body, 1_000 + TOLERANCE_SECONDS + 1));
+        assert!(!verify(
+            key,
+            "1000",
+            &sig,
+            body,
+            1_000 + TOLERANCE_SECONDS + 1
+        ));
         assert!(!verify(key, "1000", &sig, br#"{"text":"hello"}"#, 1_100));
         assert!(!verify(b"other", "1000", &sig, body, 1_100));
         assert!(!verify(key, "1001", &sig, body, 1_100));
