@@ -25,6 +25,10 @@ pub struct Inbound {
     pub text: Option<String>,
     pub media: Option<Media>,
     pub timestamp: Option<i64>,
+    /// Sent from the business's own number (`metadata.fromMe`): a manager on
+    /// WhatsApp Web, or the gateway echoing what the bot sent.
+    #[serde(default)]
+    pub from_me: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -120,6 +124,7 @@ pub fn parse_webhook(body: &Value) -> Result<Inbound, Ignored> {
         text,
         media,
         timestamp: meta.get("timestamp").and_then(Value::as_i64),
+        from_me: meta.get("fromMe").and_then(Value::as_bool) == Some(true),
     })
 }
 
@@ -240,6 +245,14 @@ mod tests {
         assert_eq!(m.text.as_deref(), Some("вы кто"));
         assert_eq!(m.sender_name.as_deref(), Some("Zh."));
         assert!(m.media.is_none());
+    }
+
+    #[test]
+    fn messages_from_the_business_number_are_marked() {
+        let body = json!({"messageType":"text","message":"Добрый день, это Дина","metadata":{"messageId":"B1","remoteJid":"77015705555@s.whatsapp.net","fromMe":true}});
+        assert!(parse_webhook(&body).expect("a message").from_me);
+        let body = json!({"messageType":"text","message":"hi","metadata":{"messageId":"B2","remoteJid":"77015705555@s.whatsapp.net","fromMe":"yes"}});
+        assert!(!parse_webhook(&body).expect("a message").from_me);
     }
 
     #[test]

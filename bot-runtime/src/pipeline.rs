@@ -355,9 +355,16 @@ async fn handle(rt: &Runtime, rows: &[Claimed]) -> Result<()> {
         }
     }
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let (ours, messages): (Vec<Inbound>, Vec<Inbound>) =
+        messages.into_iter().partition(|m| m.from_me);
+    for m in &ours {
+        from_business_number(rt, m).await?;
+    }
     let Some(last) = messages.last().cloned() else {
-        sqlx::query("UPDATE inbox SET status = 'ignored', processed_at = now() WHERE id = ANY($1)")
+        let status = if ours.is_empty() { "ignored" } else { "done" };
+        sqlx::query("UPDATE inbox SET status = $2, processed_at = now() WHERE id = ANY($1)")
             .bind(&ids)
+            .bind(status)
             .execute(&rt.db)
             .await?;
         return Ok(());
@@ -469,6 +476,92 @@ async fn mark_done(tx: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
     .bind(ids)
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
+
+/// A message sent from the business's own number (WhatsApp Web): a manager
+/// is talking, so the conversation is human-held and the bot stays silent;
+/// `/bot` from that number hands it back. The gateway's echo of what the bot
+/// itself sent is recognised by its text and ignored.
+async fn from_business_number(rt: &Runtime, m: &Inbound) -> Result<()> {
+    let text = m
+        .text
+        .clone()
+        .or_else(|| m.media.as_ref().and_then(|x| x.caption.clone()))
+        .unwrap_or_else(|| "[медиа]".into());
+    let user: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM users WHERE channel = 'whatsapp' AND remote_jid = $1")
+            .bind(rt.pii.hash(&m.sender))
+            .fetch_optional(&rt.db)
+            .await?;
+    // A message to someone who never wrote to the bot: nothing to hold.
+    let Some(user) = user else {
+        return Ok(());
+    };
+    let manager = handover::telegram::Manager {
+        id: "whatsapp_web".into(),
+        name: "WhatsApp Web".into(),
+    };
+    let mut tx = rt.db.begin().await?;
+    let conv = conversation(&mut tx, rt, user).await?;
+    if text.trim() == "/bot" {
+        tx.commit().await?;
+        if let Some(open) = handover::open_of(&rt.db, conv.id).await? {
+            let how = handover::Closing {
+                status: "resolved",
+                resolution: None,
+                notes: Some("/bot"),
+                manager: Some(&manager),
+            };
+            handover::close(&rt.db, &rt.cache, open, &how).await?;
+        }
+        return Ok(());
+    }
+    let echo: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM outbox WHERE conversation_id = $1 AND payload->>'text' = $2
+                        AND created_at > now() - interval '1 hour')",
+    )
+    .bind(conv.id)
+    .bind(&text)
+    .fetch_one(&mut *tx)
+    .await?;
+    if echo {
+        return Ok(());
+    }
+    let request = handover::Request {
+        conversation_id: conv.id,
+        trigger: "manual",
+        value: "whatsapp_web",
+        context_summary: String::new(),
+        // Nobody to notify: the manager is already talking.
+        adapter: truffles_crds::client::HandoverAdapterType::WhatsappWeb,
+        language: default_language(rt).code(),
+    };
+    if handover::open(&mut tx, &request).await? {
+        rt.metrics.handover("manual");
+    }
+    sqlx::query(
+        "UPDATE handovers SET status = 'active', manager_id = coalesce(manager_id, $2),
+                manager_name = coalesce(manager_name, $3), first_response_at = coalesce(first_response_at, now())
+         WHERE conversation_id = $1 AND status IN ('pending', 'notified', 'active')",
+    )
+    .bind(conv.id)
+    .bind(&manager.id)
+    .bind(&manager.name)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO messages (conversation_id, role, content, external_id, metadata, processed_at)
+         VALUES ($1, 'manager', $2, $3, $4, now()) ON CONFLICT (external_id) DO NOTHING",
+    )
+    .bind(conv.id)
+    .bind(&text)
+    .bind(&m.message_id)
+    .bind(json!({"from": "manager", "manager_id": manager.id}))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!("a manager writes from the business number: the bot stays silent");
     Ok(())
 }
 

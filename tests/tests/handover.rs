@@ -642,3 +642,60 @@ async fn telegram_webhook_deliveries_are_authenticated_and_registered() -> Resul
     .await?;
     Ok(())
 }
+
+/// A message from the business's own number, as the gateway reports it.
+fn from_business(id: &str, text: &str) -> Value {
+    let mut body = chatflow_text(id, PHONE, text);
+    body["metadata"]["fromMe"] = json!(true);
+    body["metadata"]["sender"] = json!("Цветы Алматы");
+    body
+}
+
+#[tokio::test]
+async fn a_manager_on_whatsapp_web_silences_the_bot_until_slash_bot() -> Result<()> {
+    // The default test tenant hands over to whatsappWeb.
+    let rt = TenantRuntime::new("wa-web", json!({})).await?;
+    let running = rt.start(rt.config()?, price_list()).await?;
+    let url = rt.webhook_url(&running);
+    customer_says(&rt, &running, "W1", "Сколько стоит букет из 25 роз?").await?;
+    let sent = rt.chatflow.wait_sent(1, WAIT).await?;
+
+    // The gateway echoes the bot's own reply: not a human.
+    rt.post(&url, &from_business("W2", &sent[0].msg)).await?;
+    rt.wait_count("SELECT count(*) FROM inbox WHERE status = 'done'", 2)
+        .await?;
+    assert_eq!(rt.count("SELECT count(*) FROM handovers").await?, 0);
+
+    // A manager writes from the phone: the conversation is theirs.
+    rt.post(
+        &url,
+        &from_business("W3", "Здравствуйте, это Дина. Соберу букет к вечеру."),
+    )
+    .await?;
+    rt.wait_count(
+        "SELECT count(*) FROM handovers WHERE status = 'active' AND trigger_type = 'manual'",
+        1,
+    )
+    .await?;
+    customer_says(&rt, &running, "W4", "Спасибо! А доставка сколько?").await?;
+    rt.wait_count("SELECT count(*) FROM inbox WHERE status = 'done'", 4)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rt.chatflow.sent().len(), 1, "the bot stays silent");
+    let manager_turns = rt
+        .count("SELECT count(*) FROM messages WHERE role = 'manager'")
+        .await?;
+    assert_eq!(manager_turns, 1);
+
+    // "/bot" from the phone gives the conversation back.
+    rt.post(&url, &from_business("W5", "/bot")).await?;
+    rt.wait_count(
+        "SELECT count(*) FROM handovers WHERE status = 'resolved'",
+        1,
+    )
+    .await?;
+    customer_says(&rt, &running, "W6", "Сколько стоит букет из 25 роз?").await?;
+    let sent = rt.chatflow.wait_sent(2, WAIT).await?;
+    assert!(sent[1].msg.contains("18 000"), "{:?}", sent[1]);
+    Ok(())
+}

@@ -95,13 +95,21 @@ pub fn webhook_path_prefix(name: &str) -> String {
     format!("/t/{name}/")
 }
 
+/// The tenant's public HTTPS base, when its Ingress has a host.
+pub fn public_url(tc: &TrufflesClient) -> Option<String> {
+    match (&tc.spec.ingress.enabled, &tc.spec.ingress.host) {
+        (true, Some(host)) => Some(format!("https://{host}")),
+        _ => None,
+    }
+}
+
 /// The URL ChatFlow must be configured with. Contains the webhook secret.
 pub fn webhook_url(tc: &TrufflesClient, webhook_secret: &str) -> String {
     let name = tc.name_any();
     let path = format!("{}webhook/{webhook_secret}", webhook_path_prefix(&name));
-    match (&tc.spec.ingress.enabled, &tc.spec.ingress.host) {
-        (true, Some(host)) => format!("https://{host}{path}"),
-        _ => {
+    match public_url(tc) {
+        Some(base) => format!("{base}{path}"),
+        None => {
             let ns = tc.namespace().unwrap_or_else(|| "default".into());
             format!(
                 "http://{}.{ns}.svc.cluster.local:{RUNTIME_PORT}{path}",
@@ -499,7 +507,11 @@ fn runtime_config_data(
         ),
         ("RUST_LOG".into(), tc.spec.runtime.log_level.clone()),
         ("client.json".into(), spec_json),
-    ]))
+    ])
+    .into_iter()
+    // Telegram's webhook for the managers' group and the CRMs' reply URL.
+    .chain(public_url(tc).map(|u| ("TRUFFLES_PUBLIC_URL".into(), u)))
+    .collect())
 }
 
 fn ingress(tc: &TrufflesClient, name: &str) -> Option<IngressSpec> {
