@@ -163,6 +163,44 @@ pub async fn view(db: &PgPool, pii: &Pii, id: Uuid) -> sqlx::Result<Option<Hando
     }))
 }
 
+/// A handover's state, read under its row lock before a transition.
+struct Locked {
+    status: String,
+    manager_id: Option<String>,
+    manager_name: Option<String>,
+    conversation_id: Uuid,
+}
+
+impl Locked {
+    fn is_open(&self) -> bool {
+        matches!(self.status.as_str(), "pending" | "notified" | "active")
+    }
+
+    /// The name of the manager who holds it, when that is not `manager`.
+    fn held_by_other(&self, manager: &Manager) -> Option<String> {
+        (self.status == "active" && self.manager_id.as_deref() != Some(manager.id.as_str()))
+            .then(|| self.manager_name.clone().unwrap_or_default())
+    }
+}
+
+async fn lock(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Locked>> {
+    let row = sqlx::query(
+        "SELECT status, manager_id, manager_name, conversation_id FROM handovers WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    row.map(|r| {
+        Ok(Locked {
+            status: r.try_get("status")?,
+            manager_id: r.try_get("manager_id")?,
+            manager_name: r.try_get("manager_name")?,
+            conversation_id: r.try_get("conversation_id")?,
+        })
+    })
+    .transpose()
+}
+
 /// What "Take" did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Taken {
@@ -177,18 +215,11 @@ pub enum Taken {
 /// The first manager to take a handover owns it.
 pub async fn take(db: &PgPool, id: Uuid, manager: &Manager) -> sqlx::Result<Taken> {
     let mut tx = db.begin().await?;
-    let Some(row) = sqlx::query(
-        "SELECT status, manager_id, manager_name FROM handovers WHERE id = $1 FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?
-    else {
+    let Some(h) = lock(&mut tx, id).await? else {
         return Ok(Taken::Unknown);
     };
-    let status: String = row.try_get("status")?;
-    let owner: Option<String> = row.try_get("manager_id")?;
-    let outcome = match status.as_str() {
+    let outcome = match h.status.as_str() {
+        _ if !h.is_open() => Taken::Closed,
         "pending" | "notified" => {
             sqlx::query(
                 "UPDATE handovers SET status = 'active', manager_id = $2, manager_name = $3,
@@ -208,12 +239,10 @@ pub async fn take(db: &PgPool, id: Uuid, manager: &Manager) -> sqlx::Result<Take
             .await?;
             Taken::Taken
         }
-        "active" if owner.as_deref() == Some(manager.id.as_str()) => Taken::AlreadyYours,
-        "active" => Taken::Held(
-            row.try_get::<Option<String>, _>("manager_name")?
-                .unwrap_or_default(),
-        ),
-        _ => Taken::Closed,
+        _ => match h.held_by_other(manager) {
+            Some(owner) => Taken::Held(owner),
+            None => Taken::AlreadyYours,
+        },
     };
     tx.commit().await?;
     Ok(outcome)
@@ -248,29 +277,15 @@ pub async fn close(
     how: &Closing<'_>,
 ) -> sqlx::Result<Closed> {
     let mut tx = db.begin().await?;
-    let Some(row) = sqlx::query(
-        "SELECT status, manager_id, manager_name, conversation_id FROM handovers WHERE id = $1 FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?
-    else {
+    let Some(h) = lock(&mut tx, id).await? else {
         return Ok(Closed::Unknown);
     };
-    let status: String = row.try_get("status")?;
-    let owner: Option<String> = row.try_get("manager_id")?;
-    let conversation: Uuid = row.try_get("conversation_id")?;
-    if !matches!(status.as_str(), "pending" | "notified" | "active") {
+    let conversation = h.conversation_id;
+    if !h.is_open() {
         return Ok(Closed::AlreadyClosed);
     }
-    if let (Some(m), Some(owner)) = (how.manager, owner.as_deref())
-        && status == "active"
-        && owner != m.id
-    {
-        return Ok(Closed::Held(
-            row.try_get::<Option<String>, _>("manager_name")?
-                .unwrap_or_default(),
-        ));
+    if let Some(owner) = how.manager.and_then(|m| h.held_by_other(m)) {
+        return Ok(Closed::Held(owner));
     }
     sqlx::query(
         "UPDATE handovers SET status = $2, resolved_at = now(), resolution_type = $3, resolution_notes = $4,
@@ -340,30 +355,15 @@ pub async fn relay(
     key: &str,
 ) -> anyhow::Result<Relayed> {
     let mut tx = db.begin().await?;
-    let Some(row) = sqlx::query(
-        "SELECT h.status, h.manager_id, h.manager_name, h.conversation_id, u.address_encrypted
-         FROM handovers h JOIN conversations c ON c.id = h.conversation_id JOIN users u ON u.id = c.user_id
-         WHERE h.id = $1 FOR UPDATE OF h",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?
-    else {
+    let Some(h) = lock(&mut tx, id).await? else {
         return Ok(Relayed::Unknown);
     };
-    let status: String = row.try_get("status")?;
-    let owner: Option<String> = row.try_get("manager_id")?;
-    let conversation: Uuid = row.try_get("conversation_id")?;
-    match status.as_str() {
-        "pending" | "notified" => {}
-        "active" if owner.as_deref() == Some(manager.id.as_str()) => {}
-        "active" => {
-            return Ok(Relayed::Held(
-                row.try_get::<Option<String>, _>("manager_name")?
-                    .unwrap_or_default(),
-            ));
-        }
-        _ => return Ok(Relayed::Closed),
+    let conversation = h.conversation_id;
+    if !h.is_open() {
+        return Ok(Relayed::Closed);
+    }
+    if let Some(owner) = h.held_by_other(manager) {
+        return Ok(Relayed::Held(owner));
     }
     let stored: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO messages (conversation_id, role, content, external_id, metadata, processed_at)
@@ -378,7 +378,12 @@ pub async fn relay(
     let Some(message_id) = stored else {
         return Ok(Relayed::Duplicate);
     };
-    let address: Option<Vec<u8>> = row.try_get("address_encrypted")?;
+    let address: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT u.address_encrypted FROM conversations c JOIN users u ON u.id = c.user_id WHERE c.id = $1",
+    )
+    .bind(conversation)
+    .fetch_one(&mut *tx)
+    .await?;
     let address = address
         .and_then(|a| pii.decrypt(&a).ok())
         .ok_or_else(|| anyhow::anyhow!("the customer's address cannot be decrypted"))?;
