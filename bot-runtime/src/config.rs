@@ -62,6 +62,9 @@ pub struct Tuning {
     pub probe_timeout: Duration,
     /// Reminders to managers about a handover nobody took, after these delays.
     pub handover_reminders: Vec<Duration>,
+    /// How often open handovers are checked for reminders and the timeout
+    /// (minutes-scale deadlines: no need to query every poll).
+    pub handover_sweep: Duration,
 }
 
 impl Default for Tuning {
@@ -77,6 +80,7 @@ impl Default for Tuning {
             max_body_bytes: 16 * 1024 * 1024,
             probe_timeout: Duration::from_secs(2),
             handover_reminders: vec![Duration::from_secs(30 * 60), Duration::from_secs(60 * 60)],
+            handover_sweep: Duration::from_secs(30),
         }
     }
 }

@@ -162,6 +162,7 @@ impl TenantRuntime {
                 coalesce_window: Duration::from_millis(150),
                 lease: Duration::from_secs(2),
                 poll_interval: Duration::from_millis(100),
+                handover_sweep: Duration::from_millis(100),
                 ..Tuning::default()
             },
             spec,

@@ -277,15 +277,35 @@ pub async fn close(
     how: &Closing<'_>,
 ) -> sqlx::Result<Closed> {
     let mut tx = db.begin().await?;
+    let outcome = close_in(&mut tx, id, how).await?;
+    if let Some(conversation) = outcome {
+        tx.commit().await?;
+        let _ = cache.delete(&format!("conversation:{conversation}")).await;
+        return Ok(Closed::Closed);
+    }
+    // Nothing changed: say why.
     let Some(h) = lock(&mut tx, id).await? else {
         return Ok(Closed::Unknown);
     };
+    Ok(match how.manager.and_then(|m| h.held_by_other(m)) {
+        Some(owner) if h.is_open() => Closed::Held(owner),
+        _ => Closed::AlreadyClosed,
+    })
+}
+
+/// Closes an open handover within the caller's transaction; returns its
+/// conversation, or `None` when it is unknown, closed or held by another manager.
+async fn close_in(
+    tx: &mut PgConnection,
+    id: Uuid,
+    how: &Closing<'_>,
+) -> sqlx::Result<Option<Uuid>> {
+    let Some(h) = lock(&mut *tx, id).await? else {
+        return Ok(None);
+    };
     let conversation = h.conversation_id;
-    if !h.is_open() {
-        return Ok(Closed::AlreadyClosed);
-    }
-    if let Some(owner) = how.manager.and_then(|m| h.held_by_other(m)) {
-        return Ok(Closed::Held(owner));
+    if !h.is_open() || how.manager.and_then(|m| h.held_by_other(m)).is_some() {
+        return Ok(None);
     }
     sqlx::query(
         "UPDATE handovers SET status = $2, resolved_at = now(), resolution_type = $3, resolution_notes = $4,
@@ -328,9 +348,7 @@ pub async fn close(
         &format!("closed:{id}"),
     )
     .await?;
-    tx.commit().await?;
-    let _ = cache.delete(&format!("conversation:{conversation}")).await;
-    Ok(Closed::Closed)
+    Ok(Some(conversation))
 }
 
 /// What relaying a manager's message did.
@@ -434,37 +452,25 @@ pub async fn expire(
     auto_return_hours: u32,
 ) -> sqlx::Result<bool> {
     let expired: Option<Uuid> = sqlx::query_scalar(
-        "UPDATE handovers SET status = 'timeout', resolved_at = now()
+        "SELECT id FROM handovers
          WHERE conversation_id = $1 AND status IN ('pending', 'notified', 'active')
-           AND created_at < now() - make_interval(hours => $2)
-         RETURNING id",
+           AND created_at < now() - make_interval(hours => $2)",
     )
     .bind(conversation_id)
     .bind(auto_return_hours as i32)
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some(id) = expired {
-        sqlx::query("UPDATE conversations SET status = 'active' WHERE id = $1")
-            .bind(conversation_id)
-            .execute(&mut *tx)
-            .await?;
-        audit::record(
-            &mut *tx,
-            "handover",
-            "system",
-            json!({"handover_id": id, "event": "timeout"}),
-        )
-        .await?;
-        queue_notice(
-            &mut *tx,
-            id,
-            Kind::Closed,
-            Some(&timeout_note(auto_return_hours)),
-            &format!("closed:{id}"),
-        )
-        .await?;
-    }
-    Ok(expired.is_some())
+    let Some(id) = expired else {
+        return Ok(false);
+    };
+    let notes = timeout_note(auto_return_hours);
+    let how = Closing {
+        status: "timeout",
+        resolution: None,
+        notes: Some(&notes),
+        manager: None,
+    };
+    Ok(close_in(tx, id, &how).await?.is_some())
 }
 
 /// Why a handover went back to the bot by itself (for the managers).

@@ -20,9 +20,13 @@ use crate::runtime::Runtime;
 
 pub async fn run_notifier(rt: Arc<Runtime>) {
     let poll = rt.config.tuning.poll_interval;
+    let mut last_sweep: Option<tokio::time::Instant> = None;
     loop {
-        if let Err(e) = sweep(&rt).await {
-            tracing::warn!(error = %format!("{e:#}"), "handover sweep");
+        if last_sweep.is_none_or(|t| t.elapsed() >= rt.config.tuning.handover_sweep) {
+            last_sweep = Some(tokio::time::Instant::now());
+            if let Err(e) = sweep(&rt).await {
+                tracing::warn!(error = %format!("{e:#}"), "handover sweep");
+            }
         }
         loop {
             match deliver_due(&rt).await {

@@ -75,6 +75,11 @@ impl Telegram {
         self.chat
     }
 
+    /// Whether each customer has a forum topic (else replies go to the card).
+    pub fn use_topics(&self) -> bool {
+        self.use_topics
+    }
+
     pub fn bot(&self) -> &Throttle<Bot> {
         &self.bot
     }

@@ -133,23 +133,7 @@ pub async fn handle_update(
     telegram: &Telegram,
     update: &Update,
 ) -> anyhow::Result<()> {
-    let use_topics = rt
-        .config
-        .spec
-        .handover
-        .adapter
-        .telegram
-        .as_ref()
-        .or_else(|| {
-            rt.config
-                .spec
-                .handover
-                .fallback
-                .as_ref()
-                .and_then(|f| f.telegram.as_ref())
-        })
-        .is_none_or(|t| t.use_topics);
-    let Some(action) = read_update(update, telegram.chat(), use_topics) else {
+    let Some(action) = read_update(update, telegram.chat(), telegram.use_topics()) else {
         return Ok(());
     };
     let query = match &update.kind {
