@@ -1,12 +1,17 @@
 # The two commands a newcomer needs: `make run` (the local platform) and
 # `make test` (everything CI runs). Everything else is a building block of those.
-.PHONY: run test check bench crds toolchain testenv-build testenv-up
+.PHONY: run scenario test check bench crds toolchain binaries testenv-build testenv-up
 
 CARGO ?= cargo
 
 ## Run all checks and tests against a real PostgreSQL, Redis and kube-apiserver.
-test: check
+## The end-to-end test runs the operator and runtime binaries, so they are built first.
+test: check binaries
 	scripts/testenv.sh run -- $(CARGO) test --workspace --locked
+
+## truffles-operator, truffles-bot and truffles-dev (the local platform).
+binaries: toolchain
+	$(CARGO) build --workspace --bins --locked
 
 ## Formatting and lints (warnings are errors).
 check: toolchain
@@ -36,8 +41,11 @@ testenv-up:
 	scripts/testenv.sh up
 
 ## The local platform: PostgreSQL, Redis, kube-apiserver with the CRDs, the
-## operator, and the example tenants (namespace demo) reconciled to Ready.
-## Ctrl-C stops everything.
-run: toolchain
-	$(CARGO) build -p truffles-operator
-	scripts/testenv.sh up --with-examples --with-operator
+## embedding model, the operator, and the example tenants (namespace demo), each
+## Active tenant's runtime run by the development supervisor. Ctrl-C stops it all.
+run: binaries
+	scripts/testenv.sh run -- $(CARGO) run -q --locked -p truffles-tests --bin truffles-dev -- up
+
+## The end-to-end scenario on a fresh local platform, with its transcript.
+scenario: binaries
+	scripts/testenv.sh run -- $(CARGO) run -q --locked -p truffles-tests --bin truffles-dev -- scenario

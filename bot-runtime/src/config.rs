@@ -19,6 +19,21 @@ use crate::handover::HandoverConfig;
 use crate::handover::adapter::{AdapterConfig, read_secrets};
 use crate::knowledge::{KnowledgeConfig, default_min_score};
 
+/// Where the runtime finds what its pod mounts (the operator's Deployment).
+pub const CONFIG_FILE: &str = "/etc/truffles/client.json";
+pub const DATA_DIR: &str = "/var/lib/truffles";
+pub const KNOWLEDGE_DIR: &str = "/etc/truffles/knowledge";
+pub const SECRETS_DIR: &str = "/etc/truffles/secrets";
+
+/// Every path setting as (variable, default): a process outside a pod (the
+/// development supervisor) points each at its own copy of the mounts.
+pub const PATH_SETTINGS: [(&str, &str); 4] = [
+    ("TRUFFLES_CONFIG_FILE", CONFIG_FILE),
+    ("TRUFFLES_DATA_DIR", DATA_DIR),
+    ("TRUFFLES_KNOWLEDGE_DIR", KNOWLEDGE_DIR),
+    ("TRUFFLES_SECRETS_DIR", SECRETS_DIR),
+];
+
 /// How the WhatsApp channel (ChatFlow) is reached.
 #[derive(Clone, Debug)]
 pub struct ChatflowConfig {
@@ -116,7 +131,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "TRUFFLES_CONFIG_FILE",
-        default_value = "/etc/truffles/client.json"
+        default_value = CONFIG_FILE
     )]
     pub config_file: PathBuf,
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -141,13 +156,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TRUFFLES_COALESCE_MS", default_value_t = 1500)]
     pub coalesce_ms: u64,
     /// The runtime's volume (the Qdrant Edge shard lives in `knowledge/`).
-    #[arg(long, env = "TRUFFLES_DATA_DIR", default_value = "/var/lib/truffles")]
+    #[arg(long, env = "TRUFFLES_DATA_DIR", default_value = DATA_DIR)]
     pub data_dir: PathBuf,
     /// Where the operator mounts ConfigMap knowledge sources, one folder each.
     #[arg(
         long,
         env = "TRUFFLES_KNOWLEDGE_DIR",
-        default_value = "/etc/truffles/knowledge"
+        default_value = KNOWLEDGE_DIR
     )]
     pub knowledge_dir: PathBuf,
     /// Embeddings endpoint when it is neither llm.embeddingBaseUrl nor llm.baseUrl.
@@ -161,7 +176,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "TRUFFLES_SECRETS_DIR",
-        default_value = "/etc/truffles/secrets"
+        default_value = SECRETS_DIR
     )]
     pub secrets_dir: PathBuf,
     /// The tenant's public base URL (https://host), when it has an Ingress.

@@ -50,7 +50,7 @@ async fn main() -> Result<()> {
             let mut running = runtime::start(Runtime::from_config(config)?).await?;
             tokio::select! {
                 result = running.wait() => result,
-                _ = tokio::signal::ctrl_c() => Ok(()),
+                signal = shutdown_signal() => signal,
             }
         }
         Command::KnowledgeSync {
@@ -79,4 +79,16 @@ async fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The kubelet stops a pod with SIGTERM; a terminal with SIGINT.
+async fn shutdown_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+    Ok(())
 }
