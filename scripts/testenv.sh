@@ -7,11 +7,9 @@
 #   scripts/testenv.sh run -- CMD...   start everything, run CMD with DATABASE_URL,
 #                                      REDIS_URL and KUBECONFIG set, tear down
 #                                      (also on failure or Ctrl-C), exit with CMD's code
-#   scripts/testenv.sh up [--with-examples [--with-operator]]
-#                                      start everything, install the CRDs (apply
-#                                      examples/tenants into namespace demo, run
-#                                      target/debug/truffles-operator), print the
-#                                      variables and wait until Ctrl-C
+#   scripts/testenv.sh up              start everything, install the CRDs, print
+#                                      the variables and wait until Ctrl-C (the
+#                                      whole platform is `make run`)
 #   scripts/testenv.sh build           build (or reuse) the control-plane binaries
 #
 # The control plane is built with `go build` from the Go modules in
@@ -329,21 +327,6 @@ up)
     start_all
     kubectl apply --server-side --field-manager truffles -f "$ROOT/crds/truffles.kz_crds.yaml" >&2
     kubectl wait --for condition=Established --timeout 60s crd/trufflesclients.truffles.kz crd/subscriptions.truffles.kz >&2
-    if [[ ${2:-} == --with-examples ]]; then
-        kubectl create namespace demo >&2
-        kubectl apply -n demo -f "$ROOT/examples/tenants/" >&2
-    fi
-    if [[ ${3:-} == --with-operator ]]; then
-        start_bg truffles-operator env RUST_LOG=info TRUFFLES_METRICS_ADDR="127.0.0.1:$(free_port)" \
-            "$ROOT/target/debug/truffles-operator"
-        log "truffles-operator started (log: $TMP/logs/truffles-operator.log); waiting for the tenants"
-        kubectl wait -n demo --for condition=Ready --timeout 120s trufflesclients --all >&2 ||
-            log "not every tenant is Ready yet: kubectl describe trufflesclients -n demo"
-    fi
-    if [[ ${2:-} == --with-examples ]]; then
-        kubectl get trufflesclients,subscriptions -n demo >&2
-        log "webhook URL of flower-shop: kubectl get secret -n demo flower-shop-webhook -o jsonpath='{.data.url}' | base64 -d"
-    fi
     cat <<EOF
 # The local stack is up. In another shell:
 export DATABASE_URL='$DATABASE_URL'

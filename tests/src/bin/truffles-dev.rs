@@ -48,6 +48,7 @@ async fn main() -> Result<()> {
                 .unwrap_or_else(|_| default_filter.into()),
         )
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::Up { namespace } => up(&namespace).await,
@@ -118,7 +119,10 @@ async fn print_summary(platform: &Platform, tenants: &[LocalTenant]) {
         println!("  {}/{} «{}»: {state}", t.namespace, t.name, t.company);
         if let Ok(url) = platform.webhook_url(t).await {
             println!("    webhook (ChatFlow posts here): {url}");
-            example.get_or_insert(url);
+            // The sample question is about flowers.
+            if t.name == "flower-shop" || example.is_none() {
+                example = Some(url);
+            }
         }
         if let Some(r) = runtime {
             println!("    log: {}", r.log.display());
@@ -156,7 +160,7 @@ async fn print_summary(platform: &Platform, tenants: &[LocalTenant]) {
     println!(
         "  kubectl get trufflesclients,subscriptions -A\n  \
          kubectl patch tc flower-shop -n demo --type merge -p '{{\"spec\":{{\"state\":\"Suspended\"}}}}'   # the runtime stops\n  \
-         kubectl apply -n demo -f examples/tenants/   # back as in git\n\nCtrl-C stops everything.\n"
+         kubectl patch tc flower-shop -n demo --type merge -p '{{\"spec\":{{\"state\":\"Active\"}}}}'      # and starts again\n\nCtrl-C stops everything.\n"
     );
 }
 

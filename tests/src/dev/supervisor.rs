@@ -497,7 +497,7 @@ async fn run(
     }
     for (key, slot) in std::mem::take(&mut slots) {
         if let Some(p) = slot.process {
-            tracing::info!(tenant = %key.1, namespace = %key.0, "stopping the runtime");
+            tracing::info!(namespace = %key.0, deployment = %key.1, "stopping the runtime");
             p.stop(GRACE).await;
         }
     }
