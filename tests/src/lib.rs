@@ -318,6 +318,23 @@ pub fn secret_manifest(name: &str) -> serde_json::Value {
     serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{name}-creds")}, "stringData": {"token": "chatflow-token-value"}})
 }
 
+/// What kube's watcher needs of an object type.
+pub trait Watched:
+    kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Waits up to `within` until the object `name` satisfies `check`.
 pub async fn wait_for<K>(
     api: &Api<K>,
@@ -327,13 +344,7 @@ pub async fn wait_for<K>(
     check: impl Fn(&K) -> bool,
 ) -> Result<K>
 where
-    K: kube::Resource
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     wait_until(api, name, what, within, move |obj: Option<&K>| {
         obj.is_some_and(&check)
@@ -355,13 +366,7 @@ pub async fn wait_until<K>(
     cond: impl Condition<K>,
 ) -> Result<Option<K>>
 where
-    K: kube::Resource
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = watcher(api.clone(), config).default_backoff().boxed();
@@ -401,6 +406,19 @@ where
             .unwrap_or_default();
         format!("{name}: {what} within {within:?}{error}")
     })
+}
+
+/// Waits up to `within` until no object `name` exists (kube's `is_deleted`
+/// needs the uid of the one that must go; this needs none).
+pub async fn wait_gone<K>(api: &Api<K>, name: &str, within: Duration) -> Result<()>
+where
+    K: Watched,
+{
+    wait_until(api, name, "deleted", within, |obj: Option<&K>| {
+        obj.is_none()
+    })
+    .await
+    .map(drop)
 }
 
 /// Waits for an Event about `name` that satisfies `check`. The operator

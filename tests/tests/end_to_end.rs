@@ -4,32 +4,48 @@
 //! `examples/tenants`, the development supervisor runs its truffles-bot, and a
 //! customer, a manager and a platform engineer go through a day of it.
 
-use anyhow::Result;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
 use truffles_tests::dev::scenario::{self, Transcript};
 use truffles_tests::dev::{Platform, Settings};
-use truffles_tests::{TestDatabase, TestNamespace, env_var, kube_client};
+use truffles_tests::managers::eventually;
+use truffles_tests::{TestDatabase, TestNamespace, env_var, kube_client, workspace_root};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_customer_a_manager_and_the_tenants_lifecycle() -> Result<()> {
+const WAIT: Duration = Duration::from_secs(120);
+
+/// A platform of its own: a fresh platform database, a namespace that the
+/// operator and the supervisor alone watch, stand-ins only.
+async fn isolated(prefix: &str) -> Result<(TestDatabase, TestNamespace, Settings)> {
     let db = TestDatabase::create().await?;
     let client = kube_client().await?;
-    let ns = TestNamespace::create(&client, "e2e").await?;
+    let ns = TestNamespace::create(&client, prefix).await?;
     let mut settings = Settings::from_env(Some(ns.name.clone()))?;
-    // The operator's platform database: this test's own.
     let server = env_var("DATABASE_URL")?;
     let (base, _) = server
         .rsplit_once('/')
         .ok_or_else(|| anyhow::anyhow!("DATABASE_URL has no database"))?;
     settings.database_url = format!("{base}/{}", db.name);
     settings.state_dir = std::env::temp_dir().join(format!("truffles-e2e-{}", ns.name));
-    // Whatever the developer exported, the test runs retrieval-only on stand-ins.
+    // Whatever the developer exported, tests run retrieval-only on stand-ins.
     settings.options.openai_api_key = None;
     settings.options.chatflow = None;
-    let state_dir = settings.state_dir.clone();
+    Ok((db, ns, settings))
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_customer_a_manager_and_the_tenants_lifecycle() -> Result<()> {
+    let (_db, ns, settings) = isolated("e2e").await?;
+    let state_dir = settings.state_dir.clone();
     let platform = Platform::start(settings).await?;
     let mut transcript = Transcript::new(false);
-    let result = scenario::run(&platform, &ns.name, &mut transcript).await;
+    let name = unique_name("flower-shop", &ns);
+    let result = scenario::run(&platform, &ns.name, Some(&name), &mut transcript).await;
     platform.stop().await;
     println!("{}", transcript.text());
     result?;
@@ -46,7 +62,10 @@ async fn a_customer_a_manager_and_the_tenants_lifecycle() -> Result<()> {
         "8:00 до 22:00",
         "silent: nothing serves the webhook while suspended",
         "data kept:",
-        "purged: schema tenant_flower_shop and role dropped",
+        &format!(
+            "purged: schema tenant_{} and role dropped",
+            name.replace('-', "_")
+        ),
     ] {
         assert!(text.contains(expected), "no {expected:?} in:\n{text}");
     }
@@ -59,4 +78,99 @@ async fn a_customer_a_manager_and_the_tenants_lifecycle() -> Result<()> {
     ns.delete().await?;
     let _ = std::fs::remove_dir_all(state_dir);
     Ok(())
+}
+
+/// The supervisor plays the kubelet: a changed Secret rolls the runtime out
+/// with the new value, a crashed runtime is started again. (The dental clinic:
+/// tenant names are cluster-wide PostgreSQL roles, so not the scenario's shop.)
+#[tokio::test(flavor = "multi_thread")]
+async fn the_supervisor_rolls_out_changed_secrets_and_restarts_crashes() -> Result<()> {
+    let (_db, ns, settings) = isolated("e2e-sup").await?;
+    let state_dir = settings.state_dir.clone();
+    let platform = Platform::start(settings).await?;
+    let result = async {
+        let path = workspace_root().join("examples/tenants/dental-clinic.yaml");
+        let name = unique_name("smile-dental", &ns);
+        let tenant = platform.apply_tenant(&ns.name, &path, Some(&name)).await?;
+        let first = platform.wait_ready(&tenant, WAIT).await?;
+        let first_pid = first.pid.context("no pid")?;
+        assert_eq!(
+            environ(first_pid)?
+                .get("CHATFLOW_TOKEN")
+                .map(String::as_str),
+            Some("replace-with-chatflow-token")
+        );
+
+        // Rotate the ChatFlow token: a new process with the new value.
+        let secrets: Api<Secret> = ns.api();
+        secrets
+            .patch(
+                "smile-dental-credentials",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"stringData": {"chatflow-token": "rotated-token"}})),
+            )
+            .await?;
+        let second = eventually("the runtime rolled out", WAIT, || {
+            platform
+                .supervisor
+                .runtime(&ns.name, &tenant.name)
+                .filter(|r| r.running && r.pid.is_some_and(|p| p != first_pid))
+        })
+        .await?;
+        let second_pid = second.pid.context("no pid")?;
+        assert_eq!(
+            environ(second_pid)?
+                .get("CHATFLOW_TOKEN")
+                .map(String::as_str),
+            Some("rotated-token")
+        );
+        assert!(
+            !std::path::Path::new(&format!("/proc/{first_pid}")).exists(),
+            "the old process was stopped"
+        );
+        platform.wait_running(&tenant, WAIT).await?;
+
+        // A crash: started again after a backoff, on the same address.
+        std::process::Command::new("kill")
+            .args(["-KILL", &second_pid.to_string()])
+            .status()?;
+        let third = eventually("the crashed runtime restarted", WAIT, || {
+            platform
+                .supervisor
+                .runtime(&ns.name, &tenant.name)
+                .filter(|r| r.running && r.pid.is_some_and(|p| p != second_pid))
+        })
+        .await?;
+        assert_eq!(third.addr, second.addr, "a restarted runtime keeps its URL");
+        platform.wait_running(&tenant, WAIT).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    platform.stop().await;
+    result?;
+    ns.delete().await?;
+    let _ = std::fs::remove_dir_all(state_dir);
+    Ok(())
+}
+
+/// The example's name made unique: tenant names are PostgreSQL roles, shared
+/// by every database of the test server (the operator tests provision the
+/// examples too).
+fn unique_name(example: &str, ns: &TestNamespace) -> String {
+    let suffix = ns.name.rsplit('-').next().unwrap_or_default();
+    format!("{example}-{suffix}")
+}
+
+/// A process's environment, from /proc.
+fn environ(pid: u32) -> Result<HashMap<String, String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ"))?;
+    Ok(raw
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            std::str::from_utf8(kv)
+                .ok()?
+                .split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect())
 }

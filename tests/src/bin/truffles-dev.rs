@@ -56,7 +56,7 @@ async fn main() -> Result<()> {
             let platform = Platform::start(Settings::from_env(Some("scenario".into()))?).await?;
             let mut transcript = Transcript::new(true);
             println!("\n── The end-to-end scenario ──");
-            let result = scenario::run(&platform, "scenario", &mut transcript).await;
+            let result = scenario::run(&platform, "scenario", None, &mut transcript).await;
             platform.stop().await;
             match &result {
                 Ok(()) => println!("── Scenario passed ──"),
@@ -71,7 +71,7 @@ async fn up(namespace: &str) -> Result<()> {
     let platform = Platform::start(Settings::from_env(None)?).await?;
     let mut tenants = Vec::new();
     for path in truffles_tests::yaml_files("examples/tenants")? {
-        tenants.push(platform.apply_tenant(namespace, &path).await?);
+        tenants.push(platform.apply_tenant(namespace, &path, None).await?);
     }
     for tenant in &tenants {
         if let Err(e) = platform.wait_ready(tenant, Duration::from_secs(180)).await {

@@ -280,6 +280,28 @@ pub fn localize(docs: &mut [Value], endpoints: &Endpoints, options: &LocalOption
     Ok(())
 }
 
+/// Gives the tenant another name (its Subscription follows; the Secrets and
+/// ConfigMaps it refers to keep theirs). Tenant names are PostgreSQL roles,
+/// which are shared by every database of a server, so tests that provision
+/// the same example side by side need names of their own.
+pub fn rename(docs: &mut [Value], name: &str) -> Result<()> {
+    let client = client_mut(docs)?;
+    let old = str_of(&client["metadata"]["name"])?.to_owned();
+    client["metadata"]["name"] = json!(name);
+    let confirm = &mut client["spec"]["deletion"]["confirmPurge"];
+    if confirm.as_str() == Some(&old) {
+        *confirm = json!(name);
+    }
+    for sub in docs
+        .iter_mut()
+        .filter(|d| d["kind"] == "Subscription" && d["spec"]["clientRef"]["name"] == old.as_str())
+    {
+        sub["metadata"]["name"] = json!(name);
+        sub["spec"]["clientRef"]["name"] = json!(name);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,6 +397,26 @@ mod tests {
         let spec = &client(&docs).expect("client")["spec"];
         assert_eq!(spec["channels"]["whatsapp"]["instanceId"], "inst-real");
         assert!(spec["llm"]["apiKeySecretRef"].is_object());
+    }
+
+    #[test]
+    fn a_renamed_tenant_keeps_its_subscription_and_purge_confirmation() {
+        let path = crate::workspace_root().join("examples/tenants/dental-clinic.yaml");
+        let mut docs = crate::read_manifests(&path).expect("parses");
+        rename(&mut docs, "smile-test").expect("renames");
+        let tc = client(&docs).expect("client");
+        assert_eq!(tc["metadata"]["name"], "smile-test");
+        assert_eq!(tc["spec"]["deletion"]["confirmPurge"], "smile-test");
+        let sub = docs
+            .iter()
+            .find(|d| d["kind"] == "Subscription")
+            .expect("subscription");
+        assert_eq!(sub["spec"]["clientRef"]["name"], "smile-test");
+        // Referenced Secrets keep their names.
+        assert_eq!(
+            tc["spec"]["channels"]["whatsapp"]["tokenSecretRef"]["name"],
+            "smile-dental-credentials"
+        );
     }
 
     #[test]

@@ -131,9 +131,18 @@ impl Platform {
     }
 
     /// Starts the stand-ins a tenant's manifest file needs, points the tenant at
-    /// them and applies the file into `namespace` (created if missing).
-    pub async fn apply_tenant(&self, namespace: &str, path: &Path) -> Result<LocalTenant> {
+    /// them and applies the file into `namespace` (created if missing), under
+    /// the name `rename` when given.
+    pub async fn apply_tenant(
+        &self,
+        namespace: &str,
+        path: &Path,
+        rename: Option<&str>,
+    ) -> Result<LocalTenant> {
         let mut docs = crate::read_manifests(path)?;
+        if let Some(name) = rename {
+            localize::rename(&mut docs, name)?;
+        }
         let options = &self.settings.options;
         let mut stand_ins = StandIns::default();
         let mut endpoints = Endpoints::default();

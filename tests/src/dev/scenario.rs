@@ -16,7 +16,6 @@ use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::wait::conditions;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use truffles_crds::TrufflesClient;
@@ -65,14 +64,20 @@ impl Transcript {
     }
 }
 
-/// Runs the scenario with the flower shop of `examples/tenants` in `namespace`.
-pub async fn run(platform: &Platform, namespace: &str, transcript: &mut Transcript) -> Result<()> {
+/// Runs the scenario with the flower shop of `examples/tenants` in
+/// `namespace` (named `rename` when given).
+pub async fn run(
+    platform: &Platform,
+    namespace: &str,
+    rename: Option<&str>,
+    transcript: &mut Transcript,
+) -> Result<()> {
     let path = crate::workspace_root().join("examples/tenants/flower-shop.yaml");
     transcript.say(
         "platform",
         &format!("kubectl apply -n {namespace} -f examples/tenants/flower-shop.yaml"),
     );
-    let tenant = platform.apply_tenant(namespace, &path).await?;
+    let tenant = platform.apply_tenant(namespace, &path, rename).await?;
     let mut s = Scenario::new(platform, tenant).await?;
     s.provisioned(transcript).await?;
     s.conversation(transcript).await?;
@@ -162,13 +167,17 @@ impl<'a> Scenario<'a> {
         )))
         .fetch_one(&self.admin)
         .await?;
+        // One document per key of the ConfigMap sources.
         let config_maps: Api<ConfigMap> =
             Api::namespaced(self.platform.client.clone(), &self.tenant.namespace);
-        let documents = config_maps
-            .get(&format!("{}-knowledge", self.tenant.name))
-            .await?
-            .data
-            .map_or(0, |d| d.len());
+        let tcs: Api<TrufflesClient> =
+            Api::namespaced(self.platform.client.clone(), &self.tenant.namespace);
+        let mut documents = 0;
+        for source in tcs.get(&self.tenant.name).await?.spec.knowledge.sources {
+            if let Some(cm) = source.config_map {
+                documents += config_maps.get(&cm.name).await?.data.map_or(0, |d| d.len());
+            }
+        }
         ensure!(
             indexed == documents as i64,
             "{indexed} of the shop's {documents} documents are indexed: {report}"
@@ -421,14 +430,8 @@ impl<'a> Scenario<'a> {
             .await?;
         let tcs: Api<TrufflesClient> = Api::namespaced(client.clone(), &ns);
         tcs.delete(&name, &DeleteParams::default()).await?;
-        crate::wait_until(
-            &tcs,
-            &name,
-            "deleted",
-            LIFECYCLE,
-            conditions::is_deleted(""),
-        )
-        .await?;
+        // The finalizer holds the object until the data is purged.
+        crate::wait_gone(&tcs, &name, LIFECYCLE).await?;
         self.platform.wait_stopped(&self.tenant, LIFECYCLE).await?;
 
         // Nothing left: Kubernetes objects (garbage-collected through their
@@ -436,46 +439,16 @@ impl<'a> Scenario<'a> {
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
         let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-        for (what, gone) in [
-            (
-                "Deployment",
-                crate::wait_until(
-                    &deployments,
-                    &format!("{name}-bot"),
-                    "deleted",
-                    LIFECYCLE,
-                    conditions::is_deleted(""),
-                )
-                .await
-                .map(|_| ()),
-            ),
-            (
-                "runtime ConfigMap",
-                crate::wait_until(
-                    &config_maps,
-                    &format!("{name}-runtime"),
-                    "deleted",
-                    LIFECYCLE,
-                    conditions::is_deleted(""),
-                )
-                .await
-                .map(|_| ()),
-            ),
-            (
-                "runtime Secret",
-                crate::wait_until(
-                    &secrets,
-                    &format!("{name}-runtime"),
-                    "deleted",
-                    LIFECYCLE,
-                    conditions::is_deleted(""),
-                )
-                .await
-                .map(|_| ()),
-            ),
-        ] {
-            gone.with_context(|| format!("the {what} outlived the purge"))?;
-        }
+        let outlived = |what: &str| format!("the {what} outlived the purge");
+        crate::wait_gone(&deployments, &format!("{name}-bot"), LIFECYCLE)
+            .await
+            .with_context(|| outlived("Deployment"))?;
+        crate::wait_gone(&config_maps, &format!("{name}-runtime"), LIFECYCLE)
+            .await
+            .with_context(|| outlived("runtime ConfigMap"))?;
+        crate::wait_gone(&secrets, &format!("{name}-runtime"), LIFECYCLE)
+            .await
+            .with_context(|| outlived("runtime Secret"))?;
         let tenant = TenantDb::for_client(&name)?;
         let (schema, role): (bool, bool) = sqlx::query_as(
             "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1),

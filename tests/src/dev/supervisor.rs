@@ -355,6 +355,7 @@ pub struct LocalRuntime {
     pub addr: SocketAddr,
     /// Running now (false while stopped, crashed or not startable).
     pub running: bool,
+    pub pid: Option<u32>,
     /// Why it cannot start, if it cannot.
     pub problem: Option<String>,
     pub log: PathBuf,
@@ -452,13 +453,7 @@ struct Stores {
 /// A reflector kept up to date in the background, ready once listed.
 async fn watch_store<K>(api: Api<K>, config: watcher::Config) -> Result<Store<K>>
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: crate::Watched + kube::Resource<DynamicType = ()>,
 {
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, config))
@@ -581,6 +576,7 @@ async fn reconcile(
             tenant: tenant.clone(),
             addr,
             running: false,
+            pid: None,
             problem: None,
             log: log.clone(),
         };
@@ -592,6 +588,12 @@ async fn reconcile(
                     tracing::warn!(namespace = %key.0, deployment = %key.1, error = %e, "the runtime cannot start");
                 }
                 view.problem = Some(e.to_string());
+                // Like a kubelet: a running pod keeps running; only a new one
+                // cannot start.
+                if let Some(p) = slots.get(&key).and_then(|s| s.process.as_ref()) {
+                    view.running = true;
+                    view.pid = p.id();
+                }
                 lock(runtimes).insert(key, view);
                 continue;
             }
@@ -634,6 +636,7 @@ async fn reconcile(
             }
         }
         view.running = slot.process.is_some();
+        view.pid = slot.process.as_ref().and_then(LocalProcess::id);
         lock(runtimes).insert(key, view);
     }
 }
