@@ -31,6 +31,9 @@ enum Command {
         #[arg(long, env = "TRUFFLES_RUNTIME_URL")]
         runtime_url: Option<String>,
     },
+    /// The platform's health check: PostgreSQL, Redis, Qdrant, the LLM and
+    /// ChatFlow APIs, with Telegram alerts to the admin and /metrics.
+    Health(Box<truffles_bot::health::platform::HealthArgs>),
 }
 
 #[tokio::main]
@@ -53,6 +56,7 @@ async fn main() -> Result<()> {
                 signal = shutdown_signal() => signal,
             }
         }
+        Command::Health(args) => truffles_bot::health::platform::run(*args).await,
         Command::KnowledgeSync {
             client_name,
             webhook_secret,

@@ -75,7 +75,14 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
     let client = kube_client().await?;
     let ns = TestNamespace::create(&client, "chart").await?;
 
-    let rendered = template(&ns.name, &["telegram.existingSecret=owner-bot"])?;
+    let rendered = template(
+        &ns.name,
+        &[
+            "telegram.existingSecret=owner-bot",
+            "health.enabled=true",
+            "health.adminChatId=123456789",
+        ],
+    )?;
     let out = run(
         "kubectl",
         &["apply", "--dry-run=server", "-f", "-"],
@@ -85,12 +92,21 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         "serviceaccount/truffles-operator",
         "clusterrole.rbac.authorization.k8s.io/truffles-operator",
         "deployment.apps/truffles-operator",
+        "deployment.apps/truffles-health",
     ] {
         ensure!(out.contains(object), "{object} not accepted: {out}");
     }
     ensure!(
         rendered.contains("TRUFFLES_TELEGRAM_BOT_TOKEN"),
         "the bot token Secret is wired"
+    );
+    ensure!(
+        rendered.contains("TRUFFLES_ADMIN_CHAT_ID") && rendered.contains(r#"args: ["health"]"#),
+        "the health check runs `truffles-bot health` with the admin's chat"
+    );
+    ensure!(
+        !template(&ns.name, &[])?.contains("truffles-health"),
+        "the health check is off by default"
     );
     ensure!(
         !rendered.contains("kind: ServiceMonitor"),

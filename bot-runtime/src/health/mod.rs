@@ -1,6 +1,10 @@
 //! `/readyz`: each dependency probed with a short timeout. Only PostgreSQL is
 //! required (events cannot be stored without it); the others are reported so
 //! a degraded runtime is visible, while it keeps answering.
+//!
+//! [`platform`] is the platform's own health check (`truffles-bot health`).
+
+pub mod platform;
 
 use std::sync::Arc;
 
