@@ -73,3 +73,35 @@ pub fn raw_input(body: &[u8]) -> Value {
     let text = String::from_utf8_lossy(&body[..body.len().min(CAP)]);
     serde_json::json!({"raw": text, "bytes": body.len(), "truncated": body.len() > CAP})
 }
+
+/// How long error rows keep the customer's input (SPEC "Security": logs are
+/// anonymized after 7 days).
+pub const ERROR_INPUT_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// A phone number or WhatsApp id in free text: ten or more digits, possibly
+/// with `+`, spaces, dashes or parentheses between them (PostgreSQL regex).
+const PHONE_PATTERN: &str = r"\+?[0-9][0-9 ()-]{8,}[0-9]";
+
+/// The retention job: error rows older than `older_than` lose their input
+/// (the raw webhook or query, with the customer's number and words) and have
+/// phone numbers masked in their message. Returns how many rows changed;
+/// running it again changes nothing.
+pub async fn anonymize_old_errors<'e>(
+    db: impl PgExecutor<'e>,
+    older_than: std::time::Duration,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE error_logs
+            SET input_data = NULL,
+                message = regexp_replace(message, $2, '[phone]', 'g'),
+                stack = regexp_replace(stack, $2, '[phone]', 'g')
+          WHERE created_at < now() - make_interval(secs => $1)
+            AND (input_data IS NOT NULL OR message ~ $2 OR stack ~ $2)",
+    )
+    .bind(older_than.as_secs_f64())
+    .bind(PHONE_PATTERN)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -226,6 +226,19 @@ pub async fn start(runtime: Runtime) -> Result<Running> {
             }
         });
     }
+    let rt = runtime.clone();
+    tasks.spawn(async move {
+        // The retention job: old error rows lose the customer's data.
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            match audit::anonymize_old_errors(&rt.db, audit::ERROR_INPUT_RETENTION).await {
+                Ok(0) => {}
+                Ok(rows) => tracing::info!(rows, "old error rows anonymized"),
+                Err(e) => tracing::warn!(error = %e, "anonymizing old error rows failed"),
+            }
+        }
+    });
     tracing::info!(%addr, tenant = %runtime.config.client_name, "runtime started");
     Ok(Running {
         addr,

@@ -69,6 +69,25 @@ async fn a_customer_a_manager_and_the_tenants_lifecycle() -> Result<()> {
     ] {
         assert!(text.contains(expected), "no {expected:?} in:\n{text}");
     }
+    // At info level the runtime logs no phone number and no message text.
+    let log = std::fs::read_to_string(
+        state_dir
+            .join("logs")
+            .join(format!("{}-{name}-bot.log", ns.name)),
+    )?;
+    assert!(
+        log.contains("runtime started"),
+        "the runtime's log is there"
+    );
+    for personal in [
+        scenario::PHONE,
+        "Позовите менеджера",
+        "Сколько стоит букет",
+        "Жеткізу",
+        "это Асель",
+    ] {
+        assert!(!log.contains(personal), "{personal:?} in the runtime's log");
+    }
     // The webhook secret never reaches the transcript (CI logs).
     assert!(
         text.match_indices("/webhook/")

@@ -636,10 +636,12 @@ async fn retire(tc: &TrufflesClient, ctx: &Context, tenant: &TenantDb) -> Result
     Ok(Outcome::retired(purged))
 }
 
-/// Cleanup when the resource itself is deleted (`kubectl delete`). Owned objects are
-/// garbage-collected by Kubernetes; the database is ours to handle.
+/// Cleanup when the resource itself is deleted (`kubectl delete`). Owned objects would
+/// be garbage-collected by Kubernetes, but only after the finalizer: the runtime is
+/// deleted first so it is not left running against a dropped schema or role.
 async fn cleanup(tc: Arc<TrufflesClient>, ctx: Arc<Context>) -> Result<Action, Error> {
     let tenant = TenantDb::for_client(&tc.name_any())?;
+    delete_runtime_objects(&ctx, &tc.namespace().unwrap_or_default(), &tc.name_any()).await?;
     remove_data(&tc, &ctx, &tenant).await?;
     Ok(Action::await_change())
 }

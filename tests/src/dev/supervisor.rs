@@ -276,11 +276,15 @@ impl LocalProcess {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let out =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        // Appended: a restarted process's log follows its predecessor's.
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
         let child = tokio::process::Command::new(program)
             .args(args)
-            // Only what the pod would get (plus PATH for nothing in particular).
+            // Only what the pod would get (and PATH, as a container has one).
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(env)
