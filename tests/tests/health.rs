@@ -8,9 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use truffles_bot::health::platform::{
-    AdminTelegram, HealthArgs, HealthMetrics, Incidents, Probes, round,
-};
+use truffles_bot::health::platform::{AdminTelegram, HealthArgs, HealthCheck, Probes};
 use truffles_tests::dev::supervisor::free_port;
 use truffles_tests::env_var;
 use truffles_tests::fakes::{FakeChatflow, FakeLlm};
@@ -69,22 +67,12 @@ async fn the_admin_hears_once_per_incident_and_on_recovery() -> Result<()> {
         metrics_addr: ([127, 0, 0, 1], 0).into(),
         once: false,
     };
-    let probes = Probes::new(&args)?;
     let admin = AdminTelegram::new("123:admin", ADMIN_CHAT, Some(&telegram.url))?;
-    let metrics = HealthMetrics::default();
-    let mut incidents = Incidents::new(GRACE);
-    let mut undelivered = Vec::new();
+    let mut check = HealthCheck::new(Probes::new(&args)?, GRACE, Some(admin));
     let texts = || -> Vec<String> { telegram.messages().into_iter().map(|m| m.text).collect() };
 
     // Everything up: silence, and the metrics say so.
-    let results = round(
-        &probes,
-        &mut incidents,
-        &metrics,
-        Some(&admin),
-        &mut undelivered,
-    )
-    .await;
+    let results = check.round().await;
     assert!(
         results.values().all(Result::is_ok),
         "all up at first: {results:?}"
@@ -95,7 +83,8 @@ async fn the_admin_hears_once_per_incident_and_on_recovery() -> Result<()> {
     );
     assert!(texts().is_empty());
     assert!(
-        metrics
+        check
+            .metrics
             .render()
             .contains("truffles_dependency_up{dependency=\"redis\"} 1")
     );
@@ -103,31 +92,18 @@ async fn the_admin_hears_once_per_incident_and_on_recovery() -> Result<()> {
     // Redis goes away: nothing within the grace period, one alert after it,
     // nothing more while it stays down.
     stop(redis);
-    round(
-        &probes,
-        &mut incidents,
-        &metrics,
-        Some(&admin),
-        &mut undelivered,
-    )
-    .await;
-    assert!(incidents.pending());
+    check.round().await;
+    assert!(check.urgent(), "re-probed soon");
     assert!(texts().is_empty(), "no alert within the grace period");
     assert!(
-        metrics
+        check
+            .metrics
             .render()
             .contains("truffles_dependency_up{dependency=\"redis\"} 0")
     );
     tokio::time::sleep(GRACE).await;
     for _ in 0..3 {
-        round(
-            &probes,
-            &mut incidents,
-            &metrics,
-            Some(&admin),
-            &mut undelivered,
-        )
-        .await;
+        check.round().await;
     }
     let sent = texts();
     assert_eq!(sent.len(), 1, "one alert per incident: {sent:?}");
@@ -137,22 +113,8 @@ async fn the_admin_hears_once_per_incident_and_on_recovery() -> Result<()> {
 
     // Back: one recovery message.
     let redis = start_redis(port, Some("s3cret-pass"))?;
-    round(
-        &probes,
-        &mut incidents,
-        &metrics,
-        Some(&admin),
-        &mut undelivered,
-    )
-    .await;
-    round(
-        &probes,
-        &mut incidents,
-        &metrics,
-        Some(&admin),
-        &mut undelivered,
-    )
-    .await;
+    check.round().await;
+    check.round().await;
     let sent = texts();
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert!(sent[1].contains("redis is back"), "{sent:?}");
@@ -160,47 +122,20 @@ async fn the_admin_hears_once_per_incident_and_on_recovery() -> Result<()> {
     // An alert Telegram refuses is sent with a later round, once.
     telegram.set_down(true);
     stop(redis);
-    round(
-        &probes,
-        &mut incidents,
-        &metrics,
-        Some(&admin),
-        &mut undelivered,
-    )
-    .await;
+    check.round().await;
     tokio::time::sleep(GRACE).await;
-    round(
-        &probes,
-        &mut incidents,
-        &metrics,
-        Some(&admin),
-        &mut undelivered,
-    )
-    .await;
-    assert_eq!(undelivered.len(), 1, "kept for the next round");
+    check.round().await;
+    assert_eq!(check.undelivered.len(), 1, "kept for the next round");
     telegram.set_down(false);
-    round(
-        &probes,
-        &mut incidents,
-        &metrics,
-        Some(&admin),
-        &mut undelivered,
-    )
-    .await;
-    round(
-        &probes,
-        &mut incidents,
-        &metrics,
-        Some(&admin),
-        &mut undelivered,
-    )
-    .await;
+    check.round().await;
+    check.round().await;
     let sent = texts();
     assert_eq!(sent.len(), 3, "{sent:?}");
     assert!(sent[2].contains("redis is down"), "{sent:?}");
-    assert!(undelivered.is_empty());
+    assert!(check.undelivered.is_empty());
     assert!(
-        metrics
+        check
+            .metrics
             .render()
             .contains("truffles_health_alerts_total{dependency=\"redis\"} 3")
     );

@@ -392,47 +392,69 @@ impl AdminTelegram {
     }
 }
 
-/// One round: probe, record, alert. Alerts that could not be delivered stay in
-/// `undelivered` and go with the next round.
-pub async fn round(
-    probes: &Probes,
-    incidents: &mut Incidents,
-    metrics: &HealthMetrics,
-    admin: Option<&AdminTelegram>,
-    undelivered: &mut Vec<Alert>,
-) -> BTreeMap<&'static str, Result<(), String>> {
-    let results = probes.run().await;
-    let now = Instant::now();
-    for (dependency, result) in &results {
-        let labels = DependencyLabels {
-            dependency: (*dependency).to_owned(),
-        };
-        metrics
-            .up
-            .get_or_create(&labels)
-            .set(i64::from(result.is_ok()));
-        if let Err(e) = result {
-            tracing::warn!(dependency, error = %e, "dependency probe failed");
-        }
-        if let Some(alert) = incidents.observe(dependency, result, now) {
-            metrics.alerts.get_or_create(&labels).inc();
-            tracing::warn!(alert = %alert.text(), "health alert");
-            undelivered.push(alert);
+/// The check's state between rounds.
+pub struct HealthCheck {
+    pub probes: Probes,
+    pub incidents: Incidents,
+    pub metrics: Arc<HealthMetrics>,
+    pub admin: Option<AdminTelegram>,
+    /// Alerts Telegram did not take yet; they go with the next round.
+    pub undelivered: Vec<Alert>,
+}
+
+impl HealthCheck {
+    pub fn new(probes: Probes, grace: Duration, admin: Option<AdminTelegram>) -> Self {
+        Self {
+            probes,
+            incidents: Incidents::new(grace),
+            metrics: Arc::new(HealthMetrics::default()),
+            admin,
+            undelivered: Vec::new(),
         }
     }
-    if let Some(admin) = admin {
-        let mut still = Vec::new();
-        for alert in undelivered.drain(..) {
-            if let Err(e) = admin.send(&alert.text()).await {
-                tracing::error!(error = %e, "the admin alert could not be sent; retrying next round");
-                still.push(alert);
+
+    /// One round: probe, record, alert.
+    pub async fn round(&mut self) -> BTreeMap<&'static str, Result<(), String>> {
+        let results = self.probes.run().await;
+        let now = Instant::now();
+        for (dependency, result) in &results {
+            let labels = DependencyLabels {
+                dependency: (*dependency).to_owned(),
+            };
+            self.metrics
+                .up
+                .get_or_create(&labels)
+                .set(i64::from(result.is_ok()));
+            if let Err(e) = result {
+                tracing::warn!(dependency, error = %e, "dependency probe failed");
+            }
+            if let Some(alert) = self.incidents.observe(dependency, result, now) {
+                self.metrics.alerts.get_or_create(&labels).inc();
+                tracing::warn!(alert = %alert.text(), "health alert");
+                self.undelivered.push(alert);
             }
         }
-        *undelivered = still;
-    } else {
-        undelivered.clear();
+        match &self.admin {
+            Some(admin) => {
+                let mut still = Vec::new();
+                for alert in self.undelivered.drain(..) {
+                    if let Err(e) = admin.send(&alert.text()).await {
+                        tracing::error!(error = %e, "the admin alert could not be sent; retrying next round");
+                        still.push(alert);
+                    }
+                }
+                self.undelivered = still;
+            }
+            // Logged above; nobody to tell.
+            None => self.undelivered.clear(),
+        }
+        results
     }
-    results
+
+    /// Re-probe soon while a failure is not alerted or an alert not delivered.
+    pub fn urgent(&self) -> bool {
+        self.incidents.pending() || !self.undelivered.is_empty()
+    }
 }
 
 /// `truffles-bot health`.
@@ -466,11 +488,11 @@ pub async fn run(args: HealthArgs) -> Result<()> {
             None
         }
     };
-    let metrics = Arc::new(HealthMetrics::default());
+    let mut check = HealthCheck::new(probes, Duration::from_secs(args.grace_seconds), admin);
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
-    let served = metrics.clone();
+    let served = check.metrics.clone();
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
@@ -479,18 +501,9 @@ pub async fn run(args: HealthArgs) -> Result<()> {
         }),
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let mut incidents = Incidents::new(Duration::from_secs(args.grace_seconds));
-    let mut undelivered = Vec::new();
     loop {
-        round(
-            &probes,
-            &mut incidents,
-            &metrics,
-            admin.as_ref(),
-            &mut undelivered,
-        )
-        .await;
-        let wait = if incidents.pending() || !undelivered.is_empty() {
+        check.round().await;
+        let wait = if check.urgent() {
             args.recheck_seconds
         } else {
             args.interval_seconds
