@@ -105,7 +105,11 @@ async fn managers_take_reply_and_close_in_a_telegram_topic() -> Result<()> {
         topics[0].contains("Айгерим") && topics[0].contains("+77015705555"),
         "{topics:?}"
     );
-    assert!(tg.pinned().contains(&card.id));
+    // The pin follows the card's sendMessage: wait for it, do not race it.
+    eventually("the card pinned", WAIT, || {
+        tg.pinned().contains(&card.id).then_some(())
+    })
+    .await?;
     let take = card
         .buttons
         .iter()
