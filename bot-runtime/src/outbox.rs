@@ -62,6 +62,42 @@ pub fn backoff_seconds(attempts: i32) -> f64 {
     2f64.powi(attempts.clamp(1, 9)).min(300.0)
 }
 
+/// The queues that deliver with retries: the customers' and the managers'.
+#[derive(Clone, Copy)]
+pub enum Queue {
+    Outbox,
+    ManagerOutbox,
+}
+
+/// Records a failed delivery of a claimed row: `pending` again after the
+/// backoff, or `failed` once the attempts are spent. Returns whether it gave up.
+pub async fn record_failure(
+    rt: &Runtime,
+    queue: Queue,
+    id: i64,
+    attempts: i32,
+    error: &str,
+) -> Result<bool> {
+    let give_up = attempts >= rt.config.tuning.max_send_attempts;
+    // The table name comes from the enum, never from input.
+    let table = match queue {
+        Queue::Outbox => "outbox",
+        Queue::ManagerOutbox => "manager_outbox",
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {table} SET status = CASE WHEN $2 THEN 'failed' ELSE 'pending' END,
+                next_attempt_at = now() + make_interval(secs => $3), last_error = $4
+         WHERE id = $1"
+    )))
+    .bind(id)
+    .bind(give_up)
+    .bind(backoff_seconds(attempts))
+    .bind(error)
+    .execute(&rt.db)
+    .await?;
+    Ok(give_up)
+}
+
 /// Sends one due row; false when none is due. A row claimed by a runtime that
 /// died is due again when its lease runs out (stuck rows recover).
 async fn send_due(rt: &Runtime) -> Result<bool> {
@@ -122,20 +158,9 @@ async fn send_due(rt: &Runtime) -> Result<bool> {
 }
 
 async fn failed(rt: &Runtime, id: i64, attempts: i32, error: &SendError) -> Result<()> {
-    let give_up = attempts >= rt.config.tuning.max_send_attempts;
     let message = error.to_string();
+    let give_up = record_failure(rt, Queue::Outbox, id, attempts, &message).await?;
     tracing::warn!(give_up, error = %message, "sending failed");
-    sqlx::query(
-        "UPDATE outbox SET status = CASE WHEN $2 THEN 'failed' ELSE 'pending' END,
-                           next_attempt_at = now() + make_interval(secs => $3), last_error = $4
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(give_up)
-    .bind(backoff_seconds(attempts))
-    .bind(&message)
-    .execute(&rt.db)
-    .await?;
     if give_up {
         tell_manager(rt, id, &message).await?;
     }

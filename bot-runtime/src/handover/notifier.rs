@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::adapter::{Kind, Notice, render_card};
 use super::{Closing, close, queue_notice, view};
 use crate::audit::Level;
-use crate::outbox::backoff_seconds;
+use crate::outbox::{Queue, record_failure};
 use crate::runtime::Runtime;
 
 pub async fn run_notifier(rt: Arc<Runtime>) {
@@ -192,23 +192,13 @@ async fn deliver_due(rt: &Runtime) -> Result<bool> {
                 tracing::info!(kind = kind.as_str(), adapter = %used, "managers notified");
             }
             Err(error) => {
-                let give_up = attempts >= rt.config.tuning.max_send_attempts;
                 let error = match &primary_error {
                     Some(p) => format!("{adapter_type}: {p}; {used}: {error}"),
                     None => error,
                 };
+                let give_up =
+                    record_failure(rt, Queue::ManagerOutbox, id, attempts, &error).await?;
                 tracing::warn!(give_up, error = %error, "notifying managers failed");
-                sqlx::query(
-                    "UPDATE manager_outbox SET status = CASE WHEN $2 THEN 'failed' ELSE 'pending' END,
-                            next_attempt_at = now() + make_interval(secs => $3), last_error = $4
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(give_up)
-                .bind(backoff_seconds(attempts))
-                .bind(&error)
-                .execute(&rt.db)
-                .await?;
                 if kind == Kind::Card {
                     sqlx::query("UPDATE handovers SET adapter_response = $2 WHERE id = $1")
                         .bind(handover)
