@@ -159,8 +159,7 @@ pub struct AdapterConfig {
 /// How long one call to a manager-side service may take.
 pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// POSTs JSON and returns the JSON answer; errors name the service and the
-/// status, never the URL (some CRMs put their token in it).
+/// POSTs JSON and returns the JSON answer (see [`send`]).
 pub async fn post_json(
     http: &reqwest::Client,
     service: &'static str,
@@ -172,6 +171,16 @@ pub async fn post_json(
     if let Some(token) = bearer {
         request = request.bearer_auth(token);
     }
+    Ok(send(request, service).await?.1)
+}
+
+/// Sends a request to a manager-side service: the status and the JSON answer
+/// (Null when it is not JSON) of a 2xx. Errors name the service and the
+/// status, never the URL (some CRMs put their token in it).
+pub async fn send(
+    request: reqwest::RequestBuilder,
+    service: &'static str,
+) -> Result<(reqwest::StatusCode, Value), AdapterError> {
     let response = request
         .send()
         .await
@@ -190,7 +199,7 @@ pub async fn post_json(
             ),
         });
     }
-    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
 /// Fills the tenant's `notify_template`: {user_name} {phone} {intent}

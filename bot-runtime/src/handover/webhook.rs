@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 use truffles_crds::client::HandoverAdapterType;
 
 use super::adapter::{
-    Adapter, AdapterConfig, AdapterError, CALL_TIMEOUT, Delivered, Delivery, Notice, secret,
+    Adapter, AdapterConfig, AdapterError, CALL_TIMEOUT, Delivered, Delivery, Notice, secret, send,
 };
 
 pub const TIMESTAMP_HEADER: &str = "x-truffles-timestamp";
@@ -76,7 +76,7 @@ impl Webhook {
             why: e.to_string(),
         })?;
         let ts = now.timestamp();
-        let response = self
+        let request = self
             .http
             .post(&self.url)
             .timeout(CALL_TIMEOUT)
@@ -84,26 +84,9 @@ impl Webhook {
             .header(TIMESTAMP_HEADER, ts.to_string())
             .header(SIGNATURE_HEADER, sign(&self.key, ts, &body))
             .header("idempotency-key", &notice.key)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| AdapterError::Unreachable {
-                service: "the client's webhook",
-                why: e.without_url().to_string(),
-            })?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(AdapterError::Rejected {
-                service: "the client's webhook",
-                why: format!(
-                    "HTTP {status}: {}",
-                    text.chars().take(300).collect::<String>()
-                ),
-            });
-        }
+            .body(body);
         // The client may answer its own handle for the handover (a ticket id).
-        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let (status, answer) = send(request, "the client's webhook").await?;
         let external_ref = answer
             .get("external_ref")
             .and_then(|v| match v {
