@@ -681,9 +681,7 @@ pub struct SmtpServer {
 
 impl SmtpServer {
     pub async fn start() -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = crate::free_port()?;
         let maildir =
             std::env::temp_dir().join(format!("truffles-mail-{}", uuid::Uuid::new_v4().simple()));
         let child = std::process::Command::new("python3")

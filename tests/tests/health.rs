@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use truffles_bot::health::platform::{AdminTelegram, HealthArgs, HealthCheck, Probes};
-use truffles_tests::dev::supervisor::free_port;
-use truffles_tests::env_var;
 use truffles_tests::fakes::{FakeChatflow, FakeLlm};
 use truffles_tests::managers::FakeTelegram;
+use truffles_tests::{env_var, free_port};
 
 const ADMIN_CHAT: i64 = 987_654_321;
 const GRACE: Duration = Duration::from_millis(600);

@@ -625,9 +625,7 @@ async fn an_unreachable_database_is_reported_and_retried_not_crashed() -> Result
     install_crds(&client).await?;
     let ns = TestNamespace::create(&client, "op-nodb").await?;
     // A port nobody listens on: PostgreSQL is "down".
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = truffles_tests::free_port()?;
     let down: sqlx::postgres::PgConnectOptions =
         format!("postgres://postgres:x@127.0.0.1:{port}/truffles_platform").parse()?;
     let pool = sqlx::postgres::PgPoolOptions::new()

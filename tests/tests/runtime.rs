@@ -300,9 +300,7 @@ async fn llm_outage_walks_the_fallback_chain() -> Result<()> {
 async fn with_redis_down_it_still_answers_exactly_once() -> Result<()> {
     let rt =
         TenantRuntime::new("noredis", json!({"runtime": {"userRateLimitPerMinute": 3}})).await?;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let dead = truffles_tests::free_port()?;
     let mut config = rt.config()?;
     config.redis_url = Some(format!("redis://127.0.0.1:{dead}"));
     let running = rt.start(config, price_list()).await?;
@@ -572,9 +570,7 @@ async fn two_unanswered_clarifications_bring_a_manager() -> Result<()> {
 #[tokio::test]
 async fn without_postgresql_the_runtime_is_not_ready_and_asks_for_a_retry() -> Result<()> {
     let rt = TenantRuntime::new("nodb", json!({})).await?;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let dead = truffles_tests::free_port()?;
     let mut config = rt.config()?;
     config.database_url = format!("postgres://nobody:pw@127.0.0.1:{dead}/none");
     let running = rt.start(config, price_list()).await?;

@@ -21,9 +21,10 @@ use serde_json::Value;
 use truffles_crds::TrufflesClient;
 
 use crate::fakes::FakeChatflow;
+use crate::free_port;
 use crate::managers::{FakeService, FakeTelegram, SmtpServer, eventually};
 use localize::{Endpoints, LocalOptions, Need};
-use supervisor::{LocalProcess, LocalRuntime, Supervisor, binary, free_port};
+use supervisor::{LocalProcess, LocalRuntime, Supervisor, binary};
 
 /// Field manager of what the development platform applies.
 pub const FIELD_MANAGER: &str = "truffles-dev";

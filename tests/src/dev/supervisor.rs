@@ -26,6 +26,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::time::Instant;
 
 use crate::fakes::lock;
+use crate::free_port;
 
 /// The label every tenant runtime Deployment carries (the operator's selector).
 pub const RUNTIME_SELECTOR: &str = "app.kubernetes.io/name=truffles-bot";
@@ -339,13 +340,6 @@ pub fn binary(name: &str) -> Result<PathBuf> {
                 exe.display()
             )
         })
-}
-
-/// A free TCP port on the loopback interface.
-pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 // ------------------------------------------------------------------ supervisor
