@@ -299,16 +299,13 @@ impl Platform {
     /// The URL ChatFlow posts to on this machine: the path the operator
     /// published (with the webhook secret) on the local runtime's address.
     pub async fn webhook_url(&self, tenant: &LocalTenant) -> Result<String> {
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &tenant.namespace);
-        let secret = secrets
-            .get(&format!("{}-webhook", tenant.name))
-            .await
-            .context("reading the webhook Secret")?;
-        let url = secret
-            .data
-            .and_then(|mut d| d.remove("url"))
-            .and_then(|b| String::from_utf8(b.0).ok())
-            .context("the webhook Secret has no url")?;
+        let url = self
+            .secret_text(
+                &tenant.namespace,
+                &format!("{}-webhook", tenant.name),
+                "url",
+            )
+            .await?;
         let path = url
             .find("/t/")
             .map(|i| &url[i..])
@@ -318,6 +315,19 @@ impl Platform {
             .runtime(&tenant.namespace, &tenant.name)
             .context("the supervisor does not run this tenant")?;
         Ok(format!("http://{}{path}", runtime.addr))
+    }
+
+    /// One key of a Secret, as text.
+    pub async fn secret_text(&self, namespace: &str, name: &str, key: &str) -> Result<String> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        secrets
+            .get(name)
+            .await
+            .with_context(|| format!("reading Secret {name}"))?
+            .data
+            .and_then(|mut d| d.remove(key))
+            .and_then(|b| String::from_utf8(b.0).ok())
+            .with_context(|| format!("Secret {name} has no text key {key}"))
     }
 
     /// Stops the runtimes and the operator.

@@ -138,15 +138,14 @@ impl<'a> Scenario<'a> {
     async fn until_serving(&mut self, transcript: &mut Transcript) -> Result<()> {
         let runtime = self.platform.wait_ready(&self.tenant, LIFECYCLE).await?;
         self.webhook = self.platform.webhook_url(&self.tenant).await?;
-        let secrets: Api<Secret> =
-            Api::namespaced(self.platform.client.clone(), &self.tenant.namespace);
-        let secret = secrets
-            .get(&format!("{}-runtime", self.tenant.name))
-            .await?
-            .data
-            .and_then(|mut d| d.remove("TRUFFLES_WEBHOOK_SECRET"))
-            .and_then(|b| String::from_utf8(b.0).ok())
-            .context("the runtime Secret has no webhook secret")?;
+        let secret = self
+            .platform
+            .secret_text(
+                &self.tenant.namespace,
+                &format!("{}-runtime", self.tenant.name),
+                "TRUFFLES_WEBHOOK_SECRET",
+            )
+            .await?;
         let report: Value = self
             .http
             .post(format!(

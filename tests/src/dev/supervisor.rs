@@ -508,6 +508,8 @@ async fn reconcile(
     ports: &mut HashMap<Key, u16>,
 ) {
     let mut wanted: BTreeMap<Key, (String, Result<LocalPod, RenderError>)> = BTreeMap::new();
+    // A namespace's ConfigMaps and Secrets, gathered once per pass.
+    let mut objects: HashMap<String, Objects> = HashMap::new();
     for d in stores.deployments.state() {
         let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         let namespace = d.namespace().unwrap_or_default();
@@ -520,8 +522,10 @@ async fn reconcile(
         if replicas < 1 || d.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        let objects = Objects::from_stores(&namespace, &stores.cms, &stores.secrets);
-        wanted.insert(key, (tenant, render(&d, &objects)));
+        let objects = objects
+            .entry(namespace.clone())
+            .or_insert_with(|| Objects::from_stores(&namespace, &stores.cms, &stores.secrets));
+        wanted.insert(key, (tenant, render(&d, objects)));
     }
 
     // Stop what is no longer wanted (suspended, deleted).
