@@ -223,6 +223,12 @@ async fn a_failed_send_is_retried_with_the_same_idempotency_key() -> Result<()> 
     let sent = rt.chatflow.wait_sent(1, WAIT).await?;
     assert_eq!(sent[0].msg_id, "RETRY-1");
     assert_eq!(rt.chatflow.calls(), 3);
+    // The row is marked after ChatFlow's answer: wait for it, do not race it.
+    rt.wait_count(
+        "SELECT count(*) FROM outbox WHERE status = 'sent' AND attempts = 3",
+        1,
+    )
+    .await?;
     let (attempts, status): (i32, String) = sqlx::query_as("SELECT attempts, status FROM outbox")
         .fetch_one(&rt.pool)
         .await?;
