@@ -2,6 +2,7 @@
 //! message pipeline and the outbox, one process per tenant replica.
 
 pub mod audit;
+pub mod backup;
 pub mod breaker;
 pub mod cache;
 pub mod chatflow;

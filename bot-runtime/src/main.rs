@@ -34,6 +34,13 @@ enum Command {
     /// The platform's health check: PostgreSQL, Redis, Qdrant, the LLM and
     /// ChatFlow APIs, with Telegram alerts to the admin and /metrics.
     Health(Box<truffles_bot::health::platform::HealthArgs>),
+    /// The backup CronJob: the tenant's conversations and messages of the period
+    /// (the whole schema on the full-backup day), encrypted, to the backup
+    /// storage; recorded in platform.backups; expired backups pruned.
+    Backup(Box<truffles_bot::backup::command::BackupArgs>),
+    /// Loads one backup into temporary tables and writes it as JSON and CSV for
+    /// the client; the live tables are not touched.
+    Restore(Box<truffles_bot::backup::command::RestoreArgs>),
 }
 
 #[tokio::main]
@@ -57,6 +64,8 @@ async fn main() -> Result<()> {
             }
         }
         Command::Health(args) => truffles_bot::health::platform::run(*args).await,
+        Command::Backup(args) => truffles_bot::backup::command::backup(*args).await,
+        Command::Restore(args) => truffles_bot::backup::command::restore(*args).await,
         Command::KnowledgeSync {
             client_name,
             webhook_secret,

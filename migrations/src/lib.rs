@@ -4,7 +4,9 @@
 //!   templates, platform audit and error logs, backups, aggregated statistics).
 //! - `tenant/`: one tenant's operational data, applied inside the tenant's own
 //!   schema. Each tenant has a login role with DML rights on its schema only, so a
-//!   tenant runtime cannot read another tenant's rows or the platform tables.
+//!   tenant runtime cannot read another tenant's rows or the platform tables —
+//!   except its own rows of `platform.backups` (row-level security), which its
+//!   backup job records.
 
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -152,7 +154,12 @@ pub async fn provision_tenant(
         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}";
         GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}";
         REVOKE ALL ON TABLE "{schema}"._sqlx_migrations FROM "{role}";
-        ALTER ROLE "{role}" SET search_path = "{schema}";"#
+        ALTER ROLE "{role}" SET search_path = "{schema}";
+        GRANT USAGE ON SCHEMA platform TO "{role}";
+        GRANT EXECUTE ON FUNCTION platform.session_client_id() TO "{role}";
+        GRANT SELECT, INSERT ON platform.backups TO "{role}";
+        GRANT UPDATE (deleted_at) ON platform.backups TO "{role}";
+        GRANT USAGE ON SEQUENCE platform.backups_id_seq TO "{role}";"#
     );
     raw_sql(AssertSqlSafe(grants))
         .execute(pool)
