@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use truffles_operator::billing::controller::{
     BillingContext, EmailNotifier, Notifier, SystemClock, TelegramNotifier,
 };
+use truffles_operator::tenant::keys::MasterKey;
 use truffles_operator::tenant::{self, Context, Settings};
 use truffles_operator::{billing, leader};
 
@@ -27,6 +28,10 @@ struct Args {
     )]
     runtime_image: String,
     /// host:port tenant runtimes use for PostgreSQL, if not the operator's.
+    /// Wraps each tenant's backup data key (64 hex characters, from a Secret:
+    /// `openssl rand -hex 32`). Losing it loses the stored copies of the keys.
+    #[arg(long, env = "TRUFFLES_BACKUP_MASTER_KEY", hide_env_values = true)]
+    backup_master_key: String,
     #[arg(long, env = "TRUFFLES_TENANT_DATABASE_HOST")]
     tenant_database_host: Option<String>,
     /// Watch only this namespace (default: all).
@@ -101,6 +106,8 @@ async fn main() -> Result<()> {
     let lease_client = client.clone();
 
     let settings = Settings {
+        backup_master_key: MasterKey::from_hex(&args.backup_master_key)
+            .context("TRUFFLES_BACKUP_MASTER_KEY")?,
         default_image: args.runtime_image,
         tenant_database_host,
         namespace: args.namespace,

@@ -298,9 +298,18 @@ pub fn operator_context(
         tenant_database_host: None,
         namespace: namespace.map(str::to_owned),
         runtime_redis_url: std::env::var("REDIS_URL").ok(),
+        backup_master_key: test_master_key(),
     };
     truffles_operator::tenant::Context::new(client, db.pool.clone(), db.options.clone(), settings)
 }
+
+/// The backup master key of operators under test (fixed: tests unwrap with it).
+pub fn test_master_key() -> truffles_operator::tenant::keys::MasterKey {
+    truffles_operator::tenant::keys::MasterKey::from_hex(TEST_MASTER_KEY).expect("a valid test key")
+}
+
+pub const TEST_MASTER_KEY: &str =
+    "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
 
 /// A minimal TrufflesClient (WhatsApp channel, whatsappWeb handover) reading its
 /// ChatFlow token from the Secret of [`secret_manifest`]; `extra_spec` overrides

@@ -25,8 +25,8 @@ use truffles_migrations::TenantDb;
 use truffles_operator::tenant::{self, Context, Settings};
 use truffles_tests::{
     TestDatabase, TestNamespace, client_manifest, condition_reason, create_all, create_raw,
-    install_crds, kube_client, operator_context, read_manifests, secret_manifest, wait_for,
-    wait_for_event, wait_until, workspace_root,
+    install_crds, kube_client, operator_context, read_manifests, secret_manifest, test_master_key,
+    wait_for, wait_for_event, wait_until, workspace_root,
 };
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -636,6 +636,7 @@ async fn an_unreachable_database_is_reported_and_retried_not_crashed() -> Result
         tenant_database_host: None,
         namespace: Some(ns.name.clone()),
         runtime_redis_url: None,
+        backup_master_key: test_master_key(),
     };
     let ctx = Arc::new(Context::new(client.clone(), pool, down, settings));
     let operator = tokio::spawn(tenant::run(ctx.clone()));

@@ -315,7 +315,10 @@ mod tests {
         for at in [body_at + 3, body_at + 20, file.len() - 1] {
             let mut bad = file.clone();
             bad[at] ^= 1;
-            assert!(matches!(open(&bad, &k), Err(ArchiveError::Tampered)), "byte {at}");
+            assert!(
+                matches!(open(&bad, &k), Err(ArchiveError::Tampered)),
+                "byte {at}"
+            );
         }
         assert!(matches!(
             open(&file[..file.len() - 5], &k),

@@ -192,16 +192,21 @@ impl Job {
             Kind::Weekly | Kind::Manual => schema_tables(&self.pool)
                 .await?
                 .into_iter()
-                .map(|t| Ok((t.clone(), format!("SELECT to_jsonb(t)::text FROM {} t", quoted(&t)?))))
+                .map(|t| {
+                    Ok((
+                        t.clone(),
+                        format!("SELECT to_jsonb(t)::text FROM {} t", quoted(&t)?),
+                    ))
+                })
                 .collect::<Result<_, BackupError>>()?,
         };
-        let start = period_start.unwrap_or(DateTime::<Utc>::MIN_UTC);
         for (table, sql) in &queries {
             writer.table(table);
-            let mut rows = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql.as_str()))
-                .bind(start)
-                .bind(now)
-                .fetch(&self.pool);
+            let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql.as_str()));
+            if let Some(start) = period_start {
+                query = query.bind(start).bind(now);
+            }
+            let mut rows = query.fetch(&self.pool);
             while let Some(row) = rows.try_next().await.map_err(db("reading rows"))? {
                 writer.push(table, &row)?;
             }

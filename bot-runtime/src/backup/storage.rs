@@ -43,13 +43,12 @@ impl Storage {
         if !matches!(parsed.scheme(), "file" | "s3") {
             return Err(StorageError::Url(url.to_owned()));
         }
-        let (store, root) = object_store::parse_url_opts(&parsed, options).map_err(|source| {
-            StorageError::Io {
+        let (store, root) =
+            object_store::parse_url_opts(&parsed, options).map_err(|source| StorageError::Io {
                 action: "opening",
                 key: String::new(),
                 source,
-            }
-        })?;
+            })?;
         Ok(Self {
             store: Arc::from(store),
             root,
@@ -78,7 +77,9 @@ impl Storage {
         let read = async { self.store.get(&self.path(key)).await?.bytes().await };
         match read.await {
             Ok(bytes) => Ok(bytes.to_vec()),
-            Err(object_store::Error::NotFound { .. }) => Err(StorageError::NotFound(key.to_owned())),
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(StorageError::NotFound(key.to_owned()))
+            }
             Err(source) => Err(StorageError::Io {
                 action: "reading",
                 key: key.to_owned(),

@@ -10,19 +10,22 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy}
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar,
-    EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Secret, SecretEnvSource,
+    EnvVarSource, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, Secret, SecretEnvSource,
     SecretKeySelector, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
     IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 use truffles_crds::TrufflesClient;
-use truffles_crds::client::{TenantState, VectorBackend};
+use truffles_crds::client::{BackupStorage, TenantState, VectorBackend};
 use truffles_crds::common::SecretKeyRef;
 
 /// Label every object of a tenant carries; pruning lists by it.
@@ -45,6 +48,8 @@ pub struct BuildInputs {
     pub webhook_secret: String,
     /// The tenant's key for phone numbers at rest (64 hex characters).
     pub pii_key: String,
+    /// The tenant's backup data key (64 hex characters; see `keys`).
+    pub backup_key: String,
     /// Redis of the runtimes (may carry a password, so it goes in the Secret).
     pub redis_url: Option<String>,
     /// Image used when the spec names none.
@@ -66,6 +71,8 @@ pub struct TenantObjects {
     pub knowledge_sync: CronJob,
     /// Absent when backups are disabled.
     pub backup: Option<CronJob>,
+    /// The backup CronJob's volume, for Filesystem backup storage.
+    pub backup_volume: Option<PersistentVolumeClaim>,
 }
 
 /// Names of a tenant's objects, derived from the TrufflesClient name.
@@ -86,6 +93,9 @@ impl Names<'_> {
     }
     pub fn backup(&self) -> String {
         format!("{}-backup", self.0)
+    }
+    pub fn backup_volume(&self) -> String {
+        format!("{}-backups", self.0)
     }
 }
 
@@ -153,6 +163,10 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
                 (
                     "TRUFFLES_PII_KEY".into(),
                     ByteString(inputs.pii_key.clone().into_bytes()),
+                ),
+                (
+                    "TRUFFLES_BACKUP_KEY".into(),
+                    ByteString(inputs.backup_key.clone().into_bytes()),
                 ),
             ])
             .into_iter()
@@ -279,11 +293,45 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
         &tc.spec.knowledge.sync_schedule,
         "knowledge-sync",
     );
-    let backup = tc
-        .spec
-        .backup
-        .enabled
-        .then(|| cron(names.backup(), &tc.spec.backup.schedule, "backup"));
+    let backup_enabled = tc.spec.backup.enabled;
+    let backup = backup_enabled.then(|| {
+        let mut job = cron(names.backup(), &tc.spec.backup.schedule, "backup");
+        let pod = job
+            .spec
+            .as_mut()
+            .and_then(|s| s.job_template.spec.as_mut())
+            .and_then(|s| s.template.spec.as_mut());
+        if let Some(pod) = pod {
+            let (env, volume) = backup_storage(tc);
+            if let Some(container) = pod.containers.first_mut() {
+                container.env.get_or_insert_with(Vec::new).extend(env);
+                if let Some((volume, mount)) = volume {
+                    pod.volumes.get_or_insert_with(Vec::new).push(volume);
+                    container
+                        .volume_mounts
+                        .get_or_insert_with(Vec::new)
+                        .push(mount);
+                }
+            }
+        }
+        job
+    });
+    let backup_volume = (backup_enabled && tc.spec.backup.storage == BackupStorage::Filesystem)
+        .then(|| PersistentVolumeClaim {
+            metadata: meta(names.backup_volume()),
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "storage".into(),
+                        Quantity(tc.spec.backup.volume_size.clone()),
+                    )])),
+                    ..VolumeResourceRequirements::default()
+                }),
+                ..PersistentVolumeClaimSpec::default()
+            }),
+            ..PersistentVolumeClaim::default()
+        });
 
     Ok(TenantObjects {
         runtime_config,
@@ -294,7 +342,74 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
         ingress,
         knowledge_sync,
         backup,
+        backup_volume,
     })
+}
+
+/// Where the backup job writes: its environment, and the volume for
+/// Filesystem storage. S3 credentials stay in the client's Secret, read by
+/// reference; `truffles-bot backup` hands the AWS_* variables to object_store.
+pub fn backup_storage(tc: &TrufflesClient) -> (Vec<EnvVar>, Option<(Volume, VolumeMount)>) {
+    const MOUNT: &str = "/var/lib/truffles/backups";
+    let spec = &tc.spec.backup;
+    let plain = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..EnvVar::default()
+    };
+    let secret = |name: &str, secret: &str, key: &str| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let mut env = vec![plain(
+        "TRUFFLES_BACKUP_RETENTION_DAYS",
+        spec.retention_days.to_string(),
+    )];
+    match (spec.storage, &spec.s3) {
+        (BackupStorage::S3, Some(s3)) => {
+            let prefix = s3.prefix.as_deref().unwrap_or("").trim_matches('/');
+            env.push(plain(
+                "TRUFFLES_BACKUP_URL",
+                format!("s3://{}/{prefix}", s3.bucket),
+            ));
+            env.push(plain("AWS_REGION", s3.region.clone()));
+            if let Some(endpoint) = &s3.endpoint {
+                env.push(plain("AWS_ENDPOINT", endpoint.clone()));
+                if endpoint.starts_with("http://") {
+                    env.push(plain("AWS_ALLOW_HTTP", "true".into()));
+                }
+            }
+            let creds = &s3.credentials_secret_ref.name;
+            env.push(secret("AWS_ACCESS_KEY_ID", creds, "accessKeyId"));
+            env.push(secret("AWS_SECRET_ACCESS_KEY", creds, "secretAccessKey"));
+            (env, None)
+        }
+        _ => {
+            env.push(plain("TRUFFLES_BACKUP_URL", format!("file://{MOUNT}")));
+            let volume = Volume {
+                name: "backups".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: Names(&tc.name_any()).backup_volume(),
+                    read_only: Some(false),
+                }),
+                ..Volume::default()
+            };
+            let mount = VolumeMount {
+                name: "backups".into(),
+                mount_path: MOUNT.into(),
+                ..VolumeMount::default()
+            };
+            (env, Some((volume, mount)))
+        }
+    }
 }
 
 /// A spec the schema admits but the operator cannot run.
@@ -612,6 +727,7 @@ mod tests {
             database_url: "postgres://tenant_flower_shop:pw@db:5432/truffles_platform".into(),
             webhook_secret: "s3cr3t".into(),
             pii_key: "ab".repeat(32),
+            backup_key: "cd".repeat(32),
             redis_url: Some("redis://:pw@redis:6379".into()),
             default_image: "truffles-bot:1".into(),
             billing_suspended: false,
@@ -642,9 +758,11 @@ mod tests {
             ingress,
             knowledge_sync,
             backup,
+            backup_volume,
         } = objects;
         let ingress = ingress.expect("ingress enabled");
         let backup = backup.expect("backup enabled");
+        let backup_volume = backup_volume.expect("filesystem backups");
         for meta in [
             &runtime_config.metadata,
             &runtime_secret.metadata,
@@ -654,6 +772,7 @@ mod tests {
             &ingress.metadata,
             &knowledge_sync.metadata,
             &backup.metadata,
+            &backup_volume.metadata,
         ] {
             assert_eq!(meta.namespace.as_deref(), Some("shops"));
             assert_eq!(
@@ -676,7 +795,7 @@ mod tests {
         let objects = build(&example("flower-shop.yaml", "shops"), &inputs()).expect("builds");
         let config = serde_json::to_string(&objects.runtime_config).expect("serializes");
         let ingress = serde_json::to_string(&objects.ingress).expect("serializes");
-        for secret in ["s3cr3t", "postgres://"] {
+        for secret in ["s3cr3t", "postgres://", &"cd".repeat(32)] {
             assert!(
                 !config.contains(secret) && !ingress.contains(secret),
                 "{secret} leaked"
@@ -692,6 +811,80 @@ mod tests {
             String::from_utf8_lossy(&url.0),
             "https://bots.truffles.kz/t/flower-shop/webhook/s3cr3t"
         );
+    }
+
+    fn backup_container(objects: &TenantObjects) -> Container {
+        objects
+            .backup
+            .clone()
+            .and_then(|b| b.spec)
+            .and_then(|s| s.job_template.spec)
+            .and_then(|s| s.template.spec)
+            .map(|p| p.containers[0].clone())
+            .expect("a backup container")
+    }
+
+    fn env_of(container: &Container) -> BTreeMap<String, EnvVar> {
+        container
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect()
+    }
+
+    #[test]
+    fn backups_go_to_a_claimed_volume_by_default_and_to_s3_by_reference() {
+        let mut tc = example("flower-shop.yaml", "shops");
+        let objects = build(&tc, &inputs()).expect("builds");
+        let container = backup_container(&objects);
+        assert_eq!(container.args, Some(vec!["backup".to_owned()]));
+        let env = env_of(&container);
+        assert_eq!(
+            env["TRUFFLES_BACKUP_URL"].value.as_deref(),
+            Some("file:///var/lib/truffles/backups")
+        );
+        assert_eq!(
+            env["TRUFFLES_BACKUP_RETENTION_DAYS"].value.as_deref(),
+            Some(tc.spec.backup.retention_days.to_string().as_str())
+        );
+        assert!(
+            container
+                .volume_mounts
+                .unwrap_or_default()
+                .iter()
+                .any(|m| m.mount_path == "/var/lib/truffles/backups")
+        );
+        let claim = objects.backup_volume.expect("a claim");
+        assert_eq!(claim.metadata.name.as_deref(), Some("flower-shop-backups"));
+
+        tc.spec.backup.storage = BackupStorage::S3;
+        tc.spec.backup.s3 = Some(
+            serde_json::from_value(serde_json::json!({
+                "bucket": "truffles-backups", "endpoint": "http://minio:9000",
+                "prefix": "/shops/", "credentialsSecretRef": {"name": "s3-creds"}
+            }))
+            .expect("s3 block"),
+        );
+        let objects = build(&tc, &inputs()).expect("builds");
+        assert!(objects.backup_volume.is_none());
+        let env = env_of(&backup_container(&objects));
+        assert_eq!(
+            env["TRUFFLES_BACKUP_URL"].value.as_deref(),
+            Some("s3://truffles-backups/shops")
+        );
+        assert_eq!(env["AWS_ALLOW_HTTP"].value.as_deref(), Some("true"));
+        let key_ref = env["AWS_SECRET_ACCESS_KEY"]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("by reference");
+        assert_eq!(
+            (key_ref.name.as_str(), key_ref.key.as_str()),
+            ("s3-creds", "secretAccessKey")
+        );
+        assert!(env["AWS_SECRET_ACCESS_KEY"].value.is_none());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod desired;
+pub mod keys;
 pub mod platform;
 pub mod status;
 
@@ -55,6 +56,8 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// Redis URL handed to tenant runtimes (none: they run without Redis).
     pub runtime_redis_url: Option<String>,
+    /// Wraps the tenants' backup data keys in the platform database.
+    pub backup_master_key: keys::MasterKey,
 }
 
 /// Shared state of the controller.
@@ -122,6 +125,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    BackupKey(#[from] keys::KeyError),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -136,6 +141,8 @@ impl Error {
             Error::Platform(_) => "DatabaseUnavailable",
             Error::Kube(_) => "KubernetesApiError",
             Error::Redis(_) => "RedisUnavailable",
+            Error::BackupKey(keys::KeyError::Database(_)) => "DatabaseUnavailable",
+            Error::BackupKey(_) => "BackupKeyUnavailable",
             Error::Finalizer(e) => match e.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(inner)
                 | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.reason(),
@@ -374,8 +381,12 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
         .await;
     }
 
+    let backup_key =
+        keys::ensure_data_key(&ctx.pool, record.id, &ctx.settings.backup_master_key).await?;
+
     // build and apply
     let inputs = BuildInputs {
+        backup_key,
         client_id: record.id.to_string(),
         schema: tenant.schema.clone(),
         database_url: tenant_database_url(ctx, &tenant, &credentials.db_password),
@@ -503,18 +514,33 @@ async fn check_referenced_secrets(
         name: name.into(),
         key: key.into(),
     };
-    for (_, r) in desired::referenced_secret_keys(tc) {
+    // The runtime's keys, and the backup job's (S3 credentials).
+    let backup_env = if tc.spec.backup.enabled {
+        desired::backup_storage(tc).0
+    } else {
+        Vec::new()
+    };
+    let keys = desired::referenced_secret_keys(tc)
+        .into_iter()
+        .map(|(_, r)| (r.name.as_str(), r.key.as_str()))
+        .chain(
+            backup_env
+                .iter()
+                .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+                .map(|r| (r.name.as_str(), r.key.as_str())),
+        );
+    for (name, key) in keys {
         let secret = secrets
-            .get_opt(&r.name)
+            .get_opt(name)
             .await?
-            .ok_or_else(|| missing(&r.name, &r.key))?;
-        let has_key = secret.data.as_ref().is_some_and(|d| d.contains_key(&r.key))
+            .ok_or_else(|| missing(name, key))?;
+        let has_key = secret.data.as_ref().is_some_and(|d| d.contains_key(key))
             || secret
                 .string_data
                 .as_ref()
-                .is_some_and(|d| d.contains_key(&r.key));
+                .is_some_and(|d| d.contains_key(key));
         if !has_key {
-            return Err(missing(&r.name, &r.key));
+            return Err(missing(name, key));
         }
     }
     for (_, name) in desired::referenced_secrets(tc) {
@@ -543,6 +569,7 @@ async fn apply_objects(
         ingress,
         knowledge_sync,
         backup,
+        backup_volume,
     } = objects;
     apply_one(ctx, ns, &runtime_config).await?;
     apply_one(ctx, ns, &runtime_secret).await?;
@@ -554,6 +581,11 @@ async fn apply_objects(
     match ingress {
         Some(ingress) => drop(apply_one(ctx, ns, &ingress).await?),
         None => delete_if_exists::<Ingress>(ctx, ns, &names.bot()).await?,
+    }
+    // A volume no longer wanted (backups off, or moved to S3) is kept: it holds
+    // the backups made so far. It goes with the tenant (owner reference).
+    if let Some(volume) = backup_volume {
+        apply_one(ctx, ns, &volume).await?;
     }
     match backup {
         Some(backup) => drop(apply_one(ctx, ns, &backup).await?),

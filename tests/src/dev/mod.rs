@@ -93,6 +93,15 @@ impl Platform {
         let mut env = BTreeMap::from([
             ("DATABASE_URL".to_owned(), settings.database_url.clone()),
             ("REDIS_URL".to_owned(), settings.redis_url.clone()),
+            // A fresh platform database each run, so a fresh master key.
+            (
+                "TRUFFLES_BACKUP_MASTER_KEY".to_owned(),
+                format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                ),
+            ),
             (
                 "TRUFFLES_METRICS_ADDR".to_owned(),
                 format!("127.0.0.1:{}", free_port()?),
