@@ -37,6 +37,10 @@ pub fn router(rt: Arc<Runtime>) -> Router {
             axum::routing::post(knowledge_sync),
         )
         .route(
+            "/t/{tenant}/admin/person/{request}",
+            axum::routing::post(person_request),
+        )
+        .route(
             "/t/{tenant}/handover/telegram",
             axum::routing::post(crate::handover::updates::telegram_webhook),
         )
@@ -89,12 +93,7 @@ async fn knowledge_sync(
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if !authorized(&rt, &tenant, bearer) {
+    if !admin_authorized(&rt, &tenant, &headers) {
         return not_found();
     }
     match rt.sync_knowledge().await {
@@ -114,6 +113,59 @@ async fn knowledge_sync(
             )
             .await;
             reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": message}))
+        }
+    }
+}
+
+/// Admin calls carry `Authorization: Bearer <webhook secret>`.
+fn admin_authorized(rt: &Runtime, tenant: &str, headers: &HeaderMap) -> bool {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    authorized(rt, tenant, bearer)
+}
+
+/// `POST /t/<name>/admin/person/export|erase` with `{"phone": "..."}` (in the
+/// body, so the number stays out of URLs and access logs) and the admin bearer:
+/// one end user's data, or its erasure (see [`crate::person`]).
+async fn person_request(
+    State(rt): State<Arc<Runtime>>,
+    Path((tenant, request)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !admin_authorized(&rt, &tenant, &headers) {
+        return not_found();
+    }
+    let Some(phone) = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("phone")?.as_str().map(str::to_owned))
+    else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "the body must be {\"phone\": \"+7 701 …\"}"}),
+        );
+    };
+    let result = match request.as_str() {
+        "export" => crate::person::export(&rt.db, &rt.pii, &phone).await,
+        "erase" => crate::person::erase(&rt.db, &rt.pii, &rt.cache, &phone)
+            .await
+            .map(|erased| json!({"erased": erased})),
+        _ => return not_found(),
+    };
+    match result {
+        Ok(body) => reply(StatusCode::OK, body),
+        Err(e @ crate::person::PersonError::NotAPhone(_)) => {
+            reply(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, request, "person request failed");
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "the database is unavailable; nothing was changed, try again"}),
+            )
         }
     }
 }

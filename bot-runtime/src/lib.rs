@@ -15,6 +15,7 @@ pub mod knowledge;
 pub mod llm;
 pub mod metrics;
 pub mod outbox;
+pub mod person;
 pub mod pii;
 pub mod pipeline;
 pub mod runtime;

@@ -41,6 +41,9 @@ enum Command {
     /// Loads one backup into temporary tables and writes it as JSON and CSV for
     /// the client; the live tables are not touched.
     Restore(Box<truffles_bot::backup::command::RestoreArgs>),
+    /// One end user's rights: `export` everything about them as JSON, or
+    /// `erase` them from the database and Redis (audited).
+    Person(Box<truffles_bot::person::PersonArgs>),
 }
 
 #[tokio::main]
@@ -66,6 +69,7 @@ async fn main() -> Result<()> {
         Command::Health(args) => truffles_bot::health::platform::run(*args).await,
         Command::Backup(args) => truffles_bot::backup::command::backup(*args).await,
         Command::Restore(args) => truffles_bot::backup::command::restore(*args).await,
+        Command::Person(args) => truffles_bot::person::run(*args).await,
         Command::KnowledgeSync {
             client_name,
             webhook_secret,
