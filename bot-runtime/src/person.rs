@@ -74,11 +74,14 @@ pub async fn find(db: &PgPool, pii: &Pii, phone: &str) -> Result<Subject, Person
     })
 }
 
+/// A customer with their conversations (JSON), and the encrypted phone and address.
+type CustomerRow = (Value, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Everything about the person, as one JSON document (phone numbers and
 /// addresses decrypted: it is theirs).
 pub async fn export(db: &PgPool, pii: &Pii, phone: &str) -> Result<Value, PersonError> {
     let subject = find(db, pii, phone).await?;
-    let rows: Vec<(Value, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+    let rows: Vec<CustomerRow> = sqlx::query_as(
         "SELECT to_jsonb(u) - 'remote_jid' - 'phone_hash' - 'phone_encrypted' - 'address_encrypted'
                 || jsonb_build_object('conversations', coalesce((
                      SELECT jsonb_agg(to_jsonb(c) || jsonb_build_object(
