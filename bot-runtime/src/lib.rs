@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod person;
 pub mod pii;
 pub mod pipeline;
+pub mod report;
 pub mod runtime;
 pub mod semantic;
 pub mod texts;

@@ -44,6 +44,9 @@ enum Command {
     /// One end user's rights: `export` everything about them as JSON, or
     /// `erase` them from the database and Redis (audited).
     Person(Box<truffles_bot::person::PersonArgs>),
+    /// The platform's daily e-mail report: per client the day's figures,
+    /// new error kinds and backup state.
+    Report(Box<truffles_bot::report::ReportArgs>),
 }
 
 #[tokio::main]
@@ -70,6 +73,7 @@ async fn main() -> Result<()> {
         Command::Backup(args) => truffles_bot::backup::command::backup(*args).await,
         Command::Restore(args) => truffles_bot::backup::command::restore(*args).await,
         Command::Person(args) => truffles_bot::person::run(*args).await,
+        Command::Report(args) => truffles_bot::report::run(*args).await,
         Command::KnowledgeSync {
             client_name,
             webhook_secret,

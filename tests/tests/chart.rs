@@ -81,6 +81,9 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
             "telegram.existingSecret=owner-bot",
             "health.enabled=true",
             "health.adminChatId=123456789",
+            "smtp.existingSecret=platform-smtp",
+            "report.enabled=true",
+            "report.to=ops@truffles.kz",
         ],
     )?;
     let out = run(
@@ -93,6 +96,7 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         "clusterrole.rbac.authorization.k8s.io/truffles-operator",
         "deployment.apps/truffles-operator",
         "deployment.apps/truffles-health",
+        "cronjob.batch/truffles-report",
     ] {
         ensure!(out.contains(object), "{object} not accepted: {out}");
     }
