@@ -397,6 +397,23 @@ async fn purge_leaves_nothing_of_the_tenant() -> Result<()> {
     .execute(&mut conn)
     .await?;
     conn.close().await?;
+    // Its backup key: in the runtime Secret, and wrapped in the platform database.
+    let client_id: uuid::Uuid = tc
+        .status
+        .as_ref()
+        .and_then(|s| s.client_id.as_deref())
+        .context("client id")?
+        .parse()?;
+    let stored = truffles_operator::tenant::keys::ensure_data_key(
+        &env.db.pool,
+        client_id,
+        &test_master_key(),
+    )
+    .await?;
+    assert_eq!(
+        secret_value(&runtime, "TRUFFLES_BACKUP_KEY").as_deref(),
+        Some(stored.as_str())
+    );
     // And keys in Redis, next to another tenant's.
     let mut redis = truffles_tests::redis_connection().await?;
     redis::cmd("SET")
@@ -448,6 +465,12 @@ async fn purge_leaves_nothing_of_the_tenant() -> Result<()> {
             .fetch_one(&env.db.pool)
             .await?;
     assert_eq!(audited, 1);
+    let keys: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM platform.tenant_keys WHERE client_id = $1")
+            .bind(client_id)
+            .fetch_one(&env.db.pool)
+            .await?;
+    assert_eq!(keys, 0, "the backup key is shredded");
     let left: Vec<String> = redis::cmd("KEYS")
         .arg("truffles:purge-shop*")
         .query_async(&mut redis)
