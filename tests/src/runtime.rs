@@ -259,6 +259,14 @@ pub fn local_knowledge(dir: &std::path::Path) -> Result<truffles_bot::knowledge:
 }
 
 /// A ChatFlow text webhook exactly as production receives it.
+/// The flower shop's knowledge base of the runtime tests: two facts.
+pub fn price_list() -> Vec<String> {
+    vec![
+        "Букет из 25 роз стоит 18 000 тенге.".into(),
+        "Доставка по Алматы бесплатная при заказе от 15 000 тенге.".into(),
+    ]
+}
+
 pub fn chatflow_text(message_id: &str, phone: &str, text: &str) -> Value {
     json!({
         "messageType": "text",

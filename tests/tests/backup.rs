@@ -13,7 +13,7 @@ use truffles_bot::backup::{self, ArchiveError, BackupError, DataKey, Job, Kind, 
 use truffles_migrations::TenantDb;
 use truffles_operator::tenant::keys::ensure_data_key;
 use truffles_operator::tenant::platform::{shred_keys, upsert_client};
-use truffles_tests::runtime::{TenantRuntime, chatflow_text};
+use truffles_tests::runtime::{TenantRuntime, chatflow_text, price_list};
 use truffles_tests::test_master_key;
 use uuid::Uuid;
 
@@ -96,12 +96,7 @@ async fn a_full_backup_restores_exactly_the_source_and_exports_json_and_csv() ->
     let rt = &fx.rt;
     // Real data: a conversation through the runtime (users with encrypted
     // phone numbers, messages, inbox, outbox, audit).
-    let running = rt
-        .start(
-            rt.config()?,
-            vec!["# Цены\n\nБукет из 25 роз — 27 000 ₸".into()],
-        )
-        .await?;
+    let running = rt.start(rt.config()?, price_list()).await?;
     let url = rt.webhook_url(&running);
     // One at a time: messages that arrive together are answered as one turn.
     for (n, text) in [(1, "Здравствуйте"), (2, "Сколько стоит букет из 25 роз?")]

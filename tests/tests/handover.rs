@@ -10,17 +10,13 @@ use truffles_bot::handover::telegram::webhook_token;
 use truffles_bot::handover::webhook::sign;
 use truffles_bot::runtime::Running;
 use truffles_tests::managers::{FakeService, FakeTelegram, Service, SmtpServer, eventually};
-use truffles_tests::runtime::{TenantRuntime, WEBHOOK_SECRET, chatflow_text};
+use truffles_tests::runtime::{TenantRuntime, WEBHOOK_SECRET, chatflow_text, price_list};
 
 const WAIT: Duration = Duration::from_secs(30);
 const PHONE: &str = "77015705555";
 const BOT_TOKEN: &str = "123456:manager-bot-token";
 const GROUP: i64 = -1_001_234_567_890;
 const SIGNING_KEY: &str = "whsec-3b1f9c2e";
-
-fn price_list() -> Vec<String> {
-    vec!["Букет из 25 роз стоит 18 000 тенге.".into()]
-}
 
 fn telegram_adapter(tg: &FakeTelegram) -> Value {
     json!({"type": "telegram", "secretRef": {"name": "managers-bot"},

@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use serde_json::json;
 use truffles_bot::audit::{ERROR_INPUT_RETENTION, anonymize_old_errors};
-use truffles_tests::runtime::{TenantRuntime, WEBHOOK_SECRET, chatflow_text};
+use truffles_tests::runtime::{TenantRuntime, WEBHOOK_SECRET, chatflow_text, price_list};
 
 #[tokio::test]
 async fn old_error_rows_lose_the_customers_data() -> Result<()> {
@@ -114,12 +114,7 @@ async fn whole_redis(tenant: &str) -> Result<String> {
 #[tokio::test]
 async fn one_person_is_exported_then_erased_and_nothing_of_them_remains() -> Result<()> {
     let rt = TenantRuntime::new("gdpr", json!({})).await?;
-    let running = rt
-        .start(
-            rt.config()?,
-            vec!["# Цены\n\nБукет из 25 роз — 27 000 ₸".into()],
-        )
-        .await?;
+    let running = rt.start(rt.config()?, price_list()).await?;
     let url = rt.webhook_url(&running);
     let mut kept = chatflow_text("K-1", KEPT, "Добрый день, есть тюльпаны?");
     kept["metadata"]["sender"] = json!("Ержан");

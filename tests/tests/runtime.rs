@@ -6,17 +6,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use truffles_bot::pii::Pii;
-use truffles_tests::runtime::{PII_KEY, TenantRuntime, WEBHOOK_SECRET, chatflow_text};
+use truffles_tests::runtime::{PII_KEY, TenantRuntime, WEBHOOK_SECRET, chatflow_text, price_list};
 
 const WAIT: Duration = Duration::from_secs(30);
 const PHONE: &str = "77015705555";
-
-fn price_list() -> Vec<String> {
-    vec![
-        "Букет из 25 роз стоит 18 000 тенге.".into(),
-        "Доставка по Алматы бесплатная при заказе от 15 000 тенге.".into(),
-    ]
-}
 
 #[tokio::test]
 async fn a_conversation_from_greeting_to_a_manager() -> Result<()> {
