@@ -105,3 +105,23 @@ pub async fn anonymize_old_errors<'e>(
     .await?;
     Ok(done.rows_affected())
 }
+
+/// The retention job's other half: handled inbox events older than
+/// `older_than` lose the raw webhook and the sender's address (both carry the
+/// phone number). The message id stays, so a very late redelivery is still
+/// recognised as a duplicate. Pending and in-flight events are untouched.
+pub async fn anonymize_old_inbox<'e>(
+    db: impl PgExecutor<'e>,
+    older_than: std::time::Duration,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE inbox SET payload = '{}'::jsonb, sender = ''
+          WHERE received_at < now() - make_interval(secs => $1)
+            AND status IN ('done', 'ignored', 'failed')
+            AND (payload <> '{}'::jsonb OR sender <> '')",
+    )
+    .bind(older_than.as_secs_f64())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

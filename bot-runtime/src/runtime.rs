@@ -237,6 +237,11 @@ pub async fn start(runtime: Runtime) -> Result<Running> {
                 Ok(rows) => tracing::info!(rows, "old error rows anonymized"),
                 Err(e) => tracing::warn!(error = %e, "anonymizing old error rows failed"),
             }
+            match audit::anonymize_old_inbox(&rt.db, audit::ERROR_INPUT_RETENTION).await {
+                Ok(0) => {}
+                Ok(rows) => tracing::info!(rows, "old inbox events anonymized"),
+                Err(e) => tracing::warn!(error = %e, "anonymizing old inbox events failed"),
+            }
         }
     });
     tracing::info!(%addr, tenant = %runtime.config.client_name, "runtime started");

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use truffles_bot::audit::{ERROR_INPUT_RETENTION, anonymize_old_errors};
+use truffles_bot::audit::{ERROR_INPUT_RETENTION, anonymize_old_errors, anonymize_old_inbox};
 use truffles_tests::runtime::{TenantRuntime, WEBHOOK_SECRET, chatflow_text, price_list};
 
 #[tokio::test]
@@ -65,6 +65,47 @@ async fn old_error_rows_lose_the_customers_data() -> Result<()> {
     // Idempotent: a second run finds nothing.
     assert_eq!(
         anonymize_old_errors(&rt.pool, ERROR_INPUT_RETENTION).await?,
+        0
+    );
+
+    // Received webhooks: handled ones older than 7 days lose the raw payload and
+    // the sender; recent or unhandled ones keep them.
+    let raw = json!({"message": "привезите розы", "metadata": {"remoteJid": "77015705555@s.whatsapp.net"}});
+    for (id, age_days, status) in [
+        ("OLD", 8, "done"),
+        ("OLD-PENDING", 8, "pending"),
+        ("NEW", 2, "done"),
+    ] {
+        sqlx::query(
+            "INSERT INTO inbox (channel, message_id, payload, sender, status, received_at)
+             VALUES ('whatsapp', $1, $2, '77015705555@s.whatsapp.net', $3, now() - make_interval(days => $4))",
+        )
+        .bind(id)
+        .bind(&raw)
+        .bind(status)
+        .bind(age_days)
+        .execute(&rt.pool)
+        .await?;
+    }
+    assert_eq!(
+        anonymize_old_inbox(&rt.pool, ERROR_INPUT_RETENTION).await?,
+        1
+    );
+    let kept: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT message_id, payload::text LIKE '%7015705555%' OR sender <> '' FROM inbox ORDER BY message_id",
+    )
+    .fetch_all(&rt.pool)
+    .await?;
+    assert_eq!(
+        kept,
+        vec![
+            ("NEW".to_owned(), true),
+            ("OLD".to_owned(), false),
+            ("OLD-PENDING".to_owned(), true)
+        ]
+    );
+    assert_eq!(
+        anonymize_old_inbox(&rt.pool, ERROR_INPUT_RETENTION).await?,
         0
     );
     Ok(())

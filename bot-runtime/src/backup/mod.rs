@@ -47,7 +47,7 @@ pub enum BackupError {
     UnknownTable(String),
 }
 
-fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> BackupError {
+fn failed(action: &'static str) -> impl FnOnce(sqlx::Error) -> BackupError {
     move |source| BackupError::Database { action, source }
 }
 
@@ -145,7 +145,7 @@ async fn schema_tables(pool: &PgPool) -> Result<Vec<String>, BackupError> {
     )
     .fetch_all(pool)
     .await
-    .map_err(db("listing the tenant's tables"))
+    .map_err(failed("listing the tenant's tables"))
 }
 
 /// Table names come from our own catalog; still, only plain identifiers pass.
@@ -175,7 +175,7 @@ impl Job {
         )
         .fetch_one(&self.pool)
         .await
-        .map_err(db("reading the previous backup"))?;
+        .map_err(failed("reading the previous backup"))?;
         let period_start = match kind {
             Kind::Daily => Some(
                 previous_end
@@ -207,7 +207,7 @@ impl Job {
                 query = query.bind(start).bind(now);
             }
             let mut rows = query.fetch(&self.pool);
-            while let Some(row) = rows.try_next().await.map_err(db("reading rows"))? {
+            while let Some(row) = rows.try_next().await.map_err(failed("reading rows"))? {
                 writer.push(table, &row)?;
             }
         }
@@ -246,7 +246,7 @@ impl Job {
         .bind(expires_at)
         .fetch_one(&self.pool)
         .await
-        .map_err(db("recording the backup in platform.backups"))?;
+        .map_err(failed("recording the backup in platform.backups"))?;
         let pruned = self.prune(now).await?;
         Ok(Report {
             id,
@@ -270,14 +270,14 @@ impl Job {
         .bind(now)
         .fetch_all(&self.pool)
         .await
-        .map_err(db("listing expired backups"))?;
+        .map_err(failed("listing expired backups"))?;
         for (id, key) in &expired {
             self.storage.delete(key).await?;
             sqlx::query("UPDATE platform.backups SET deleted_at = now() WHERE id = $1")
                 .bind(id)
                 .execute(&self.pool)
                 .await
-                .map_err(db("marking a pruned backup"))?;
+                .map_err(failed("marking a pruned backup"))?;
         }
         Ok(expired.len() as u64)
     }
@@ -312,7 +312,7 @@ pub async fn restore(
             .bind(table)
             .fetch_one(&mut *conn)
             .await
-            .map_err(db("checking the restored table"))?;
+            .map_err(failed("checking the restored table"))?;
         if !exists {
             return Err(BackupError::UnknownTable(table.clone()));
         }
@@ -321,7 +321,7 @@ pub async fn restore(
         )))
         .execute(&mut *conn)
         .await
-        .map_err(db("creating a temporary table"))?;
+        .map_err(failed("creating a temporary table"))?;
         let rows: Vec<&serde_json::Value> = lines
             .iter()
             .filter(|l| &l.table == table)
@@ -334,7 +334,7 @@ pub async fn restore(
             .bind(sqlx::types::Json(batch))
             .execute(&mut *conn)
             .await
-            .map_err(db("loading rows into a temporary table"))?;
+            .map_err(failed("loading rows into a temporary table"))?;
         }
         tables.push((table.clone(), rows.len() as u64));
     }
@@ -363,7 +363,7 @@ pub async fn export_restored(
         )))
         .fetch_one(&mut *conn)
         .await
-        .map_err(db("exporting a restored table as JSON"))?;
+        .map_err(failed("exporting a restored table as JSON"))?;
         let json_path = out.join(format!("{table}.json"));
         tokio::fs::write(&json_path, json)
             .await
@@ -374,8 +374,8 @@ pub async fn export_restored(
                 "COPY (SELECT * FROM pg_temp.{temp}) TO STDOUT WITH (FORMAT csv, HEADER)"
             ))
             .await
-            .map_err(db("exporting a restored table as CSV"))?;
-        while let Some(chunk) = copy.try_next().await.map_err(db("reading CSV"))? {
+            .map_err(failed("exporting a restored table as CSV"))?;
+        while let Some(chunk) = copy.try_next().await.map_err(failed("reading CSV"))? {
             csv.extend_from_slice(&chunk);
         }
         drop(copy);
