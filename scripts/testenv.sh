@@ -12,8 +12,8 @@
 #                                      whole platform is `make run`)
 #   scripts/testenv.sh build           build (or reuse) the control-plane binaries
 #
-# The control plane is built with `go build` from the Go modules in
-# tests/controlplane/ and cached in ${TRUFFLES_CACHE:-~/.cache/truffles}, keyed by
+# The control plane (and promtool, Alertmanager) is built with `go build` from
+# the Go modules in tests/controlplane/ and cached in ${TRUFFLES_CACHE:-~/.cache/truffles}, keyed by
 # the hash of those modules, so only the first run pays for it.
 # TRUFFLES_KEEP_TESTENV=1 keeps the temporary directory (logs, data) for debugging.
 set -euo pipefail
@@ -62,7 +62,8 @@ pg_bin() {
 # ---------------------------------------------------------------- control plane
 controlplane_dir() {
     local key
-    key=$(cat "$ROOT"/tests/controlplane/*/go.mod "$ROOT"/tests/controlplane/*/go.sum "$ROOT"/tests/controlplane/*/*.go \
+    key=$(cat "$ROOT"/tests/controlplane/{etcd,helm,kube}/go.mod "$ROOT"/tests/controlplane/{etcd,helm,kube}/go.sum \
+        "$ROOT"/tests/controlplane/{etcd,helm,kube}/*.go \
         | sha256sum | cut -c1-12)
     echo "$CACHE/controlplane-$K8S_VERSION-$key"
 }
@@ -87,6 +88,40 @@ build_controlplane() {
     (cd "$ROOT/tests/controlplane/etcd" && go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" .) >&2
     (cd "$ROOT/tests/controlplane/helm" && go build -trimpath -o "$tmp/helm" \
         -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm.sh/helm/v3/cmd/helm) >&2
+    rm -rf "$out"
+    mv "$tmp" "$out"
+    echo "$out"
+}
+
+# ---------------------------------------------------------------- monitoring
+# promtool and Alertmanager, to check and unit-test the chart's alert rules and
+# their Telegram route with the real tools, and the Prometheus Operator's CRDs,
+# to validate the chart's monitoring objects. Cached like the control plane.
+PROMETHEUS_OPERATOR_VERSION="v0.85.0"
+monitoring_dir() {
+    local key
+    key=$( (echo "$PROMETHEUS_OPERATOR_VERSION"; cat "$ROOT"/tests/controlplane/{promtool,alertmanager}/{go.mod,go.sum,tools.go}) \
+        | sha256sum | cut -c1-12)
+    echo "$CACHE/monitoring-$key"
+}
+
+build_monitoring() {
+    local out
+    out=$(monitoring_dir)
+    if [[ -x $out/promtool && -x $out/alertmanager && -d $out/crds ]]; then
+        echo "$out"
+        return
+    fi
+    log "building promtool and alertmanager, fetching the Prometheus Operator $PROMETHEUS_OPERATOR_VERSION CRDs into $out (first run only)"
+    local tmp="$out.tmp.$$" module
+    mkdir -p "$tmp/crds"
+    (cd "$ROOT/tests/controlplane/promtool" && go build -trimpath -ldflags "-s -w" -o "$tmp/" \
+        github.com/prometheus/prometheus/cmd/promtool) >&2
+    (cd "$ROOT/tests/controlplane/alertmanager" && go build -trimpath -ldflags "-s -w" -o "$tmp/" \
+        github.com/prometheus/alertmanager/cmd/alertmanager) >&2
+    module=$(cd "$tmp" && go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+    cp "$module"/example/prometheus-operator-crd/monitoring.coreos.com_{prometheusrules,servicemonitors,podmonitors}.yaml "$tmp/crds/"
     rm -rf "$out"
     mv "$tmp" "$out"
     echo "$out"
@@ -310,6 +345,7 @@ EOF
 start_all() {
     ensure_packages
     BIN=$(build_controlplane)
+    MONITORING=$(build_monitoring)
     TMP=$(mktemp -d "${TMPDIR:-/tmp}/truffles-testenv.XXXXXX")
     chmod 755 "$TMP"
     mkdir -p "$TMP/logs"
@@ -322,7 +358,8 @@ start_all() {
     start_s3
     start_kubernetes "$BIN"
     export TRUFFLES_TESTENV_DIR="$TMP"
-    export PATH="$BIN:$PATH"
+    export TRUFFLES_MONITORING_CRDS="$MONITORING/crds"
+    export PATH="$BIN:$MONITORING:$PATH"
 }
 
 # ---------------------------------------------------------------- main
@@ -330,6 +367,7 @@ case "${1:-}" in
 build)
     ensure_packages
     build_controlplane
+    build_monitoring
     ;;
 run)
     shift

@@ -342,7 +342,8 @@ async fn store(rt: &Runtime, inbound: &Inbound, value: &Value) -> (Response, &'s
     )
     .bind(&inbound.message_id)
     .bind(value)
-    .bind(&inbound.sender)
+    // Keyed hash: the inbox only groups a customer's events by it.
+    .bind(rt.pii.hash(&inbound.sender))
     .fetch_optional(&rt.db)
     .await;
     match inserted {

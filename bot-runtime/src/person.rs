@@ -8,8 +8,10 @@
 //! that hold their words or number) and Redis (conversation memory, dedup
 //! marks, rate counters) in one pass; the knowledge base holds only the
 //! business's documents, nothing learned from customers. Backups made later do
-//! not contain the person; earlier ones expire with the backup retention. Both
-//! requests are audited (`gdpr`) without the person's identity.
+//! not contain the person. Earlier ones do (encrypted) until the retention
+//! expires them, so the ids of every erased row are kept in `erased_rows` and a
+//! restore leaves those rows out: an old backup never brings the person back.
+//! Both requests are audited (`gdpr`) without the person's identity.
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -29,6 +31,19 @@ pub enum PersonError {
         source: sqlx::Error,
     },
 }
+
+/// The tables that hold rows of a person, each with an `id` column; an
+/// erasure lists the ids it removed from them in `erased_rows`.
+pub const PERSONAL_TABLES: [&str; 8] = [
+    "users",
+    "conversations",
+    "messages",
+    "handovers",
+    "outbox",
+    "manager_outbox",
+    "inbox",
+    "error_logs",
+];
 
 fn failed(action: &'static str) -> impl FnOnce(sqlx::Error) -> PersonError {
     move |source| PersonError::Database { action, source }
@@ -161,17 +176,42 @@ pub async fn erase(
         messages.into_iter().unzip();
     let external_ids: Vec<String> = external_ids.into_iter().flatten().collect();
     let texts: Vec<String> = texts.into_iter().flatten().collect();
+    // Every row that goes is listed first, so restores of older backups leave
+    // it out; the customer's own rows follow the customer below.
+    sqlx::query(
+        "INSERT INTO erased_rows (table_name, row_id)
+         SELECT 'users', id::text FROM users WHERE id = ANY($1)
+         UNION ALL SELECT 'conversations', id::text FROM conversations WHERE id = ANY($2)
+         UNION ALL SELECT 'messages', id::text FROM messages WHERE conversation_id = ANY($2)
+         UNION ALL SELECT 'handovers', id::text FROM handovers WHERE conversation_id = ANY($2)
+         UNION ALL SELECT 'outbox', id::text FROM outbox WHERE conversation_id = ANY($2)
+           OR message_id IN (SELECT id FROM messages WHERE conversation_id = ANY($2))
+         UNION ALL SELECT 'manager_outbox', n.id::text FROM manager_outbox n
+           JOIN handovers h ON h.id = n.handover_id WHERE h.conversation_id = ANY($2)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&subject.user_ids)
+    .bind(&conversations)
+    .execute(&mut *tx)
+    .await
+    .map_err(failed("listing the erased rows"))?;
     // Raw webhooks carry the number; their rows go whatever their state.
-    let inbox_events = sqlx::query("DELETE FROM inbox WHERE sender = $1 OR message_id = ANY($2)")
-        .bind(&subject.address)
-        .bind(&external_ids)
-        .execute(&mut *tx)
-        .await
-        .map_err(failed("erasing inbox events"))?
-        .rows_affected();
+    let inbox_events = sqlx::query(
+        "WITH gone AS (DELETE FROM inbox WHERE sender = ANY($1) OR message_id = ANY($2) RETURNING id)
+         INSERT INTO erased_rows (table_name, row_id) SELECT 'inbox', id::text FROM gone",
+    )
+    // The keyed hash, or the address itself in rows from before it was hashed.
+    .bind([pii.hash(&subject.address), subject.address.clone()])
+    .bind(&external_ids)
+    .execute(&mut *tx)
+    .await
+    .map_err(failed("erasing inbox events"))?
+    .rows_affected();
     let error_rows = sqlx::query(
-        "DELETE FROM error_logs WHERE strpos(message || coalesce(input_data::text, ''), $1) > 0
-            OR input_data->>'query' = ANY($2)",
+        "WITH gone AS (DELETE FROM error_logs
+                       WHERE strpos(message || coalesce(input_data::text, ''), $1) > 0
+                          OR input_data->>'query' = ANY($2) RETURNING id)
+         INSERT INTO erased_rows (table_name, row_id) SELECT 'error_logs', id::text FROM gone",
     )
     .bind(&subject.phone)
     .bind(&texts)

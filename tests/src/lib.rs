@@ -120,11 +120,20 @@ pub async fn kube_client() -> Result<Client> {
 /// Installs the committed CRDs (what users apply, not the Rust types) with
 /// server-side apply and waits until the API server serves them.
 pub async fn install_crds(client: &Client) -> Result<()> {
-    let path = workspace_root().join(truffles_crds::CRDS_YAML_PATH);
+    install_crds_from(
+        client,
+        &workspace_root().join(truffles_crds::CRDS_YAML_PATH),
+    )
+    .await
+}
+
+/// Installs the CRDs of a YAML file (ours, or another project's) and waits
+/// until the API server serves them.
+pub async fn install_crds_from(client: &Client, path: &Path) -> Result<()> {
     let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let crds: Vec<CustomResourceDefinition> =
-        serde_saphyr::from_multiple(&text).context("parsing the CRD YAML")?;
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let crds: Vec<CustomResourceDefinition> = serde_saphyr::from_multiple(&text)
+        .with_context(|| format!("parsing {}", path.display()))?;
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for crd in crds {

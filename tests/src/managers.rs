@@ -207,6 +207,53 @@ impl FakeTelegram {
     }
 }
 
+/// Telegram's HTML parse mode: only its tags, `<` only opening a tag, `&` only
+/// as `&lt;` `&gt;` `&amp;` `&quot;` or a numeric entity.
+fn telegram_html(text: &str) -> Result<(), String> {
+    const TAGS: [&str; 16] = [
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "ins",
+        "s",
+        "strike",
+        "del",
+        "span",
+        "tg-spoiler",
+        "a",
+        "tg-emoji",
+        "code",
+        "pre",
+        "blockquote",
+    ];
+    let mut rest = text;
+    while let Some(at) = rest.find(['<', '&']) {
+        let tail = &rest[at..];
+        if tail.starts_with('<') {
+            let end = tail.find('>').ok_or("unclosed start tag")?;
+            let name = tail[1..end].trim_start_matches('/');
+            let name = name.split([' ', '=']).next().unwrap_or("");
+            if !TAGS.contains(&name) {
+                return Err(format!("unsupported start tag {name:?}"));
+            }
+            rest = &tail[end + 1..];
+        } else {
+            let end = tail.find(';').ok_or("unfinished entity")?;
+            let entity = &tail[1..end];
+            let numeric = entity
+                .strip_prefix('#')
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+            if !(numeric || ["lt", "gt", "amp", "quot"].contains(&entity)) {
+                return Err(format!("unsupported entity &{entity};"));
+            }
+            rest = &tail[end + 1..];
+        }
+    }
+    Ok(())
+}
+
 fn chat_matches(v: &Value, chat: i64) -> bool {
     match v {
         Value::Number(n) => n.as_i64() == Some(chat),
@@ -306,6 +353,11 @@ async fn telegram_method(
             let text = body["text"].as_str().unwrap_or("").to_owned();
             if text.is_empty() || text.chars().count() > 4096 {
                 return violation(&mut s, "message text is empty or too long".into());
+            }
+            if body["parse_mode"] == "HTML"
+                && let Err(why) = telegram_html(&text)
+            {
+                return violation(&mut s, format!("can't parse entities: {why}"));
             }
             let thread = body.get("message_thread_id").and_then(Value::as_i64);
             if let Some(t) = thread

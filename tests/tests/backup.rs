@@ -178,6 +178,83 @@ async fn a_full_backup_restores_exactly_the_source_and_exports_json_and_csv() ->
     Ok(())
 }
 
+#[tokio::test]
+async fn a_person_erased_after_a_backup_is_left_out_of_its_restore() -> Result<()> {
+    const OTHER: &str = "77015550199";
+    let fx = Fixture::new("erasure").await?;
+    let rt = &fx.rt;
+    let running = rt.start(rt.config()?, price_list()).await?;
+    let url = rt.webhook_url(&running);
+    for (n, phone, text) in [
+        (
+            1,
+            PHONE,
+            "Меня зовут Айгерим, сколько стоит букет из 25 роз?",
+        ),
+        (2, OTHER, "Есть ли тюльпаны?"),
+        (3, PHONE, "Позовите менеджера"),
+    ] {
+        let mut message = chatflow_text(&format!("G-{n}"), phone, text);
+        if phone == OTHER {
+            message["metadata"]["sender"] = json!("Ержан");
+        }
+        rt.post(&url, &message).await?;
+        rt.wait_count("SELECT count(*) FROM outbox WHERE status = 'sent'", n)
+            .await?;
+    }
+    drop(running);
+    let before = fx.job(30)?.run(Kind::Weekly, Utc::now()).await?;
+
+    let pii = truffles_bot::pii::Pii::new(&truffles_tests::runtime::PII_KEY);
+    let cache = truffles_bot::cache::Cache::new(&rt.name, None)?;
+    let erased = truffles_bot::person::erase(&rt.pool, &pii, &cache, PHONE).await?;
+    assert_eq!(erased.customers, 1);
+    // What the erasure keeps about itself: table names and row ids, nothing else.
+    let listed: Vec<(String, i64)> =
+        sqlx::query_as("SELECT table_name, count(*) FROM erased_rows GROUP BY 1 ORDER BY 1")
+            .fetch_all(&rt.pool)
+            .await?;
+    let listed_tables: Vec<&str> = listed.iter().map(|(t, _)| t.as_str()).collect();
+    for table in ["conversations", "inbox", "messages", "outbox", "users"] {
+        assert!(listed_tables.contains(&table), "{table} in {listed:?}");
+    }
+
+    // The backup from before the erasure still holds the person (encrypted);
+    // its restore does not give them back, and keeps everyone else.
+    let mut conn = rt.pool.acquire().await?;
+    let key = DataKey::from_hex(&fx.key_hex)?;
+    let restored = backup::restore(&mut conn, &fx.storage()?, &key, &before.object_key).await?;
+    let listed_total: i64 = listed.iter().map(|(_, n)| n).sum();
+    assert!(
+        restored.erased > 0 && restored.erased <= listed_total as u64,
+        "{restored:?}"
+    );
+    let users = restored
+        .tables
+        .iter()
+        .find(|(t, _)| t == "users")
+        .map(|(_, n)| *n);
+    assert_eq!(users, Some(1), "only the other customer comes back");
+    let out = fx.dir.join("export");
+    backup::export_restored(&mut conn, &restored, &out).await?;
+    let mut exported = String::new();
+    for entry in std::fs::read_dir(&out)? {
+        exported.push_str(&std::fs::read_to_string(entry?.path())?);
+    }
+    for trace in [PHONE, "Айгерим", "Позовите менеджера", "букет из 25 роз"]
+    {
+        assert!(
+            !exported.contains(trace),
+            "{trace} came back from the backup"
+        );
+    }
+    assert!(
+        exported.contains("Есть ли тюльпаны?"),
+        "the other customer is restored"
+    );
+    Ok(())
+}
+
 /// Seeds one customer with a conversation holding an old and a recent message.
 async fn seed_two_days(pool: &PgPool) -> Result<()> {
     sqlx::raw_sql(

@@ -293,3 +293,308 @@ fn argocd_health_follows_the_status_conditions() -> Result<()> {
     assert_eq!(argocd_health(script, &sub("Suspended"))?, "Suspended");
     Ok(())
 }
+
+/// The rendered chart's objects of one kind.
+fn objects_of(rendered: &str, kind: &str) -> Result<Vec<serde_json::Value>> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(rendered)?;
+    Ok(docs.into_iter().filter(|d| d["kind"] == kind).collect())
+}
+
+#[tokio::test]
+async fn the_monitoring_objects_are_what_the_prometheus_operator_accepts() -> Result<()> {
+    // The Prometheus Operator's own CRDs (schemas included), from its release.
+    let client = kube_client().await?;
+    let crds = std::path::PathBuf::from(env_var("TRUFFLES_MONITORING_CRDS")?);
+    for kind in ["prometheusrules", "servicemonitors", "podmonitors"] {
+        truffles_tests::install_crds_from(
+            &client,
+            &crds.join(format!("monitoring.coreos.com_{kind}.yaml")),
+        )
+        .await?;
+    }
+    let ns = TestNamespace::create(&client, "monitoring").await?;
+    let rendered = template(
+        &ns.name,
+        &[
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.prometheusRule.enabled=true",
+            "metrics.podMonitor.enabled=true",
+            "health.enabled=true",
+            "health.adminChatId=-1001234567890",
+            "telegram.existingSecret=owner-bot",
+            "alerting.telegram.enabled=true",
+        ],
+    )?;
+    let out = run(
+        "kubectl",
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&rendered),
+    )?;
+    for object in [
+        "prometheusrule.monitoring.coreos.com/truffles-operator",
+        "servicemonitor.monitoring.coreos.com/truffles-operator",
+        "podmonitor.monitoring.coreos.com/truffles-operator-runtimes",
+        "secret/truffles-alertmanager",
+    ] {
+        ensure!(out.contains(object), "{object} not accepted: {out}");
+    }
+    // A misspelt field is refused by the same schemas, so the check can fail.
+    let broken = rendered.replace("podMetricsEndpoints:", "podMetricEndpoints:");
+    let refused = run(
+        "kubectl",
+        &["apply", "--dry-run=server", "--validate=strict", "-f", "-"],
+        Some(&broken),
+    );
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("podMetricEndpoints")),
+        "a misspelt PodMonitor field was accepted: {refused:?}"
+    );
+    ns.delete().await
+}
+
+#[tokio::test]
+async fn the_alert_rules_fire_at_the_specs_thresholds() -> Result<()> {
+    let rendered = template("truffles", &["metrics.prometheusRule.enabled=true"])?;
+    let rule = objects_of(&rendered, "PrometheusRule")?
+        .pop()
+        .context("no PrometheusRule rendered")?;
+    let dir = std::env::temp_dir().join(format!("truffles-rules-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let rules = dir.join("rules.yaml");
+    std::fs::write(&rules, serde_json::to_string(&rule["spec"])?)?;
+    let tests = dir.join("rules_test.yaml");
+    std::fs::copy(
+        workspace_root().join("tests/alerts/rules_test.yaml"),
+        &tests,
+    )?;
+    let path = |p: &std::path::Path| p.display().to_string();
+    let checked = run("promtool", &["check", "rules", &path(&rules)], None)?;
+    ensure!(checked.contains("SUCCESS"), "{checked}");
+    // Every alert the chart defines has a test case.
+    let tested = std::fs::read_to_string(&tests)?;
+    for group in rule["spec"]["groups"].as_array().context("groups")? {
+        for alert in group["rules"].as_array().context("rules")? {
+            let name = alert["alert"].as_str().context("alert name")?;
+            ensure!(
+                tested.contains(&format!("alertname: {name}\n")),
+                "{name} has no promtool test in tests/alerts/rules_test.yaml"
+            );
+        }
+    }
+    let result = run("promtool", &["test", "rules", &path(&tests)], None);
+    std::fs::remove_dir_all(&dir)?;
+    let out = result?;
+    ensure!(out.contains("SUCCESS"), "{out}");
+    Ok(())
+}
+
+/// Alertmanager (the real one) with the chart's configuration, on a free port.
+struct Alertmanager {
+    child: std::process::Child,
+    url: String,
+    dir: std::path::PathBuf,
+}
+
+impl Alertmanager {
+    async fn start(config: &str) -> Result<Self> {
+        truffles_tests::init();
+        let dir = std::env::temp_dir().join(format!("truffles-am-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("alertmanager.yaml");
+        std::fs::write(&file, config)?;
+        let addr = format!("127.0.0.1:{}", truffles_tests::free_port()?);
+        let child = Command::new("alertmanager")
+            .arg(format!("--config.file={}", file.display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("alertmanager.log"))?)
+            .spawn()
+            .context("alertmanager is not on PATH: run the tests through `make test`")?;
+        let am = Self {
+            child,
+            url: format!("http://{addr}"),
+            dir,
+        };
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if let Ok(r) = http.get(format!("{}/-/ready", am.url)).send().await
+                && r.status().is_success()
+            {
+                return Ok(am);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!(
+            "Alertmanager did not start: {}",
+            std::fs::read_to_string(am.dir.join("alertmanager.log")).unwrap_or_default()
+        )
+    }
+
+    /// What Prometheus does on every evaluation: (re)send the active alerts.
+    async fn post(&self, alerts: &serde_json::Value) -> Result<()> {
+        reqwest::Client::new()
+            .post(format!("{}/api/v2/alerts", self.url))
+            .json(alerts)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn alert(
+    name: &str,
+    severity: &str,
+    tenant: &str,
+    summary: &str,
+    ends: Option<&str>,
+) -> serde_json::Value {
+    let mut a = json!({
+        "labels": {"alertname": name, "severity": severity, "tenant": tenant, "namespace": tenant},
+        "annotations": {"summary": summary},
+        "startsAt": "2026-12-01T08:00:00Z",
+    });
+    if let Some(ends) = ends {
+        a["endsAt"] = json!(ends);
+    }
+    a
+}
+
+#[tokio::test]
+async fn alerts_reach_the_admins_telegram_once_per_incident_and_once_resolved() -> Result<()> {
+    const TOKEN: &str = "777000:alert-bot-token";
+    const CHAT: i64 = -1_001_234_567_890;
+    let telegram = truffles_tests::managers::FakeTelegram::start(TOKEN, CHAT).await?;
+    let secrets = std::env::temp_dir().join(format!("truffles-am-token-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&secrets, TOKEN)?;
+    let rendered = template(
+        "truffles",
+        &[
+            "alerting.telegram.enabled=true",
+            &format!("health.adminChatId={CHAT}"),
+            "telegram.existingSecret=owner-bot",
+            &format!("telegram.apiUrl={}", telegram.url),
+            &format!("alerting.telegram.botTokenFile={}", secrets.display()),
+            "alerting.groupWait=1s",
+            "alerting.groupInterval=1s",
+        ],
+    )?;
+    ensure!(
+        !rendered.contains(TOKEN),
+        "the token stays in its Secret, read from a file"
+    );
+    let config = objects_of(&rendered, "Secret")?
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "truffles-alertmanager")
+        .and_then(|s| {
+            s["stringData"]["alertmanager.yaml"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .context("the chart renders the Alertmanager configuration")?;
+    let am = Alertmanager::start(&config).await?;
+
+    // A tenant's runtime is failing hard (critical) and slow (warning, which the
+    // critical one silences); another tenant hands too much to humans.
+    let firing = json!([
+        alert(
+            "TrufflesErrorRateCritical",
+            "critical",
+            "shop-a",
+            "Tenant shop-a: errors exceed 10% of messages.",
+            None
+        ),
+        alert(
+            "TrufflesSlowReplies",
+            "warning",
+            "shop-a",
+            "Tenant shop-a: 90% of replies take more than 10 s.",
+            None
+        ),
+        alert(
+            "TrufflesHandoverRate",
+            "warning",
+            "shop-b",
+            "Tenant shop-b: more than 30% of messages go to a human & more.",
+            None
+        ),
+    ]);
+    // Prometheus re-sends active alerts on every evaluation; that is no new incident.
+    for _ in 0..4 {
+        am.post(&firing).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    telegram
+        .wait_message("TrufflesErrorRateCritical", Duration::from_secs(20))
+        .await?;
+    telegram
+        .wait_message("TrufflesHandoverRate", Duration::from_secs(20))
+        .await?;
+    // Both of shop-a's alerts end (a silenced alert that ends is never sent).
+    let ended = Some("2026-12-01T08:05:00Z");
+    am.post(&json!([
+        alert(
+            "TrufflesErrorRateCritical",
+            "critical",
+            "shop-a",
+            "Tenant shop-a: errors exceed 10% of messages.",
+            ended
+        ),
+        alert(
+            "TrufflesSlowReplies",
+            "warning",
+            "shop-a",
+            "Tenant shop-a: 90% of replies take more than 10 s.",
+            ended
+        ),
+    ]))
+    .await?;
+    let resolved = telegram
+        .wait_message("resolved", Duration::from_secs(20))
+        .await?;
+    ensure!(
+        resolved.text.contains("TrufflesErrorRateCritical") && resolved.text.contains("shop-a")
+    );
+
+    let messages = telegram.messages();
+    let about = |needle: &str| messages.iter().filter(|m| m.text.contains(needle)).count();
+    ensure!(
+        about("TrufflesErrorRateCritical") == 2,
+        "one message when it fired, one when it resolved: {:?}",
+        messages.iter().map(|m| &m.text).collect::<Vec<_>>()
+    );
+    ensure!(
+        about("TrufflesHandoverRate") == 1,
+        "{:?}",
+        messages.iter().map(|m| &m.text).collect::<Vec<_>>()
+    );
+    ensure!(
+        about("TrufflesSlowReplies") == 0,
+        "the critical alert silences the tenant's warnings"
+    );
+    ensure!(
+        messages
+            .iter()
+            .any(|m| m.text.contains("errors exceed 10% of messages.")),
+        "the message says why"
+    );
+    ensure!(
+        telegram.violations().is_empty(),
+        "{:?}",
+        telegram.violations()
+    );
+    std::fs::remove_file(&secrets)?;
+    Ok(())
+}

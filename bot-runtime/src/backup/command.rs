@@ -100,6 +100,12 @@ pub async fn restore(args: RestoreArgs) -> Result<()> {
     for (table, rows) in &restored.tables {
         println!("{table}: {rows} rows");
     }
+    if restored.erased > 0 {
+        println!(
+            "{} rows of persons erased since the backup left out",
+            restored.erased
+        );
+    }
     println!(
         "{} ({}, {}) restored into temporary tables; {} files written to {}",
         args.object_key,

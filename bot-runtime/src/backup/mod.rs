@@ -11,7 +11,8 @@
 //!
 //! A restore authenticates and reads the whole file first, then loads it into
 //! temporary tables (`restored_<table>`) in one session and writes each as JSON
-//! and CSV for the client: the live tables are never touched.
+//! and CSV for the client: the live tables are never touched. Rows of persons
+//! erased since the backup (`erased_rows`) are left out.
 
 pub mod archive;
 pub mod command;
@@ -288,6 +289,8 @@ impl Job {
 pub struct Restored {
     pub header: archive::Header,
     pub tables: Vec<(String, u64)>,
+    /// Rows of the file left out because their person was erased since.
+    pub erased: u64,
 }
 
 /// Rows per INSERT: one JSON array each, well under PostgreSQL's limits.
@@ -305,6 +308,7 @@ pub async fn restore(
     let file = storage.get(object_key).await?;
     let (header, lines) = archive::open(&file, key)?;
     let mut tables = Vec::new();
+    let mut erased = 0;
     for (table, _) in &header.tables {
         let source = quoted(table)?;
         let temp = quoted(&format!("restored_{table}"))?;
@@ -336,9 +340,27 @@ pub async fn restore(
             .await
             .map_err(failed("loading rows into a temporary table"))?;
         }
-        tables.push((table.clone(), rows.len() as u64));
+        let mut loaded = rows.len() as u64;
+        if crate::person::PERSONAL_TABLES.contains(&table.as_str()) {
+            let left_out = sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM pg_temp.{temp} r USING erased_rows e
+                 WHERE e.table_name = $1 AND e.row_id = r.id::text"
+            )))
+            .bind(table)
+            .execute(&mut *conn)
+            .await
+            .map_err(failed("leaving erased persons out"))?
+            .rows_affected();
+            loaded -= left_out;
+            erased += left_out;
+        }
+        tables.push((table.clone(), loaded));
     }
-    Ok(Restored { header, tables })
+    Ok(Restored {
+        header,
+        tables,
+        erased,
+    })
 }
 
 /// Writes each restored table as `<table>.json` (an array of rows) and
