@@ -6,6 +6,8 @@
 //! - `DATABASE_URL` (the tenant's role), `TRUFFLES_WEBHOOK_SECRET`, `TRUFFLES_PII_KEY`
 //!   (64 hex characters), `REDIS_URL` (optional: without it the runtime degrades)
 //! - `CHATFLOW_TOKEN`, `CHATFLOW_SIGNATURE_KEY` (optional), `OPENAI_API_KEY` (optional)
+//! - `TELEGRAM_BOT_TOKEN` (the customers' Telegram bot), `INSTAGRAM_ACCESS_TOKEN`,
+//!   `INSTAGRAM_APP_SECRET`, `INSTAGRAM_VERIFY_TOKEN`, for the channels the spec enables
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +44,27 @@ pub struct ChatflowConfig {
     pub token: String,
     /// When set, every webhook must carry a valid `X-Signature-256` header.
     pub signature_key: Option<Vec<u8>>,
+}
+
+/// The customers' Telegram bot.
+#[derive(Clone, Debug)]
+pub struct TelegramConfig {
+    pub api_base_url: String,
+    pub token: String,
+}
+
+/// Instagram Direct through the Graph API.
+#[derive(Clone, Debug)]
+pub struct InstagramConfig {
+    pub api_base_url: String,
+    pub api_version: String,
+    pub account_id: String,
+    /// The Send API's access token.
+    pub access_token: String,
+    /// Signs every delivery (`X-Hub-Signature-256`).
+    pub app_secret: Vec<u8>,
+    /// Echoed in the subscription handshake.
+    pub verify_token: String,
 }
 
 /// The OpenAI-compatible endpoint. `None` in [`Config::llm`] means no LLM:
@@ -110,6 +133,8 @@ pub struct Config {
     /// Key for the phone numbers' lookup hash and encryption.
     pub pii_key: [u8; 32],
     pub chatflow: Option<ChatflowConfig>,
+    pub telegram: Option<TelegramConfig>,
+    pub instagram: Option<InstagramConfig>,
     pub llm: Option<LlmConfig>,
     /// `None`: no embeddings endpoint, so no knowledge base.
     pub knowledge: Option<KnowledgeConfig>,
@@ -146,6 +171,14 @@ pub struct ServeArgs {
     pub chatflow_token: Option<String>,
     #[arg(long, env = "CHATFLOW_SIGNATURE_KEY", hide_env_values = true)]
     pub chatflow_signature_key: Option<String>,
+    #[arg(long, env = "TELEGRAM_BOT_TOKEN", hide_env_values = true)]
+    pub telegram_bot_token: Option<String>,
+    #[arg(long, env = "INSTAGRAM_ACCESS_TOKEN", hide_env_values = true)]
+    pub instagram_access_token: Option<String>,
+    #[arg(long, env = "INSTAGRAM_APP_SECRET", hide_env_values = true)]
+    pub instagram_app_secret: Option<String>,
+    #[arg(long, env = "INSTAGRAM_VERIFY_TOKEN", hide_env_values = true)]
+    pub instagram_verify_token: Option<String>,
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     pub openai_api_key: Option<String>,
     /// Speech-to-text model; voice messages get a placeholder without it.
@@ -207,6 +240,38 @@ impl Config {
             }
             (None, _) => None,
         };
+        let telegram = match (&spec.channels.telegram, args.telegram_bot_token) {
+            (Some(t), Some(token)) => Some(TelegramConfig {
+                api_base_url: t.api_base_url.clone(),
+                token,
+            }),
+            (Some(_), None) => {
+                bail!("the Telegram channel is enabled but TELEGRAM_BOT_TOKEN is not set")
+            }
+            (None, _) => None,
+        };
+        let instagram = match &spec.channels.instagram {
+            Some(i) => {
+                let (Some(access_token), Some(app_secret), Some(verify_token)) = (
+                    args.instagram_access_token,
+                    args.instagram_app_secret,
+                    args.instagram_verify_token,
+                ) else {
+                    bail!(
+                        "the Instagram channel is enabled but INSTAGRAM_ACCESS_TOKEN, INSTAGRAM_APP_SECRET or INSTAGRAM_VERIFY_TOKEN is not set"
+                    )
+                };
+                Some(InstagramConfig {
+                    api_base_url: i.api_base_url.clone(),
+                    api_version: i.api_version.clone(),
+                    account_id: i.account_id.clone(),
+                    access_token,
+                    app_secret: app_secret.into_bytes(),
+                    verify_token,
+                })
+            }
+            None => None,
+        };
         let mut knowledge = knowledge_config(
             &spec,
             args.openai_api_key.as_deref(),
@@ -228,6 +293,8 @@ impl Config {
             webhook_secret: args.webhook_secret,
             pii_key: parse_key(&args.pii_key)?,
             chatflow,
+            telegram,
+            instagram,
             llm,
             knowledge,
             listen: args.listen,

@@ -1,6 +1,9 @@
 //! The webhook gateway (SPEC pipeline step 1): authenticate, validate,
 //! rate-limit, deduplicate, store durably, acknowledge. Nothing slow happens
 //! before the 200: ChatFlow reports "webhook error" when an endpoint is slow.
+//! Each channel authenticates its own way (ChatFlow: the secret URL and an
+//! optional signature; Telegram: its secret-token header; Instagram: Meta's
+//! signature), then every event takes the same path ([`admit`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +21,7 @@ use subtle::ConstantTimeEq;
 use tracing::{Instrument, info_span};
 
 use crate::audit::{self, Level};
-use crate::chatflow::{self, Inbound};
+use crate::channels::{self, Channel, Inbound, instagram, telegram};
 use crate::pii::log_tag;
 use crate::runtime::Runtime;
 
@@ -32,6 +35,14 @@ pub fn router(rt: Arc<Runtime>) -> Router {
     let limit = rt.config.tuning.max_body_bytes;
     Router::new()
         .route("/t/{tenant}/webhook/{secret}", get(probe).post(webhook))
+        .route(
+            "/t/{tenant}/telegram",
+            axum::routing::post(telegram_webhook),
+        )
+        .route(
+            "/t/{tenant}/instagram",
+            get(instagram_verify).post(instagram_webhook),
+        )
         .route(
             "/t/{tenant}/admin/knowledge/sync",
             axum::routing::post(knowledge_sync),
@@ -229,26 +240,38 @@ async fn accept(rt: &Runtime, headers: &HeaderMap, body: &[u8]) -> (Response, &'
     if let Some(key) = chatflow_key {
         let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
         if !signature_valid(key, body, header) {
-            tracing::warn!("webhook signature missing or invalid");
-            rt.report(
-                "gateway",
-                Level::Warning,
-                "bad_signature",
-                "signature missing or invalid",
-                Some(audit::raw_input(body)),
-            )
-            .await;
-            return (
-                reply(
-                    StatusCode::UNAUTHORIZED,
-                    json!({"error": "invalid signature"}),
-                ),
-                "bad_signature",
-            );
+            return bad_signature(rt, body).await;
         }
     }
-    let value: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
+    match json_body(rt, body).await {
+        Ok(value) => admit(rt, Channel::Whatsapp, value).await,
+        Err(refused) => refused,
+    }
+}
+
+async fn bad_signature(rt: &Runtime, body: &[u8]) -> (Response, &'static str) {
+    tracing::warn!("webhook signature missing or invalid");
+    rt.report(
+        "gateway",
+        Level::Warning,
+        "bad_signature",
+        "signature missing or invalid",
+        Some(audit::raw_input(body)),
+    )
+    .await;
+    (
+        reply(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "invalid signature"}),
+        ),
+        "bad_signature",
+    )
+}
+
+/// The body as JSON, or the 400 (recorded with the raw input for replay).
+async fn json_body(rt: &Runtime, body: &[u8]) -> Result<Value, (Response, &'static str)> {
+    match serde_json::from_slice(body) {
+        Ok(v) => Ok(v),
         Err(e) => {
             let message = format!("the body is not JSON: {e}");
             tracing::warn!(%message, "malformed webhook");
@@ -260,17 +283,22 @@ async fn accept(rt: &Runtime, headers: &HeaderMap, body: &[u8]) -> (Response, &'
                 Some(audit::raw_input(body)),
             )
             .await;
-            return (
+            Err((
                 reply(StatusCode::BAD_REQUEST, json!({"error": message})),
                 "malformed",
-            );
+            ))
         }
-    };
-    let inbound = match chatflow::parse_webhook(&value) {
+    }
+}
+
+/// One event of any channel, in the form it is stored: parsed, rate-limited,
+/// deduplicated and stored. Events that are no message get a 200 (the
+/// channel would only retry them) and an error_logs row.
+async fn admit(rt: &Runtime, channel: Channel, value: Value) -> (Response, &'static str) {
+    let inbound = match channels::parse(channel, &value) {
         Ok(m) => m,
         Err(why) => {
-            // A 200: ChatFlow would only retry what can never succeed.
-            tracing::info!(reason = %why, "webhook ignored");
+            tracing::info!(reason = %why, channel = channel.as_str(), "webhook ignored");
             rt.report(
                 "gateway",
                 Level::Info,
@@ -293,6 +321,148 @@ async fn accept(rt: &Runtime, headers: &HeaderMap, body: &[u8]) -> (Response, &'
         return (limited, "rate_limited");
     }
     store(rt, &inbound, &value).await
+}
+
+/// `POST /t/<name>/telegram`: the customers' bot's webhook. Telegram sends the
+/// secret token given to `setWebhook`; anything else is a 404.
+async fn telegram_webhook(
+    State(rt): State<Arc<Runtime>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let given = headers
+        .get(telegram::SECRET_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    let expected = telegram::webhook_token(&rt.config.webhook_secret, CUSTOMER_BOT);
+    let token_ok: bool = given.ct_eq(expected.as_bytes()).into();
+    if rt.channels.telegram.is_none() || !token_ok || tenant != rt.config.client_name {
+        rt.metrics.webhook("not_found");
+        return not_found();
+    }
+    let span = info_span!("webhook", tenant = %rt.config.client_name, channel = "telegram", message_id = tracing::field::Empty);
+    let (response, outcome) = async {
+        match json_body(&rt, &body).await {
+            Ok(value) => admit(&rt, Channel::Telegram, value).await,
+            Err(refused) => refused,
+        }
+    }
+    .instrument(span)
+    .await;
+    rt.metrics.webhook(outcome);
+    response
+}
+
+/// The purpose of the customers' bot's webhook token (the managers' bot has its own).
+pub const CUSTOMER_BOT: &str = "telegram-customers";
+
+#[derive(serde::Deserialize)]
+struct Verification {
+    #[serde(rename = "hub.mode")]
+    mode: Option<String>,
+    #[serde(rename = "hub.verify_token")]
+    verify_token: Option<String>,
+    #[serde(rename = "hub.challenge")]
+    challenge: Option<String>,
+}
+
+/// `GET /t/<name>/instagram`: Meta's subscription handshake.
+async fn instagram_verify(
+    State(rt): State<Arc<Runtime>>,
+    Path(tenant): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<Verification>,
+) -> Response {
+    let Some(instagram) = rt.channels.instagram.as_ref() else {
+        return not_found();
+    };
+    let token_ok: bool = q
+        .verify_token
+        .as_deref()
+        .unwrap_or_default()
+        .as_bytes()
+        .ct_eq(instagram.verify_token().as_bytes())
+        .into();
+    match (q.mode.as_deref(), q.challenge) {
+        (Some("subscribe"), Some(challenge)) if token_ok && tenant == rt.config.client_name => {
+            tracing::info!("Instagram webhook subscription verified");
+            (StatusCode::OK, challenge).into_response()
+        }
+        _ => {
+            tracing::warn!("Instagram webhook verification refused");
+            (StatusCode::FORBIDDEN, "verification failed").into_response()
+        }
+    }
+}
+
+/// `POST /t/<name>/instagram`: a signed delivery of one or more events.
+/// Meta retries a delivery that is not answered 200; events already stored
+/// are then duplicates.
+async fn instagram_webhook(
+    State(rt): State<Arc<Runtime>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(instagram) = rt.channels.instagram.as_ref() else {
+        return not_found();
+    };
+    if tenant != rt.config.client_name {
+        return not_found();
+    }
+    let span = info_span!("webhook", tenant = %rt.config.client_name, channel = "instagram", message_id = tracing::field::Empty);
+    async {
+        // Meta's header always carries the "sha256=" prefix.
+        let header = headers
+            .get(instagram::SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|h| h.starts_with("sha256="));
+        if !signature_valid(instagram.app_secret(), &body, header) {
+            let (response, outcome) = bad_signature(&rt, &body).await;
+            rt.metrics.webhook(outcome);
+            return response;
+        }
+        let delivery = match json_body(&rt, &body).await {
+            Ok(v) => v,
+            Err((response, outcome)) => {
+                rt.metrics.webhook(outcome);
+                return response;
+            }
+        };
+        let events = match instagram::events(&delivery) {
+            Ok(events) => events,
+            Err(why) => {
+                rt.report(
+                    "gateway",
+                    Level::Info,
+                    "ignored",
+                    &why.to_string(),
+                    Some(delivery),
+                )
+                .await;
+                rt.metrics.webhook("ignored");
+                return reply(
+                    StatusCode::OK,
+                    json!({"status": "ignored", "reason": why.to_string()}),
+                );
+            }
+        };
+        let mut outcomes = Vec::new();
+        for event in events {
+            let (response, outcome) = admit(&rt, Channel::Instagram, event).await;
+            rt.metrics.webhook(outcome);
+            if outcome == "unavailable" {
+                return response;
+            }
+            outcomes.push(outcome);
+        }
+        reply(
+            StatusCode::OK,
+            json!({"status": "received", "events": outcomes}),
+        )
+    }
+    .instrument(span)
+    .await
 }
 
 async fn rate_limited(rt: &Runtime, inbound: &Inbound) -> Option<Response> {
@@ -337,13 +507,18 @@ async fn store(rt: &Runtime, inbound: &Inbound, value: &Value) -> (Response, &'s
         Err(e) => tracing::warn!(error = %e, "deduplication falls back to PostgreSQL"),
     }
     let inserted = sqlx::query_scalar::<_, i64>(
-        "INSERT INTO inbox (channel, message_id, payload, sender) VALUES ('whatsapp', $1, $2, $3)
+        "INSERT INTO inbox (channel, message_id, payload, sender) VALUES ($4, $1, $2, $3)
          ON CONFLICT (message_id) DO NOTHING RETURNING id",
     )
     .bind(&inbound.message_id)
     .bind(value)
     // Keyed hash: the inbox only groups a customer's events by it.
-    .bind(rt.pii.hash(&inbound.sender))
+    .bind(channels::sender_key(
+        &rt.pii,
+        inbound.channel,
+        &inbound.sender,
+    ))
+    .bind(inbound.channel.as_str())
     .fetch_optional(&rt.db)
     .await;
     match inserted {
@@ -375,6 +550,64 @@ async fn store(rt: &Runtime, inbound: &Inbound, value: &Value) -> (Response, &'s
                 ),
                 "unavailable",
             )
+        }
+    }
+}
+
+/// Registers the customers' bot's webhook, retrying until Telegram accepts it.
+pub async fn register_telegram_webhook(rt: Arc<Runtime>, base: String) {
+    let Some(bot) = rt.channels.telegram.as_ref() else {
+        return;
+    };
+    let url = format!(
+        "{}/t/{}/telegram",
+        base.trim_end_matches('/'),
+        rt.config.client_name
+    );
+    let token = telegram::webhook_token(&rt.config.webhook_secret, CUSTOMER_BOT);
+    let mut wait = Duration::from_secs(5);
+    loop {
+        match bot.set_webhook(&url, &token).await {
+            Ok(()) => {
+                tracing::info!("customers' Telegram webhook registered");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "registering the customers' Telegram webhook"),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(600));
+    }
+}
+
+/// Long polling for runtimes without a public HTTPS address: each update
+/// takes the webhook's path. An update that cannot be stored is asked for
+/// again (the offset does not move past it).
+pub async fn poll_telegram(rt: Arc<Runtime>) {
+    let Some(bot) = rt.channels.telegram.as_ref() else {
+        return;
+    };
+    let mut offset = 0;
+    loop {
+        match bot.poll(offset).await {
+            Ok(updates) => {
+                for update in updates {
+                    let Ok(value) = serde_json::to_value(&update) else {
+                        continue;
+                    };
+                    let span = info_span!("webhook", tenant = %rt.config.client_name, channel = "telegram", message_id = tracing::field::Empty);
+                    let (_, outcome) = admit(&rt, Channel::Telegram, value).instrument(span).await;
+                    rt.metrics.webhook(outcome);
+                    if outcome == "unavailable" {
+                        tokio::time::sleep(telegram::POLL_BACKOFF).await;
+                        break;
+                    }
+                    offset = offset.max(update.id.0 as i32 + 1);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %telegram::describe(&e), "polling the customers' Telegram bot failed");
+                tokio::time::sleep(telegram::POLL_BACKOFF).await;
+            }
         }
     }
 }

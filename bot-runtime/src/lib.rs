@@ -5,7 +5,7 @@ pub mod audit;
 pub mod backup;
 pub mod breaker;
 pub mod cache;
-pub mod chatflow;
+pub mod channels;
 pub mod config;
 pub mod decide;
 pub mod gateway;

@@ -1,7 +1,9 @@
 //! Sending replies (SPEC step 8): the outbox row is written with the decision,
-//! then sent here with retries and exponential backoff. The idempotency key
-//! (the customer's message id) is ChatFlow's `msg_id`, so a retry after a
-//! lost response does not message the customer twice.
+//! then sent here through the conversation's channel with retries and
+//! exponential backoff. The idempotency key (the customer's message id) is
+//! ChatFlow's `msg_id`, so a retry after a lost response does not message the
+//! customer twice. A reply longer than the channel allows goes in parts, and
+//! the row remembers how many went out.
 
 use std::sync::Arc;
 
@@ -11,11 +13,9 @@ use sqlx::Row;
 use tracing::{Instrument, info_span};
 
 use crate::audit::{self, Level};
-use crate::chatflow::{Outgoing, SendError};
+use crate::channels::{self, Channel, Outgoing, SendError, instagram};
 use crate::pii::Pii;
 use crate::runtime::Runtime;
-
-const SERVICE: &str = "chatflow";
 
 pub async fn run_sender(rt: Arc<Runtime>) {
     let poll = rt.config.tuning.poll_interval;
@@ -32,29 +32,46 @@ pub async fn run_sender(rt: Arc<Runtime>) {
     }
 }
 
-/// Queues `message` for the customer at `address` (sealed at rest). The
-/// customer's message id is the idempotency key: queueing twice sends once.
+/// Who a reply goes to: the channel and its address (sealed at rest).
+#[derive(Clone, Copy, Debug)]
+pub struct Recipient<'a> {
+    pub channel: Channel,
+    pub address: &'a str,
+}
+
+/// Queues `message` for `to`. The customer's message id is the idempotency
+/// key: queueing twice sends once.
 pub async fn queue<'e>(
     db: impl sqlx::PgExecutor<'e>,
     pii: &Pii,
     conversation_id: Option<uuid::Uuid>,
     message_id: Option<uuid::Uuid>,
-    address: &str,
+    to: Recipient<'_>,
     message: &Outgoing,
     idempotency_key: &str,
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO outbox (conversation_id, message_id, channel, recipient, payload, idempotency_key)
-         VALUES ($1, $2, 'whatsapp', $3, $4, $5) ON CONFLICT (idempotency_key) DO NOTHING",
+         VALUES ($1, $2, $6, $3, $4, $5) ON CONFLICT (idempotency_key) DO NOTHING",
     )
     .bind(conversation_id)
     .bind(message_id)
-    .bind(pii.seal_address(address))
+    .bind(pii.seal_address(to.address))
     .bind(serde_json::to_value(message)?)
     .bind(idempotency_key)
+    .bind(to.channel.as_str())
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// The idempotency key of part `index` (0-based) of a reply.
+fn part_key(key: &str, index: usize) -> String {
+    if index == 0 {
+        key.to_owned()
+    } else {
+        format!("{key}#{}", index + 1)
+    }
 }
 
 /// Backoff before attempt `attempts + 1`: 2, 4, 8 … seconds, at most 5 minutes.
@@ -99,22 +116,28 @@ pub async fn record_failure(
 }
 
 /// Sends one due row; false when none is due. A row claimed by a runtime that
-/// died is due again when its lease runs out (stuck rows recover).
+/// died is due again when its lease runs out (stuck rows recover). Rows of a
+/// channel whose breaker is open wait; the others go on.
 async fn send_due(rt: &Runtime) -> Result<bool> {
-    let Some(chatflow) = &rt.chatflow else {
+    if !rt.channels.any() {
         return Ok(false);
-    };
-    if !rt.breakers.allows(SERVICE).await {
-        return Ok(false);
+    }
+    let mut open = Vec::new();
+    for channel in [Channel::Whatsapp, Channel::Telegram, Channel::Instagram] {
+        if !rt.breakers.allows(channel.service()).await {
+            open.push(channel.as_str());
+        }
     }
     let row = sqlx::query(
         "UPDATE outbox SET status = 'sending', attempts = attempts + 1,
                            next_attempt_at = now() + make_interval(secs => $1)
          WHERE id = (SELECT id FROM outbox WHERE status IN ('pending', 'sending') AND next_attempt_at <= now()
+                       AND NOT channel = ANY($2)
                      ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
-         RETURNING id, conversation_id, recipient, payload, idempotency_key, attempts",
+         RETURNING id, conversation_id, channel, recipient, payload, idempotency_key, attempts, parts_sent",
     )
     .bind(rt.config.tuning.lease.as_secs_f64())
+    .bind(&open)
     .fetch_optional(&rt.db)
     .await?;
     let Some(row) = row else {
@@ -123,33 +146,59 @@ async fn send_due(rt: &Runtime) -> Result<bool> {
     let id: i64 = row.try_get("id")?;
     let key: String = row.try_get("idempotency_key")?;
     let attempts: i32 = row.try_get("attempts")?;
-    let span =
-        info_span!("send", tenant = %rt.config.client_name, message_id = %key, attempt = attempts);
+    let channel_name: String = row.try_get("channel")?;
+    let span = info_span!("send", tenant = %rt.config.client_name, channel = %channel_name, message_id = %key, attempt = attempts);
     async {
+        let channel = Channel::from_db(&channel_name)
+            .ok_or_else(|| anyhow::anyhow!("unknown channel {channel_name:?}"))?;
         let recipient: String = row.try_get("recipient")?;
-        let message: Outgoing = serde_json::from_value(row.try_get("payload")?)?;
-        let jid = rt
+        let conversation: Option<uuid::Uuid> = row.try_get("conversation_id")?;
+        let Outgoing::Text { text } = serde_json::from_value(row.try_get("payload")?)?;
+        let address = rt
             .pii
             .open_address(&recipient)
             .ok_or_else(|| anyhow::anyhow!("the recipient cannot be decrypted"))?;
-        let result = chatflow.send(&jid, &message, &key).await;
-        rt.breakers.record(SERVICE, result.is_ok()).await;
-        match result {
-            Ok(()) => {
-                let mut tx = rt.db.begin().await?;
-                sqlx::query("UPDATE outbox SET status = 'sent', sent_at = now(), last_error = NULL WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                let conversation: Option<uuid::Uuid> = row.try_get("conversation_id")?;
-                audit::record(&mut *tx, "message_out", "system", json!({"conversation_id": conversation, "message_id": key, "attempts": attempts}))
-                    .await?;
-                tx.commit().await?;
-                rt.metrics.message("out");
-                tracing::info!("reply sent");
-            }
-            Err(e) => failed(rt, id, attempts, &e).await?,
+        if channel == Channel::Instagram && !instagram_window_open(rt, conversation).await? {
+            let closed = SendError::Refused {
+                service: "Instagram",
+                why: "the customer's last message is more than 24 hours old (Meta's messaging window)".into(),
+            };
+            return failed(rt, id, attempts, &closed).await;
         }
+        let parts = channels::split(&text, channel.max_text());
+        let mut sent: i32 = row.try_get("parts_sent")?;
+        for (index, part) in parts.iter().enumerate().skip(sent.max(0) as usize) {
+            let result = rt
+                .channels
+                .send(channel, &address, part, &part_key(&key, index))
+                .await;
+            // A refusal says nothing about the service's health.
+            rt.breakers
+                .record(channel.service(), result.as_ref().is_ok() || result.as_ref().is_err_and(SendError::is_permanent))
+                .await;
+            if let Err(e) = result {
+                return failed(rt, id, attempts, &e).await;
+            }
+            sent = index as i32 + 1;
+            if sent < parts.len() as i32 {
+                sqlx::query("UPDATE outbox SET parts_sent = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(sent)
+                    .execute(&rt.db)
+                    .await?;
+            }
+        }
+        let mut tx = rt.db.begin().await?;
+        sqlx::query("UPDATE outbox SET status = 'sent', sent_at = now(), last_error = NULL, parts_sent = $2 WHERE id = $1")
+            .bind(id)
+            .bind(sent)
+            .execute(&mut *tx)
+            .await?;
+        audit::record(&mut *tx, "message_out", "system", json!({"conversation_id": conversation, "message_id": key, "attempts": attempts, "channel": channel.as_str(), "parts": parts.len()}))
+            .await?;
+        tx.commit().await?;
+        rt.metrics.message("out");
+        tracing::info!(parts = parts.len(), "reply sent");
         Ok::<_, anyhow::Error>(())
     }
     .instrument(span)
@@ -157,8 +206,25 @@ async fn send_due(rt: &Runtime) -> Result<bool> {
     Ok(true)
 }
 
+/// Instagram lets a business answer within 24 hours of the customer's last message.
+async fn instagram_window_open(rt: &Runtime, conversation: Option<uuid::Uuid>) -> Result<bool> {
+    let last: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "SELECT max(created_at) FROM messages WHERE conversation_id = $1 AND role = 'user'",
+    )
+    .bind(conversation)
+    .fetch_one(&rt.db)
+    .await?;
+    Ok(instagram::within_window(last, chrono::Utc::now()))
+}
+
 async fn failed(rt: &Runtime, id: i64, attempts: i32, error: &SendError) -> Result<()> {
     let message = error.to_string();
+    // A refusal is final: no retries.
+    let attempts = if error.is_permanent() {
+        attempts.max(rt.config.tuning.max_send_attempts)
+    } else {
+        attempts
+    };
     let give_up = record_failure(rt, Queue::Outbox, id, attempts, &message).await?;
     tracing::warn!(give_up, error = %message, "sending failed");
     if give_up {

@@ -201,7 +201,10 @@ pub async fn erase(
          INSERT INTO erased_rows (table_name, row_id) SELECT 'inbox', id::text FROM gone",
     )
     // The keyed hash, or the address itself in rows from before it was hashed.
-    .bind([pii.hash(&subject.address), subject.address.clone()])
+    .bind([
+        crate::channels::sender_key(pii, crate::channels::Channel::Whatsapp, &subject.address),
+        subject.address.clone(),
+    ])
     .bind(&external_ids)
     .execute(&mut *tx)
     .await

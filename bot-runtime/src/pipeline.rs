@@ -13,7 +13,7 @@ use tracing::{Instrument, info_span};
 use uuid::Uuid;
 
 use crate::audit::{self, Level};
-use crate::chatflow::{self, Inbound, MediaKind, Outgoing};
+use crate::channels::{self, Channel, Inbound, MediaKind, Outgoing};
 use crate::decide::{self, Action, Classification, Language};
 use crate::llm::{LlmError, Turn};
 use crate::pii::log_tag;
@@ -30,6 +30,7 @@ const FACTS: usize = 5;
 #[derive(Debug)]
 struct Claimed {
     id: i64,
+    channel: Channel,
     payload: Value,
     attempts: i32,
     received_at: DateTime<Utc>,
@@ -76,7 +77,7 @@ async fn claim(rt: &Runtime) -> Result<Option<Vec<Claimed>>> {
                           next_attempt_at = now() + make_interval(secs => $2)
          WHERE sender = (SELECT sender FROM candidate)
            AND status IN ('pending', 'processing') AND next_attempt_at <= now()
-         RETURNING id, payload, attempts, received_at",
+         RETURNING id, channel, payload, attempts, received_at",
     )
     .bind(tuning.coalesce_window.as_secs_f64())
     .bind(tuning.lease.as_secs_f64())
@@ -89,8 +90,11 @@ async fn claim(rt: &Runtime) -> Result<Option<Vec<Claimed>>> {
     let mut claimed = rows
         .into_iter()
         .map(|r| {
+            let channel: String = r.try_get("channel")?;
             Ok(Claimed {
                 id: r.try_get("id")?,
+                // The table's CHECK admits only the three.
+                channel: Channel::from_db(&channel).unwrap_or_default(),
                 payload: r.try_get("payload")?,
                 attempts: r.try_get("attempts")?,
                 received_at: r.try_get("received_at")?,
@@ -104,7 +108,7 @@ async fn claim(rt: &Runtime) -> Result<Option<Vec<Claimed>>> {
 async fn process(rt: &Runtime, rows: Vec<Claimed>) {
     let last_id = rows
         .last()
-        .and_then(|r| chatflow::parse_webhook(&r.payload).ok())
+        .and_then(|r| channels::parse(r.channel, &r.payload).ok())
         .map(|m| m.message_id);
     let span = info_span!("turn", tenant = %rt.config.client_name, message_id = last_id.as_deref().unwrap_or(""));
     async {
@@ -151,9 +155,17 @@ async fn fail(rt: &Runtime, rows: &[Claimed], error: &anyhow::Error) {
     if give_up
         && let Some(last) = rows
             .last()
-            .and_then(|r| chatflow::parse_webhook(&r.payload).ok())
+            .and_then(|r| channels::parse(r.channel, &r.payload).ok())
     {
         apologize(rt, &last).await;
+    }
+}
+
+/// Where the answer to a customer's message goes: back on its channel.
+fn recipient(m: &Inbound) -> outbox::Recipient<'_> {
+    outbox::Recipient {
+        channel: m.channel,
+        address: &m.sender,
     }
 }
 
@@ -172,7 +184,7 @@ async fn apologize(rt: &Runtime, last: &Inbound) {
         &rt.pii,
         None,
         None,
-        &last.sender,
+        recipient(last),
         &apology,
         &last.message_id,
     )
@@ -194,7 +206,7 @@ async fn normalize(rt: &Runtime, m: &Inbound) -> (String, bool) {
     }
     if let Some(media) = &m.media {
         match media.kind {
-            MediaKind::Voice | MediaKind::Audio => match transcribe(rt, media).await {
+            MediaKind::Voice | MediaKind::Audio => match transcribe(rt, m.channel, media).await {
                 Some(text) => {
                     parts.push(text);
                     understood = true;
@@ -221,30 +233,42 @@ async fn normalize(rt: &Runtime, m: &Inbound) -> (String, bool) {
 }
 
 /// Speech-to-text of a voice note; `None` when not configured or failing.
-async fn transcribe(rt: &Runtime, media: &chatflow::Media) -> Option<String> {
+async fn transcribe(rt: &Runtime, channel: Channel, media: &channels::Media) -> Option<String> {
     const MAX_AUDIO: usize = 25 * 1024 * 1024;
     if !rt.llm.configured() {
         return None;
     }
-    let url = media.url.as_deref()?;
-    let audio = match rt
-        .http
-        .get(url)
-        .timeout(Duration::from_secs(20))
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-    {
-        Ok(r) => r.bytes().await.ok()?,
-        Err(e) => {
-            tracing::warn!(error = %e.without_url(), "could not download a voice message");
-            return None;
+    let audio = match (&media.url, &media.file_id, &rt.channels.telegram) {
+        (Some(url), _, _) => match rt
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+        {
+            Ok(r) => r.bytes().await.ok()?.to_vec(),
+            Err(e) => {
+                tracing::warn!(error = %e.without_url(), "could not download a voice message");
+                return None;
+            }
+        },
+        // Telegram names files by id; the download URL carries the bot token.
+        (None, Some(id), Some(telegram)) if channel == Channel::Telegram => {
+            match telegram.download(id, MAX_AUDIO as u32).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not download a voice message");
+                    return None;
+                }
+            }
         }
+        _ => return None,
     };
     if audio.len() > MAX_AUDIO {
         return None;
     }
-    match rt.llm.transcribe(audio.to_vec(), "voice.ogg").await {
+    match rt.llm.transcribe(audio, "voice.ogg").await {
         Ok(text) => text,
         Err(e) => {
             tracing::warn!(error = %e, "speech-to-text failed");
@@ -264,11 +288,12 @@ async fn upsert_user(
     m: &Inbound,
 ) -> Result<(Uuid, Option<String>)> {
     let address_hash = rt.pii.hash(&m.sender);
+    let channel = m.channel.as_str();
     let phone_hash = m.phone.as_deref().map(|p| rt.pii.hash(p));
     let phone_encrypted = m.phone.as_deref().map(|p| rt.pii.encrypt(p));
     let row = sqlx::query(
         "INSERT INTO users (channel, remote_jid, phone_hash, phone_encrypted, address_encrypted, name)
-         VALUES ('whatsapp', $1, $2, $3, $4, $5)
+         VALUES ($6, $1, $2, $3, $4, $5)
          ON CONFLICT (channel, remote_jid) DO UPDATE
              SET last_active_at = now(), name = coalesce(EXCLUDED.name, users.name)
          RETURNING id, language",
@@ -278,6 +303,7 @@ async fn upsert_user(
     .bind(phone_encrypted)
     .bind(rt.pii.encrypt(&m.sender))
     .bind(&m.sender_name)
+    .bind(channel)
     .fetch_one(&mut *tx)
     .await
     .context("storing the customer")?;
@@ -285,13 +311,19 @@ async fn upsert_user(
 }
 
 /// The customer's open conversation, or a new one after a long silence.
-async fn conversation(tx: &mut PgConnection, rt: &Runtime, user_id: Uuid) -> Result<Conversation> {
+async fn conversation(
+    tx: &mut PgConnection,
+    rt: &Runtime,
+    user_id: Uuid,
+    channel: Channel,
+) -> Result<Conversation> {
     let open = sqlx::query(
         "SELECT id, status, last_message_at < now() - make_interval(secs => $2) AS stale
-         FROM conversations WHERE user_id = $1 AND channel = 'whatsapp' AND status <> 'closed' FOR UPDATE",
+         FROM conversations WHERE user_id = $1 AND channel = $3 AND status <> 'closed' FOR UPDATE",
     )
     .bind(user_id)
     .bind(rt.config.tuning.session_gap.as_secs_f64())
+    .bind(channel.as_str())
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(row) = open {
@@ -312,9 +344,10 @@ async fn conversation(tx: &mut PgConnection, rt: &Runtime, user_id: Uuid) -> Res
             .await?;
     }
     let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO conversations (user_id, channel) VALUES ($1, 'whatsapp') RETURNING id",
+        "INSERT INTO conversations (user_id, channel) VALUES ($1, $2) RETURNING id",
     )
     .bind(user_id)
+    .bind(channel.as_str())
     .fetch_one(&mut *tx)
     .await?;
     Ok(Conversation {
@@ -339,7 +372,7 @@ struct Decision {
 async fn handle(rt: &Runtime, rows: &[Claimed]) -> Result<()> {
     let mut messages = Vec::new();
     for row in rows {
-        match chatflow::parse_webhook(&row.payload) {
+        match channels::parse(row.channel, &row.payload) {
             Ok(m) => messages.push(m),
             // The gateway validated it; a row that no longer parses is kept for replay.
             Err(why) => {
@@ -382,7 +415,7 @@ async fn handle(rt: &Runtime, rows: &[Claimed]) -> Result<()> {
     // Store the customer, the conversation and the messages.
     let mut tx = rt.db.begin().await?;
     let (user_id, user_language) = upsert_user(&mut tx, rt, &last).await?;
-    let conv = conversation(&mut tx, rt, user_id).await?;
+    let conv = conversation(&mut tx, rt, user_id, last.channel).await?;
     for (m, text) in messages.iter().zip(&texts) {
         let meta =
             json!({"media": m.media, "sender_name": m.sender_name, "timestamp": m.timestamp});
@@ -429,8 +462,29 @@ async fn handle(rt: &Runtime, rows: &[Claimed]) -> Result<()> {
 
     let text = texts.join("\n");
     let (history, cached) = memory(rt, conv.id, &external_ids).await?;
-    let user_language = user_language.as_deref().and_then(Language::from_code);
-    let decision = if understood {
+    // The customer's app language (Telegram) until their words tell.
+    let hinted = last
+        .language_hint
+        .as_deref()
+        .and_then(|code| Language::from_code(code.split(['-', '_']).next().unwrap_or(code)));
+    let user_language = user_language
+        .as_deref()
+        .and_then(Language::from_code)
+        .or(hinted);
+    let decision = if messages.iter().all(|m| m.start) {
+        // Telegram's /start: the customer opened the bot.
+        let language = user_language.unwrap_or_else(|| default_language(rt));
+        Decision {
+            reply: phrase(Phrase::Greeting, language).into(),
+            intent: "greeting".into(),
+            confidence: 1.0,
+            language,
+            action: "greet",
+            handover: None,
+            model: None,
+            facts: 0,
+        }
+    } else if understood {
         decide(rt, conv.id, &text, &history, user_language).await?
     } else {
         let language = user_language.unwrap_or_else(|| default_language(rt));
@@ -479,10 +533,11 @@ async fn mark_done(tx: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// A message sent from the business's own number (WhatsApp Web): a manager
-/// is talking, so the conversation is human-held and the bot stays silent;
-/// `/bot` from that number hands it back. The gateway's echo of what the bot
-/// itself sent is recognised by its text and ignored.
+/// A message sent from the business's own account (WhatsApp Web, the
+/// Instagram app): a manager is talking, so the conversation is human-held
+/// and the bot stays silent; `/bot` from that account hands it back. The
+/// channel's echo of what the bot itself sent (or of one part of it) is
+/// recognised by its text and ignored.
 async fn from_business_number(rt: &Runtime, m: &Inbound) -> Result<()> {
     let text = m
         .text
@@ -490,8 +545,9 @@ async fn from_business_number(rt: &Runtime, m: &Inbound) -> Result<()> {
         .or_else(|| m.media.as_ref().and_then(|x| x.caption.clone()))
         .unwrap_or_else(|| "[медиа]".into());
     let user: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM users WHERE channel = 'whatsapp' AND remote_jid = $1")
+        sqlx::query_scalar("SELECT id FROM users WHERE channel = $2 AND remote_jid = $1")
             .bind(rt.pii.hash(&m.sender))
+            .bind(m.channel.as_str())
             .fetch_optional(&rt.db)
             .await?;
     // A message to someone who never wrote to the bot: nothing to hold.
@@ -503,7 +559,7 @@ async fn from_business_number(rt: &Runtime, m: &Inbound) -> Result<()> {
         name: "WhatsApp Web".into(),
     };
     let mut tx = rt.db.begin().await?;
-    let conv = conversation(&mut tx, rt, user).await?;
+    let conv = conversation(&mut tx, rt, user, m.channel).await?;
     if text.trim() == "/bot" {
         tx.commit().await?;
         if let Some(open) = handover::open_of(&rt.db, conv.id).await? {
@@ -518,7 +574,8 @@ async fn from_business_number(rt: &Runtime, m: &Inbound) -> Result<()> {
         return Ok(());
     }
     let echo: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM outbox WHERE conversation_id = $1 AND payload->>'text' = $2
+        "SELECT EXISTS (SELECT 1 FROM outbox WHERE conversation_id = $1
+                        AND strpos(payload->>'text', $2) > 0
                         AND created_at > now() - interval '1 hour')",
     )
     .bind(conv.id)
@@ -635,7 +692,7 @@ async fn commit_reply(
         &rt.pii,
         Some(conv.id),
         Some(reply_id),
-        &last.sender,
+        recipient(last),
         &reply,
         &last.message_id,
     )

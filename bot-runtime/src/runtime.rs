@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use crate::audit::{self, Level};
 use crate::breaker::Breakers;
 use crate::cache::Cache;
-use crate::chatflow::ChatflowClient;
+use crate::channels::Channels;
 use crate::config::Config;
 use crate::handover::Managers;
 use crate::knowledge::{Knowledge, KnowledgeBase};
@@ -29,7 +29,8 @@ pub struct Runtime {
     pub db: PgPool,
     pub cache: Arc<Cache>,
     pub llm: Llm,
-    pub chatflow: Option<ChatflowClient>,
+    /// The customer channels (WhatsApp, Telegram, Instagram) it sends through.
+    pub channels: Channels,
     pub knowledge: Arc<dyn Knowledge>,
     /// The tenant's own knowledge base, which this process keeps in sync.
     pub knowledge_base: Option<Arc<KnowledgeBase>>,
@@ -74,7 +75,7 @@ impl Runtime {
             managers: Managers::build(&config.handover, &http, &config.client_name),
             manager_wake: Notify::new(),
             llm: Llm::new(config.llm.clone(), breakers.clone()),
-            chatflow: config.chatflow.clone().map(ChatflowClient::new),
+            channels: Channels::new(&config),
             pii: Pii::new(&config.pii_key),
             metrics: Metrics::new(&config.client_name),
             knowledge,
@@ -208,6 +209,25 @@ pub async fn start(runtime: Runtime) -> Result<Running> {
             }),
             None => tasks.spawn(async move {
                 handover::updates::run_polling(rt, telegram).await;
+                Ok(())
+            }),
+        };
+    }
+    if runtime.channels.telegram.is_some() {
+        let rt = runtime.clone();
+        // As for the managers' bot: a webhook needs HTTPS, otherwise poll.
+        match runtime
+            .config
+            .public_url
+            .clone()
+            .filter(|u| u.starts_with("https://"))
+        {
+            Some(base) => tasks.spawn(async move {
+                gateway::register_telegram_webhook(rt, base).await;
+                Ok(())
+            }),
+            None => tasks.spawn(async move {
+                gateway::poll_telegram(rt).await;
                 Ok(())
             }),
         };

@@ -3,6 +3,7 @@
 //! KUBECONFIG; every test gets its own database or namespace so tests run in
 //! parallel and leave nothing behind.
 
+pub mod channels;
 pub mod dev;
 pub mod fakes;
 pub mod managers;

@@ -264,7 +264,7 @@ fn chat_matches(v: &Value, chat: i64) -> bool {
 
 /// The Bot API takes JSON, or multipart/form-data for methods that may carry a
 /// file (teloxide sends `setWebhook` that way); both become one JSON object.
-async fn request_fields(request: axum::extract::Request) -> Value {
+pub(crate) async fn request_fields(request: axum::extract::Request) -> Value {
     use axum::extract::FromRequest;
     let multipart = request
         .headers()

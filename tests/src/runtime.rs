@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPool};
-use truffles_bot::config::{ChatflowConfig, Config, Tuning, handover_config, llm_config};
+use truffles_bot::config::{
+    ChatflowConfig, Config, InstagramConfig, TelegramConfig, Tuning, handover_config, llm_config,
+};
 use truffles_bot::handover::HandoverConfig;
 use truffles_bot::knowledge::{Fact, Knowledge, SearchFuture};
 use truffles_bot::runtime::{self, Running, Runtime};
@@ -21,6 +23,10 @@ pub const INSTANCE_ID: &str = "inst-42";
 pub const LLM_KEY: &str = "sk-test-key";
 pub const WEBHOOK_SECRET: &str = "9f1c3e5a7b2d4f6081a3c5e7b9d1f3a5";
 pub const PII_KEY: [u8; 32] = [7; 32];
+pub const TELEGRAM_BOT_TOKEN: &str = "777111:customer-bot-token";
+pub const INSTAGRAM_ACCESS_TOKEN: &str = "IGQV-page-access-token";
+pub const INSTAGRAM_APP_SECRET: &str = "meta-app-secret-5f2c";
+pub const INSTAGRAM_VERIFY_TOKEN: &str = "verify-me-7731";
 
 /// Facts matched by shared word stems: a fast, deterministic knowledge base
 /// for the pipeline's durability tests. The real one (embeddings + Qdrant
@@ -135,7 +141,7 @@ impl TenantRuntime {
     pub fn config(&self) -> Result<Config> {
         let spec: truffles_crds::TrufflesClientSpec = serde_json::from_value(self.spec.clone())
             .context("the test spec is not a valid TrufflesClient spec")?;
-        let whatsapp = spec.channels.whatsapp.clone().context("whatsapp channel")?;
+        let channels = spec.channels.clone();
         let llm = llm_config(&spec, Some(LLM_KEY.into()), None);
         Ok(Config {
             client_name: self.name.clone(),
@@ -143,11 +149,23 @@ impl TenantRuntime {
             redis_url: Some(env_var("REDIS_URL")?),
             webhook_secret: WEBHOOK_SECRET.into(),
             pii_key: PII_KEY,
-            chatflow: Some(ChatflowConfig {
-                base_url: whatsapp.api_base_url,
-                instance_id: whatsapp.instance_id,
+            chatflow: channels.whatsapp.map(|w| ChatflowConfig {
+                base_url: w.api_base_url,
+                instance_id: w.instance_id,
                 token: CHATFLOW_TOKEN.into(),
                 signature_key: None,
+            }),
+            telegram: channels.telegram.map(|t| TelegramConfig {
+                api_base_url: t.api_base_url,
+                token: TELEGRAM_BOT_TOKEN.into(),
+            }),
+            instagram: channels.instagram.map(|i| InstagramConfig {
+                api_base_url: i.api_base_url,
+                api_version: i.api_version,
+                account_id: i.account_id,
+                access_token: INSTAGRAM_ACCESS_TOKEN.into(),
+                app_secret: INSTAGRAM_APP_SECRET.as_bytes().to_vec(),
+                verify_token: INSTAGRAM_VERIFY_TOKEN.into(),
             }),
             llm,
             knowledge: None,

@@ -24,7 +24,7 @@ use truffles_crds::client::HandoverAdapterType;
 use uuid::Uuid;
 
 use crate::audit;
-use crate::chatflow::Outgoing;
+use crate::channels::{Channel, Outgoing};
 use crate::outbox;
 use crate::pii::Pii;
 use adapter::{Adapter, AdapterConfig, Broken, HandoverView, Kind, WhatsappWeb};
@@ -396,8 +396,8 @@ pub async fn relay(
     let Some(message_id) = stored else {
         return Ok(Relayed::Duplicate);
     };
-    let address: Option<Vec<u8>> = sqlx::query_scalar(
-        "SELECT u.address_encrypted FROM conversations c JOIN users u ON u.id = c.user_id WHERE c.id = $1",
+    let (address, channel): (Option<Vec<u8>>, String) = sqlx::query_as(
+        "SELECT u.address_encrypted, c.channel FROM conversations c JOIN users u ON u.id = c.user_id WHERE c.id = $1",
     )
     .bind(conversation)
     .fetch_one(&mut *tx)
@@ -410,7 +410,10 @@ pub async fn relay(
         pii,
         Some(conversation),
         Some(message_id),
-        &address,
+        outbox::Recipient {
+            channel: Channel::from_db(&channel).unwrap_or_default(),
+            address: &address,
+        },
         &Outgoing::Text {
             text: text.to_owned(),
         },

@@ -5,8 +5,6 @@
 //! bot. Sends go through teloxide's `Throttle`, which queues (never drops)
 //! within Telegram's per-chat and per-group limits.
 
-use std::time::Duration;
-
 use teloxide::adaptors::Throttle;
 use teloxide::adaptors::throttle::Limits;
 use teloxide::payloads::{AnswerCallbackQuerySetters, SendMessageSetters};
@@ -233,28 +231,15 @@ impl Adapter for Telegram {
 }
 
 fn api_error(e: RequestError) -> AdapterError {
+    let why = crate::channels::telegram::describe(&e);
     match e {
-        RequestError::Api(api) => AdapterError::Rejected {
+        RequestError::Api(_) | RequestError::RetryAfter(_) => AdapterError::Rejected {
             service: SERVICE,
-            why: api.to_string(),
+            why,
         },
-        RequestError::RetryAfter(seconds) => AdapterError::Rejected {
+        _ => AdapterError::Unreachable {
             service: SERVICE,
-            why: format!("rate limited for {}", seconds.duration().as_secs()),
-        },
-        // A network error's text names the URL, which carries the bot
-        // token: only its cause is reported.
-        RequestError::Network(n) => AdapterError::Unreachable {
-            service: SERVICE,
-            why: match std::error::Error::source(&*n) {
-                _ if n.is_timeout() => "timed out".into(),
-                Some(cause) => cause.to_string(),
-                None => "the request failed".into(),
-            },
-        },
-        other => AdapterError::Unreachable {
-            service: SERVICE,
-            why: other.to_string(),
+            why,
         },
     }
 }
@@ -473,19 +458,11 @@ impl ManagerUpdate {
     }
 }
 
-/// The secret token Telegram sends with each webhook delivery
-/// (`X-Telegram-Bot-Api-Secret-Token`): derived from the tenant's webhook
-/// secret, so there is nothing more to store; Telegram allows `[A-Za-z0-9_-]`.
+/// The secret token Telegram sends with each webhook delivery to the
+/// managers' bot (`X-Telegram-Bot-Api-Secret-Token`).
 pub fn webhook_token(webhook_secret: &str) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(webhook_secret.as_bytes())
-        .expect("HMAC takes keys of any length");
-    mac.update(b"telegram-managers");
-    hex::encode(mac.finalize().into_bytes())
+    crate::channels::telegram::webhook_token(webhook_secret, "telegram-managers")
 }
-
-/// How long a failed poll waits before the next one.
-pub const POLL_BACKOFF: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

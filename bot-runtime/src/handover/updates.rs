@@ -18,8 +18,7 @@ use super::{Closed, Closing, Relayed, Taken, by_external_ref, close, relay, take
 use crate::audit::{Level, raw_input};
 use crate::runtime::Runtime;
 
-/// Header Telegram sends with the secret token given to `setWebhook`.
-pub const TELEGRAM_SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
+use crate::channels::telegram::SECRET_HEADER;
 
 /// Long polling: for runtimes without a public HTTPS address.
 pub async fn run_polling(rt: Arc<Runtime>, telegram: Arc<Telegram>) {
@@ -44,7 +43,7 @@ pub async fn run_polling(rt: Arc<Runtime>, telegram: Arc<Telegram>) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "polling the managers' Telegram group failed");
-                tokio::time::sleep(super::telegram::POLL_BACKOFF).await;
+                tokio::time::sleep(crate::channels::telegram::POLL_BACKOFF).await;
             }
         }
     }
@@ -83,7 +82,7 @@ pub async fn telegram_webhook(
         return not_found();
     };
     let given = headers
-        .get(TELEGRAM_SECRET_HEADER)
+        .get(SECRET_HEADER)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
     let expected = webhook_token(&rt.config.webhook_secret);

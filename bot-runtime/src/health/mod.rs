@@ -49,7 +49,7 @@ pub async fn ready(State(rt): State<Arc<Runtime>>) -> (StatusCode, Json<Value>) 
         )
     };
     let chatflow = async {
-        match &rt.chatflow {
+        match &rt.channels.whatsapp {
             None => None,
             Some(c) => Some(c.reachable(timeout).await),
         }

@@ -130,6 +130,9 @@ async fn print_summary(platform: &Platform, tenants: &[LocalTenant]) {
         if let Some(c) = &t.stand_ins.chatflow {
             println!("    ChatFlow stand-in: {} (replies print below)", c.url);
         }
+        if let Some(bot) = &t.stand_ins.customer_bot {
+            println!("    customers' Telegram bot stand-in: {}", bot.url);
+        }
         if let Some(tg) = &t.stand_ins.telegram {
             println!(
                 "    managers' Telegram stand-in: {} (cards print below)",

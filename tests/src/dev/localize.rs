@@ -70,6 +70,10 @@ pub enum Need {
         token: String,
         instance_id: String,
     },
+    /// The customers' Telegram bot (`channels.telegram`).
+    CustomerBot {
+        token: String,
+    },
     Telegram {
         slot: Slot,
         token: String,
@@ -89,6 +93,7 @@ pub enum Need {
 #[derive(Clone, Debug, Default)]
 pub struct Endpoints {
     pub chatflow: Option<String>,
+    pub customer_bot: Option<String>,
     /// Base URL (Telegram, CRMs, webhook) or `host:port` (SMTP) per slot.
     pub handover: Vec<(Slot, String)>,
 }
@@ -150,6 +155,16 @@ pub fn needs(docs: &[Value], options: &LocalOptions) -> Result<Vec<Need>> {
                 format!("the ChatFlow token {name}/{key} is not in the manifests")
             })?,
             instance_id: str_of(&whatsapp["instanceId"])?.to_owned(),
+        });
+    }
+    let telegram = &spec["channels"]["telegram"];
+    if telegram.is_object() {
+        let r = &telegram["botTokenSecretRef"];
+        let (name, key) = (str_of(&r["name"])?, str_of(&r["key"])?);
+        out.push(Need::CustomerBot {
+            token: secret_value(docs, name, key).with_context(|| {
+                format!("the Telegram bot token {name}/{key} is not in the manifests")
+            })?,
         });
     }
     for slot in [Slot::Adapter, Slot::Fallback] {
@@ -240,6 +255,9 @@ pub fn localize(docs: &mut [Value], endpoints: &Endpoints, options: &LocalOption
             (None, Some(url)) => whatsapp["apiBaseUrl"] = json!(url),
             (None, None) => bail!("no ChatFlow stand-in was started"),
         }
+    }
+    if let Some(url) = &endpoints.customer_bot {
+        spec["channels"]["telegram"]["apiBaseUrl"] = json!(url);
     }
     let llm = &mut spec["llm"];
     if options.openai_api_key.is_none() {
@@ -343,6 +361,7 @@ mod tests {
         let endpoints = Endpoints {
             chatflow: Some("http://127.0.0.1:1".into()),
             handover: vec![(Slot::Adapter, "http://127.0.0.1:2".into())],
+            ..Endpoints::default()
         };
         localize(&mut docs, &endpoints, &options()).expect("localizes");
         let spec = &client(&docs).expect("client")["spec"];
@@ -384,6 +403,7 @@ mod tests {
         let endpoints = Endpoints {
             chatflow: None,
             handover: vec![],
+            ..Endpoints::default()
         };
         localize(&mut docs, &endpoints, &options).expect("localizes");
         assert_eq!(
@@ -432,8 +452,12 @@ mod tests {
         assert!(needs.contains(&Need::Smtp {
             slot: Slot::Fallback
         }));
+        assert!(needs.contains(&Need::CustomerBot {
+            token: "replace-with-customer-bot-token".into()
+        }));
         let endpoints = Endpoints {
             chatflow: Some("http://127.0.0.1:1".into()),
+            customer_bot: Some("http://127.0.0.1:4".into()),
             handover: vec![
                 (Slot::Adapter, "http://127.0.0.1:3/rest/1/".into()),
                 (Slot::Fallback, "127.0.0.1:2525".into()),
@@ -441,6 +465,10 @@ mod tests {
         };
         localize(&mut docs, &endpoints, &options()).expect("localizes");
         let spec = &client(&docs).expect("client")["spec"];
+        assert_eq!(
+            spec["channels"]["telegram"]["apiBaseUrl"],
+            "http://127.0.0.1:4"
+        );
         assert_eq!(spec["handover"]["fallback"]["email"]["smtpPort"], 2525);
         assert_eq!(spec["knowledge"]["vectorStore"]["backend"], "Edge");
         serde_json::from_value::<truffles_crds::TrufflesClientSpec>(spec.clone())

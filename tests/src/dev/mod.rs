@@ -63,6 +63,9 @@ impl Settings {
 #[derive(Default)]
 pub struct StandIns {
     pub chatflow: Option<FakeChatflow>,
+    /// The customers' Telegram bot.
+    pub customer_bot: Option<crate::channels::FakeTelegramBot>,
+    /// The managers' Telegram group.
     pub telegram: Option<FakeTelegram>,
     pub services: Vec<FakeService>,
     pub smtp: Option<SmtpServer>,
@@ -162,6 +165,11 @@ impl Platform {
                     let fake = FakeChatflow::start(&token, &instance_id).await?;
                     endpoints.chatflow = Some(fake.url.clone());
                     stand_ins.chatflow = Some(fake);
+                }
+                Need::CustomerBot { token } => {
+                    let fake = crate::channels::FakeTelegramBot::start(&token).await?;
+                    endpoints.customer_bot = Some(fake.url.clone());
+                    stand_ins.customer_bot = Some(fake);
                 }
                 Need::Telegram { slot, token, chat } => {
                     let fake = FakeTelegram::start(&token, chat).await?;

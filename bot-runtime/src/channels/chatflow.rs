@@ -8,63 +8,10 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::{Channel, Ignored, Inbound, Media, MediaKind, SendError};
 use crate::config::ChatflowConfig;
-
-/// A customer's message, normalized from the channel's payload.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Inbound {
-    pub message_id: String,
-    /// The channel address replies go to (WhatsApp `remoteJid`).
-    pub sender: String,
-    pub sender_name: Option<String>,
-    /// Digits of the phone number, when the address is a phone.
-    pub phone: Option<String>,
-    pub text: Option<String>,
-    pub media: Option<Media>,
-    pub timestamp: Option<i64>,
-    /// Sent from the business's own number (`metadata.fromMe`): a manager on
-    /// WhatsApp Web, or the gateway echoing what the bot sent.
-    #[serde(default)]
-    pub from_me: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Media {
-    pub kind: MediaKind,
-    pub url: Option<String>,
-    pub mimetype: Option<String>,
-    pub file_name: Option<String>,
-    pub caption: Option<String>,
-    pub seconds: Option<u32>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MediaKind {
-    Image,
-    Voice,
-    Audio,
-    Document,
-    Video,
-    Other,
-}
-
-/// Why a well-formed JSON webhook is not a message to answer. ChatFlow gets a
-/// 200 for these (it would only retry), and the input is logged for replay.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Ignored {
-    #[error("no metadata.messageId")]
-    NoMessageId,
-    #[error("no metadata.remoteJid")]
-    NoSender,
-    #[error("group chats and status broadcasts are not answered")]
-    NotPrivate,
-    #[error("neither text nor media")]
-    Empty,
-}
 
 fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key)?
@@ -95,6 +42,7 @@ pub fn parse_webhook(body: &Value) -> Result<Inbound, Ignored> {
         Media {
             kind: media_kind(declared, mimetype.as_deref(), voice),
             url: str_field(m, "url").map(str::to_owned),
+            file_id: None,
             mimetype,
             file_name: str_field(m, "fileName").map(str::to_owned),
             caption: str_field(m, "caption").map(str::to_owned),
@@ -117,6 +65,7 @@ pub fn parse_webhook(body: &Value) -> Result<Inbound, Ignored> {
         })
         .map(str::to_owned);
     Ok(Inbound {
+        channel: Channel::Whatsapp,
         message_id: message_id.to_owned(),
         sender: sender.to_owned(),
         sender_name: str_field(meta, "sender").map(str::to_owned),
@@ -125,6 +74,8 @@ pub fn parse_webhook(body: &Value) -> Result<Inbound, Ignored> {
         media,
         timestamp: meta.get("timestamp").and_then(Value::as_i64),
         from_me: meta.get("fromMe").and_then(Value::as_bool) == Some(true),
+        language_hint: None,
+        start: false,
     })
 }
 
@@ -144,20 +95,7 @@ fn media_kind(declared: &str, mimetype: Option<&str>, voice: bool) -> MediaKind 
     }
 }
 
-/// A reply to send; the pipeline stores it in the outbox as JSON.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum Outgoing {
-    Text { text: String },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    #[error("ChatFlow is unreachable: {0}")]
-    Unreachable(String),
-    #[error("ChatFlow answered HTTP {status}: {body}")]
-    Rejected { status: u16, body: String },
-}
+const SERVICE: &str = "ChatFlow";
 
 /// The ChatFlow API client.
 #[derive(Clone)]
@@ -176,14 +114,13 @@ impl ChatflowClient {
         Self { http, config }
     }
 
-    /// Sends `message` to `jid`; `idempotency_key` becomes ChatFlow's `msg_id`.
+    /// Sends `text` to `jid`; `idempotency_key` becomes ChatFlow's `msg_id`.
     pub async fn send(
         &self,
         jid: &str,
-        message: &Outgoing,
+        text: &str,
         idempotency_key: &str,
     ) -> Result<(), SendError> {
-        let Outgoing::Text { text } = message;
         let url = format!(
             "{}/api/v1/send-text",
             self.config.base_url.trim_end_matches('/')
@@ -195,13 +132,16 @@ impl ChatflowClient {
                 ("token", self.config.token.as_str()),
                 ("instance_id", self.config.instance_id.as_str()),
                 ("jid", jid),
-                ("msg", text.as_str()),
+                ("msg", text),
                 ("msg_id", idempotency_key),
             ])
             .send()
             .await
             // Without the URL: it carries the token.
-            .map_err(|e| SendError::Unreachable(e.without_url().to_string()))?;
+            .map_err(|e| SendError::Unreachable {
+                service: SERVICE,
+                why: e.without_url().to_string(),
+            })?;
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
         // ChatFlow reports failures in the JSON even with HTTP 200 for some calls.
@@ -213,6 +153,7 @@ impl ChatflowClient {
             Ok(())
         } else {
             Err(SendError::Rejected {
+                service: SERVICE,
                 status: status.as_u16(),
                 body: body.chars().take(300).collect(),
             })

@@ -1,0 +1,312 @@
+//! Customer channels (SPEC step 3): WhatsApp through ChatFlow, a Telegram bot,
+//! Instagram Direct. Each one turns its webhook into [`Inbound`] messages and
+//! sends [`Outgoing`] replies within its limits; the pipeline, memory,
+//! handover, deduplication and rate limits are the same for all of them.
+
+pub mod chatflow;
+pub mod instagram;
+pub mod telegram;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::Config;
+
+/// A conversation's channel, as the database stores it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    #[default]
+    Whatsapp,
+    Telegram,
+    Instagram,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Whatsapp => "whatsapp",
+            Self::Telegram => "telegram",
+            Self::Instagram => "instagram",
+        }
+    }
+
+    pub fn from_db(value: &str) -> Option<Self> {
+        match value {
+            "whatsapp" => Some(Self::Whatsapp),
+            "telegram" => Some(Self::Telegram),
+            "instagram" => Some(Self::Instagram),
+            _ => None,
+        }
+    }
+
+    /// The longest text one message may carry, in UTF-16 code units (what
+    /// Telegram counts; a safe measure for the others too).
+    pub fn max_text(self) -> usize {
+        match self {
+            // WhatsApp takes 65,536 characters; ChatFlow passes them through.
+            Self::Whatsapp => 65_536,
+            Self::Telegram => 4_096,
+            // Meta's Send API: "text must be UTF-8 and less than 1000 characters".
+            Self::Instagram => 999,
+        }
+    }
+
+    /// The circuit breaker's service name for sends on this channel.
+    pub fn service(self) -> &'static str {
+        match self {
+            Self::Whatsapp => "chatflow",
+            Self::Telegram => "telegram",
+            Self::Instagram => "instagram",
+        }
+    }
+}
+
+/// A customer's message, normalized from the channel's payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Inbound {
+    #[serde(default)]
+    pub channel: Channel,
+    /// Unique across the tenant's channels (Telegram's are prefixed `tg:`).
+    pub message_id: String,
+    /// The channel address replies go to (WhatsApp `remoteJid`, Telegram chat
+    /// id, Instagram-scoped id).
+    pub sender: String,
+    pub sender_name: Option<String>,
+    /// Digits of the phone number, when the address is a phone.
+    pub phone: Option<String>,
+    pub text: Option<String>,
+    pub media: Option<Media>,
+    pub timestamp: Option<i64>,
+    /// Sent from the business's own account (`metadata.fromMe`, Instagram's
+    /// echoes): a manager answering from the app, or the bot's own reply.
+    #[serde(default)]
+    pub from_me: bool,
+    /// The language the customer's app is set to (Telegram's `language_code`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language_hint: Option<String>,
+    /// Telegram's `/start`: the customer opened the bot.
+    #[serde(default)]
+    pub start: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Media {
+    pub kind: MediaKind,
+    pub url: Option<String>,
+    /// Telegram's file id, turned into a download URL when needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<String>,
+    pub mimetype: Option<String>,
+    pub file_name: Option<String>,
+    pub caption: Option<String>,
+    pub seconds: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    Image,
+    Voice,
+    Audio,
+    Document,
+    Video,
+    Other,
+}
+
+/// Why a well-formed JSON webhook is not a message to answer. The channel gets
+/// a 200 for these (it would only retry), and the input is logged for replay.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Ignored {
+    #[error("no message id")]
+    NoMessageId,
+    #[error("no sender")]
+    NoSender,
+    #[error("group chats, channels and broadcasts are not answered")]
+    NotPrivate,
+    #[error("neither text nor media")]
+    Empty,
+    #[error("not a message ({0})")]
+    NotAMessage(&'static str),
+}
+
+/// A reply to send; the pipeline stores it in the outbox as JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Outgoing {
+    Text { text: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("{service} is unreachable: {why}")]
+    Unreachable { service: &'static str, why: String },
+    #[error("{service} answered HTTP {status}: {body}")]
+    Rejected {
+        service: &'static str,
+        status: u16,
+        body: String,
+    },
+    /// Retrying cannot help (the customer blocked the bot, the 24-hour
+    /// window closed, the channel is not configured): give up at once.
+    #[error("{service} will not deliver it: {why}")]
+    Refused { service: &'static str, why: String },
+}
+
+impl SendError {
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Refused { .. })
+    }
+}
+
+/// Parses a stored webhook event of `channel`.
+pub fn parse(channel: Channel, payload: &Value) -> Result<Inbound, Ignored> {
+    match channel {
+        Channel::Whatsapp => chatflow::parse_webhook(payload),
+        Channel::Telegram => telegram::parse_update(payload),
+        Channel::Instagram => instagram::parse_event(payload),
+    }
+}
+
+/// How the inbox groups one customer's events: a keyed hash of the channel
+/// and address (a Telegram chat id and an Instagram id may look alike).
+pub fn sender_key(pii: &crate::pii::Pii, channel: Channel, address: &str) -> String {
+    pii.hash(&format!("{}:{address}", channel.as_str()))
+}
+
+/// Splits `text` into parts of at most `max` UTF-16 code units, at a
+/// paragraph, line, sentence or word boundary when there is one in the
+/// second half of the part, so a long answer reads as several whole messages.
+pub fn split(text: &str, max: usize) -> Vec<String> {
+    let units = |s: &str| s.encode_utf16().count();
+    let mut parts = Vec::new();
+    let mut rest = text.trim();
+    while units(rest) > max {
+        // The longest prefix that fits, on a char boundary.
+        let mut fit = 0;
+        let mut count = 0;
+        for (i, c) in rest.char_indices() {
+            count += c.len_utf16();
+            if count > max {
+                break;
+            }
+            fit = i + c.len_utf8();
+        }
+        let head = &rest[..fit];
+        let half = head.len() / 2;
+        let cut = ["\n\n", "\n", ". ", "! ", "? ", " "]
+            .iter()
+            .find_map(|sep| {
+                head.rfind(sep)
+                    .filter(|&at| at >= half)
+                    .map(|at| at + sep.len())
+            })
+            .unwrap_or(fit);
+        parts.push(rest[..cut].trim_end().to_owned());
+        rest = rest[cut..].trim_start();
+    }
+    if !rest.is_empty() || parts.is_empty() {
+        parts.push(rest.to_owned());
+    }
+    parts
+}
+
+/// The tenant's channels with their credentials.
+#[derive(Default)]
+pub struct Channels {
+    pub whatsapp: Option<chatflow::ChatflowClient>,
+    pub telegram: Option<telegram::TelegramClient>,
+    pub instagram: Option<instagram::InstagramClient>,
+}
+
+impl Channels {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            whatsapp: config.chatflow.clone().map(chatflow::ChatflowClient::new),
+            telegram: config.telegram.as_ref().map(telegram::TelegramClient::new),
+            instagram: config
+                .instagram
+                .clone()
+                .map(instagram::InstagramClient::new),
+        }
+    }
+
+    /// Sends one part of a reply. `key` is unique per part: ChatFlow takes it
+    /// as its idempotency key; Telegram and Instagram have none.
+    pub async fn send(
+        &self,
+        channel: Channel,
+        address: &str,
+        text: &str,
+        key: &str,
+    ) -> Result<(), SendError> {
+        let not_configured = || SendError::Refused {
+            service: channel.service(),
+            why: format!("the {} channel is not configured", channel.as_str()),
+        };
+        match channel {
+            Channel::Whatsapp => {
+                let client = self.whatsapp.as_ref().ok_or_else(not_configured)?;
+                client.send(address, text, key).await
+            }
+            Channel::Telegram => {
+                let client = self.telegram.as_ref().ok_or_else(not_configured)?;
+                client.send(address, text).await
+            }
+            Channel::Instagram => {
+                let client = self.instagram.as_ref().ok_or_else(not_configured)?;
+                client.send(address, text).await
+            }
+        }
+    }
+
+    /// Whether any channel can send at all.
+    pub fn any(&self) -> bool {
+        self.whatsapp.is_some() || self.telegram.is_some() || self.instagram.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_texts_stay_whole() {
+        assert_eq!(split("Здравствуйте!", 4096), vec!["Здравствуйте!"]);
+        assert_eq!(split("", 10), vec![""]);
+    }
+
+    #[test]
+    fn long_texts_split_at_boundaries_within_the_limit() {
+        let paragraph = "Букет из 25 роз стоит 27 000 ₸. Доставка по Алматы 2 000 ₸.";
+        let text = vec![paragraph; 120].join("\n\n");
+        let parts = split(&text, 4096);
+        assert!(parts.len() >= 2, "{}", parts.len());
+        for part in &parts {
+            assert!(part.encode_utf16().count() <= 4096);
+            assert!(
+                part.ends_with('.'),
+                "cut mid-sentence: …{}",
+                &part[part.len() - 20..]
+            );
+        }
+        assert_eq!(parts.join("\n\n"), text, "nothing lost or reordered");
+    }
+
+    #[test]
+    fn emoji_count_as_telegram_counts_them_and_are_never_cut() {
+        let text = "🌹".repeat(3000); // 6,000 UTF-16 units, no spaces
+        let parts = split(&text, 4096);
+        assert_eq!(parts.len(), 2);
+        assert!(parts.iter().all(|p| p.encode_utf16().count() <= 4096));
+        assert_eq!(parts.concat(), text);
+    }
+
+    #[test]
+    fn channels_round_trip_through_the_database_name() {
+        for c in [Channel::Whatsapp, Channel::Telegram, Channel::Instagram] {
+            assert_eq!(Channel::from_db(c.as_str()), Some(c));
+        }
+        assert_eq!(Channel::from_db("sms"), None);
+    }
+}
