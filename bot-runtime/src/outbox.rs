@@ -57,12 +57,21 @@ pub async fn queue<'e>(
     .bind(conversation_id)
     .bind(message_id)
     .bind(pii.seal_address(to.address))
-    .bind(serde_json::to_value(message)?)
+    // Stored as sent: the channel's echo of it is then recognised by its text.
+    .bind(serde_json::to_value(formatted(to.channel, message))?)
     .bind(idempotency_key)
     .bind(to.channel.as_str())
     .execute(db)
     .await?;
     Ok(())
+}
+
+fn formatted(channel: Channel, message: &Outgoing) -> Outgoing {
+    match message {
+        Outgoing::Text { text } => Outgoing::Text {
+            text: channels::format(channel, text),
+        },
+    }
 }
 
 /// The idempotency key of part `index` (0-based) of a reply.

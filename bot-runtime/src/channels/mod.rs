@@ -7,6 +7,9 @@ pub mod chatflow;
 pub mod instagram;
 pub mod telegram;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -159,6 +162,33 @@ impl SendError {
     }
 }
 
+/// What the outbox needs of a channel: send one part of a reply to an address.
+pub trait Sender: Send + Sync {
+    /// `key` is unique per part: ChatFlow takes it as its idempotency key;
+    /// Telegram and Instagram have none.
+    fn send<'a>(&'a self, address: &'a str, text: &'a str, key: &'a str) -> SendFuture<'a>;
+}
+
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>>;
+
+impl Sender for chatflow::ChatflowClient {
+    fn send<'a>(&'a self, address: &'a str, text: &'a str, key: &'a str) -> SendFuture<'a> {
+        Box::pin(chatflow::ChatflowClient::send(self, address, text, key))
+    }
+}
+
+impl Sender for telegram::TelegramClient {
+    fn send<'a>(&'a self, address: &'a str, text: &'a str, _key: &'a str) -> SendFuture<'a> {
+        Box::pin(telegram::TelegramClient::send(self, address, text))
+    }
+}
+
+impl Sender for instagram::InstagramClient {
+    fn send<'a>(&'a self, address: &'a str, text: &'a str, _key: &'a str) -> SendFuture<'a> {
+        Box::pin(instagram::InstagramClient::send(self, address, text))
+    }
+}
+
 /// Parses a stored webhook event of `channel`.
 pub fn parse(channel: Channel, payload: &Value) -> Result<Inbound, Ignored> {
     match channel {
@@ -166,6 +196,64 @@ pub fn parse(channel: Channel, payload: &Value) -> Result<Inbound, Ignored> {
         Channel::Telegram => telegram::parse_update(payload),
         Channel::Instagram => instagram::parse_event(payload),
     }
+}
+
+/// Writes a reply the way the channel shows text. Answers and knowledge
+/// passages come as Markdown; WhatsApp has its own marks (`*bold*`,
+/// `_italic_`), Telegram and Instagram get plain text (no parse mode, so
+/// nothing can break their parsers): headings become bold or plain lines,
+/// `**bold**` loses or changes its marks, bullets become "•", links "text (url)".
+pub fn format(channel: Channel, text: &str) -> String {
+    let whatsapp = channel == Channel::Whatsapp;
+    let bold = |s: &str| {
+        if whatsapp {
+            format!("*{s}*")
+        } else {
+            s.to_owned()
+        }
+    };
+    text.lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            let hashes = trimmed.chars().take_while(|&c| c == '#').count();
+            if (1..=6).contains(&hashes) && trimmed[hashes..].starts_with(' ') {
+                bold(trimmed[hashes..].trim())
+            } else if let Some(item) = trimmed
+                .strip_prefix("- ")
+                .or_else(|| trimmed.strip_prefix("* "))
+            {
+                let indent = &line[..line.len() - trimmed.len()];
+                format!("{indent}• {}", inline(item, whatsapp))
+            } else {
+                inline(line, whatsapp)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `**bold**`, `__bold__` and `[text](url)` within a line.
+fn inline(line: &str, whatsapp: bool) -> String {
+    let mark = if whatsapp { "*" } else { "" };
+    let mut out = line
+        .replace("**", mark)
+        .replace("__", if whatsapp { "_" } else { "" });
+    // Links: [text](http…) → text (http…)
+    while let Some(open) = out.find('[') {
+        let Some(close) = out[open..].find("](").map(|i| open + i) else {
+            break;
+        };
+        let Some(end) = out[close..].find(')').map(|i| close + i) else {
+            break;
+        };
+        let url = &out[close + 2..end];
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            break;
+        }
+        let label = &out[open + 1..close];
+        out = format!("{}{label} ({url}){}", &out[..open], &out[end + 1..]);
+    }
+    out
 }
 
 /// How the inbox groups one customer's events: a keyed hash of the channel
@@ -231,8 +319,16 @@ impl Channels {
         }
     }
 
-    /// Sends one part of a reply. `key` is unique per part: ChatFlow takes it
-    /// as its idempotency key; Telegram and Instagram have none.
+    /// The channel's sender, when the tenant has that channel.
+    pub fn sender(&self, channel: Channel) -> Option<&dyn Sender> {
+        match channel {
+            Channel::Whatsapp => self.whatsapp.as_ref().map(|c| c as &dyn Sender),
+            Channel::Telegram => self.telegram.as_ref().map(|c| c as &dyn Sender),
+            Channel::Instagram => self.instagram.as_ref().map(|c| c as &dyn Sender),
+        }
+    }
+
+    /// Sends one part of a reply through `channel`.
     pub async fn send(
         &self,
         channel: Channel,
@@ -240,23 +336,12 @@ impl Channels {
         text: &str,
         key: &str,
     ) -> Result<(), SendError> {
-        let not_configured = || SendError::Refused {
-            service: channel.service(),
-            why: format!("the {} channel is not configured", channel.as_str()),
-        };
-        match channel {
-            Channel::Whatsapp => {
-                let client = self.whatsapp.as_ref().ok_or_else(not_configured)?;
-                client.send(address, text, key).await
-            }
-            Channel::Telegram => {
-                let client = self.telegram.as_ref().ok_or_else(not_configured)?;
-                client.send(address, text).await
-            }
-            Channel::Instagram => {
-                let client = self.instagram.as_ref().ok_or_else(not_configured)?;
-                client.send(address, text).await
-            }
+        match self.sender(channel) {
+            Some(sender) => sender.send(address, text, key).await,
+            None => Err(SendError::Refused {
+                service: channel.service(),
+                why: format!("the {} channel is not configured", channel.as_str()),
+            }),
         }
     }
 
@@ -300,6 +385,23 @@ mod tests {
         assert_eq!(parts.len(), 2);
         assert!(parts.iter().all(|p| p.encode_utf16().count() <= 4096));
         assert_eq!(parts.concat(), text);
+    }
+
+    #[test]
+    fn markdown_is_written_the_way_each_channel_shows_text() {
+        let answer = "# Цены\n## Букеты\n- Букет из 25 роз — **27 000 ₸**\n- Доставка: [условия](https://flowers.kz/delivery)\nЗвоните!";
+        assert_eq!(
+            format(Channel::Whatsapp, answer),
+            "*Цены*\n*Букеты*\n• Букет из 25 роз — *27 000 ₸*\n• Доставка: условия (https://flowers.kz/delivery)\nЗвоните!"
+        );
+        let plain = "Цены\nБукеты\n• Букет из 25 роз — 27 000 ₸\n• Доставка: условия (https://flowers.kz/delivery)\nЗвоните!";
+        assert_eq!(format(Channel::Telegram, answer), plain);
+        assert_eq!(format(Channel::Instagram, answer), plain);
+        // Text without marks is left as it is; a # without a space is no heading.
+        assert_eq!(
+            format(Channel::Telegram, "#1 в Алматы [скоро]"),
+            "#1 в Алматы [скоро]"
+        );
     }
 
     #[test]
