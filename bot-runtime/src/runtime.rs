@@ -194,15 +194,15 @@ pub async fn start(runtime: Runtime) -> Result<Running> {
         handover::notifier::run_notifier(rt).await;
         Ok(())
     });
+    // Telegram delivers webhooks only to HTTPS; otherwise its bots are polled.
+    let https = runtime
+        .config
+        .public_url
+        .clone()
+        .filter(|u| u.starts_with("https://"));
     if let Some(telegram) = runtime.managers.telegram.clone() {
         let rt = runtime.clone();
-        // Telegram delivers webhooks only to HTTPS; otherwise poll.
-        match runtime
-            .config
-            .public_url
-            .clone()
-            .filter(|u| u.starts_with("https://"))
-        {
+        match https.clone() {
             Some(base) => tasks.spawn(async move {
                 handover::updates::register_webhook(rt, telegram, base).await;
                 Ok(())
@@ -215,13 +215,7 @@ pub async fn start(runtime: Runtime) -> Result<Running> {
     }
     if runtime.channels.telegram.is_some() {
         let rt = runtime.clone();
-        // As for the managers' bot: a webhook needs HTTPS, otherwise poll.
-        match runtime
-            .config
-            .public_url
-            .clone()
-            .filter(|u| u.starts_with("https://"))
-        {
+        match https {
             Some(base) => tasks.spawn(async move {
                 gateway::register_telegram_webhook(rt, base).await;
                 Ok(())

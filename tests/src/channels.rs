@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::fakes::{lock, serve};
+use crate::managers::eventually;
 
 /// One message the bot sent.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,17 +105,10 @@ impl FakeTelegramBot {
     }
 
     pub async fn wait_sent(&self, n: usize, within: Duration) -> anyhow::Result<Vec<BotMessage>> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let sent = self.sent();
-            if sent.len() >= n {
-                return Ok(sent);
-            }
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("the bot sent {} of {n} messages: {sent:?}", sent.len());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(&format!("the bot sending {n} messages"), within, || {
+            Some(self.sent()).filter(|sent| sent.len() >= n)
+        })
+        .await
     }
 }
 
@@ -212,13 +206,7 @@ async fn bot_method(
         "setwebhook" => {
             let url = body["url"].as_str().unwrap_or("").to_owned();
             let token = body["secret_token"].as_str().unwrap_or("").to_owned();
-            if !url.starts_with("https://")
-                || token.is_empty()
-                || token.len() > 256
-                || !token
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
+            if !crate::managers::webhook_acceptable(&url, &token) {
                 return refuse(&mut s, &method, "bad webhook url or secret_token".into());
             }
             s.webhook = Some((url, token));
@@ -312,17 +300,10 @@ impl FakeInstagram {
         n: usize,
         within: Duration,
     ) -> anyhow::Result<Vec<DirectMessage>> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let sent = self.sent();
-            if sent.len() >= n {
-                return Ok(sent);
-            }
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("Instagram got {} of {n} messages: {sent:?}", sent.len());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(&format!("Instagram getting {n} messages"), within, || {
+            Some(self.sent()).filter(|sent| sent.len() >= n)
+        })
+        .await
     }
 }
 

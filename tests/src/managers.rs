@@ -207,6 +207,16 @@ impl FakeTelegram {
     }
 }
 
+/// What `setWebhook` accepts: an HTTPS URL and a secret token of 1–256
+/// characters `[A-Za-z0-9_-]`.
+pub(crate) fn webhook_acceptable(url: &str, token: &str) -> bool {
+    url.starts_with("https://")
+        && (1..=256).contains(&token.len())
+        && token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 /// Telegram's HTML parse mode: only its tags, `<` only opening a tag, `&` only
 /// as `&lt;` `&gt;` `&amp;` `&quot;` or a numeric entity.
 fn telegram_html(text: &str) -> Result<(), String> {
@@ -422,12 +432,7 @@ async fn telegram_method(
         "setwebhook" => {
             let url = body["url"].as_str().unwrap_or("").to_owned();
             let token = body["secret_token"].as_str().unwrap_or("").to_owned();
-            if !url.starts_with("https://")
-                || token.is_empty()
-                || !token
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
+            if !webhook_acceptable(&url, &token) {
                 return violation(&mut s, "bad webhook url or secret_token".into());
             }
             s.webhook = Some((url, token));

@@ -49,22 +49,33 @@ fn update(id: i64, message: Value) -> Value {
     json!({"update_id": id, "message": m})
 }
 
-async fn post_update(
+/// Posts a JSON body with the channel's authentication header, if any.
+async fn post_json(
     rt: &TenantRuntime,
     url: &str,
-    token: Option<&str>,
     body: &[u8],
+    header: Option<(&str, &str)>,
 ) -> Result<(u16, String)> {
     let mut request = rt
         .http
         .post(url)
         .header("content-type", "application/json")
         .body(body.to_vec());
-    if let Some(token) = token {
-        request = request.header("x-telegram-bot-api-secret-token", token);
+    if let Some((name, value)) = header {
+        request = request.header(name, value);
     }
     let response = request.send().await?;
     Ok((response.status().as_u16(), response.text().await?))
+}
+
+async fn post_update(
+    rt: &TenantRuntime,
+    url: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> Result<(u16, String)> {
+    let header = token.map(|t| ("x-telegram-bot-api-secret-token", t));
+    post_json(rt, url, body, header).await
 }
 
 #[tokio::test]
@@ -303,16 +314,8 @@ async fn post_delivery(
     body: &[u8],
     signature: Option<String>,
 ) -> Result<(u16, String)> {
-    let mut request = rt
-        .http
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.to_vec());
-    if let Some(signature) = signature {
-        request = request.header("x-hub-signature-256", signature);
-    }
-    let response = request.send().await?;
-    Ok((response.status().as_u16(), response.text().await?))
+    let header = signature.as_deref().map(|s| ("x-hub-signature-256", s));
+    post_json(rt, url, body, header).await
 }
 
 #[tokio::test]

@@ -221,27 +221,29 @@ impl TelegramClient {
 
     /// Long polling (when the runtime has no public HTTPS address).
     pub async fn poll(&self, offset: i32) -> Result<Vec<Update>, RequestError> {
-        use teloxide::payloads::GetUpdatesSetters;
-        self.bot
-            .inner()
-            .get_updates()
-            .offset(offset)
-            .timeout(25)
-            .await
+        poll(self.bot.inner(), offset).await
     }
 
-    /// Points Telegram at the runtime's webhook, with the secret token it must send.
     pub async fn set_webhook(&self, url: &str, secret_token: &str) -> Result<(), String> {
-        use teloxide::payloads::SetWebhookSetters;
-        let url = reqwest::Url::parse(url).map_err(|e| format!("webhook URL: {e}"))?;
-        self.bot
-            .inner()
-            .set_webhook(url)
-            .secret_token(secret_token.to_owned())
-            .await
-            .map(|_| ())
-            .map_err(|e| describe(&e))
+        set_webhook(self.bot.inner(), url, secret_token).await
     }
+}
+
+/// One long poll of a bot's updates (the customers' and the managers' bots).
+pub async fn poll(bot: &Bot, offset: i32) -> Result<Vec<Update>, RequestError> {
+    use teloxide::payloads::GetUpdatesSetters;
+    bot.get_updates().offset(offset).timeout(25).await
+}
+
+/// Points Telegram at a runtime's webhook, with the secret token it must send.
+pub async fn set_webhook(bot: &Bot, url: &str, secret_token: &str) -> Result<(), String> {
+    use teloxide::payloads::SetWebhookSetters;
+    let url = reqwest::Url::parse(url).map_err(|e| format!("webhook URL: {e}"))?;
+    bot.set_webhook(url)
+        .secret_token(secret_token.to_owned())
+        .await
+        .map(|_| ())
+        .map_err(|e| describe(&e))
 }
 
 /// How long a failed poll waits before the next one.

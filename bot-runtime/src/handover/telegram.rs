@@ -195,29 +195,17 @@ impl Telegram {
 
     /// Long polling (when the runtime has no public HTTPS address for a webhook).
     pub async fn poll(&self, offset: i32) -> Result<Vec<Update>, RequestError> {
-        use teloxide::payloads::GetUpdatesSetters;
-        self.bot
-            .inner()
-            .get_updates()
-            .offset(offset)
-            .timeout(25)
-            .await
+        crate::channels::telegram::poll(self.bot.inner(), offset).await
     }
 
     /// Points Telegram at the runtime's webhook, with the secret token it must send.
     pub async fn set_webhook(&self, url: &str, secret_token: &str) -> Result<(), AdapterError> {
-        use teloxide::payloads::SetWebhookSetters;
-        let url = reqwest::Url::parse(url).map_err(|e| AdapterError::Misconfigured {
-            adapter: "telegram",
-            why: format!("webhook URL: {e}"),
-        })?;
-        self.bot
-            .inner()
-            .set_webhook(url)
-            .secret_token(secret_token.to_owned())
+        crate::channels::telegram::set_webhook(self.bot.inner(), url, secret_token)
             .await
-            .map(|_| ())
-            .map_err(api_error)
+            .map_err(|why| AdapterError::Rejected {
+                service: SERVICE,
+                why,
+            })
     }
 }
 
