@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make run` (the local platform) and
 # `make test` (everything CI runs). Everything else is a building block of those.
-.PHONY: run scenario test check bench crds toolchain binaries testenv-build testenv-up
+.PHONY: run scenario test check bench bench-n8n crds toolchain binaries testenv-build testenv-up
 
 CARGO ?= cargo
 
@@ -26,6 +26,11 @@ toolchain:
 ## knowledge store (TRUFFLES_BENCH_CHUNKS, TRUFFLES_BENCH_DOCS).
 bench: toolchain
 	scripts/testenv.sh run -- sh -c '$(CARGO) bench -p truffles-tests --bench runtime_pipeline && $(CARGO) bench -p truffles-tests --bench knowledge_store && $(CARGO) bench -p truffles-tests --bench knowledge_eval && $(CARGO) bench -p truffles-tests --bench operator_scale'
+
+## Truffles against n8n on this machine, one load generator (wrk) for both;
+## installs wrk and n8n (npm, into ~/.cache/truffles) the first time.
+bench-n8n: toolchain
+	scripts/bench-n8n.sh
 
 ## Regenerate the CRD YAML from the Rust types (crds/ and the Helm chart).
 crds:

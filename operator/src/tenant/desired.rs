@@ -129,6 +129,18 @@ pub fn webhook_url(tc: &TrufflesClient, webhook_secret: &str) -> String {
     }
 }
 
+/// The callback URL to enter in Meta's app dashboard for Instagram, when the
+/// tenant has that channel and a public address. No secret in it: Meta signs
+/// every delivery with the app secret.
+pub fn instagram_callback_url(tc: &TrufflesClient) -> Option<String> {
+    tc.spec.channels.instagram.as_ref()?;
+    let base = public_url(tc)?;
+    Some(format!(
+        "{base}{}instagram",
+        webhook_path_prefix(&tc.name_any())
+    ))
+}
+
 /// Builds the desired objects. Fails only for specs the CRD schema cannot rule out.
 pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects, InvalidSpec> {
     validate(tc)?;
@@ -183,10 +195,19 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
     let webhook_secret = Secret {
         metadata: meta(names.webhook()),
         type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([(
-            "url".into(),
-            ByteString(webhook_url(tc, &inputs.webhook_secret).into_bytes()),
-        )])),
+        // `url` for ChatFlow; `instagramUrl` for Meta's dashboard. The
+        // Telegram bot registers its own webhook.
+        data: Some(
+            std::iter::once((
+                "url".into(),
+                ByteString(webhook_url(tc, &inputs.webhook_secret).into_bytes()),
+            ))
+            .chain(
+                instagram_callback_url(tc)
+                    .map(|url| ("instagramUrl".into(), ByteString(url.into_bytes()))),
+            )
+            .collect(),
+        ),
         ..Secret::default()
     };
     let config_hash = config_hash(&runtime_config, &runtime_secret);
@@ -981,6 +1002,43 @@ mod tests {
             err.0.contains("replicas") && err.0.contains("Qdrant"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_instagram_tenant_publishes_the_callback_url_for_meta() {
+        let mut tc = example("flower-shop.yaml", "shops");
+        let ref_ = |key: &str| truffles_crds::common::SecretKeyRef {
+            name: "creds".into(),
+            key: key.into(),
+        };
+        assert_eq!(instagram_callback_url(&tc), None);
+        tc.spec.channels.instagram = Some(truffles_crds::client::InstagramChannel {
+            account_id: "17841400000000001".into(),
+            access_token_secret_ref: ref_("ig-token"),
+            app_secret_ref: ref_("ig-app-secret"),
+            verify_token_secret_ref: ref_("ig-verify"),
+            api_version: "v21.0".into(),
+            api_base_url: "https://graph.facebook.com".into(),
+        });
+        let objects = build(&tc, &inputs()).expect("builds");
+        let data = objects.webhook_secret.data.expect("data");
+        let url = String::from_utf8(data["instagramUrl"].0.clone()).expect("utf-8");
+        assert!(
+            url.starts_with("https://") && url.ends_with("/t/flower-shop/instagram"),
+            "{url}"
+        );
+        assert!(data.contains_key("url"));
+        let env: Vec<String> = referenced_secret_keys(&tc)
+            .iter()
+            .map(|(e, _)| (*e).to_owned())
+            .collect();
+        for key in [
+            "INSTAGRAM_ACCESS_TOKEN",
+            "INSTAGRAM_APP_SECRET",
+            "INSTAGRAM_VERIFY_TOKEN",
+        ] {
+            assert!(env.contains(&key.to_owned()), "{env:?}");
+        }
     }
 
     #[test]
