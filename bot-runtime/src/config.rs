@@ -98,6 +98,9 @@ pub struct Tuning {
     pub max_body_bytes: usize,
     /// Timeout of each dependency probe of `/readyz`.
     pub probe_timeout: Duration,
+    /// PostgreSQL connections of one process: thousands of tenants on one
+    /// server want few each (or a pooler in front).
+    pub db_connections: u32,
     /// Reminders to managers about a handover nobody took, after these delays.
     pub handover_reminders: Vec<Duration>,
     /// How often open handovers are checked for reminders and the timeout
@@ -117,6 +120,7 @@ impl Default for Tuning {
             // ChatFlow may inline media as base64.
             max_body_bytes: 16 * 1024 * 1024,
             probe_timeout: Duration::from_secs(2),
+            db_connections: 16,
             handover_reminders: vec![Duration::from_secs(30 * 60), Duration::from_secs(60 * 60)],
             handover_sweep: Duration::from_secs(30),
         }
@@ -188,6 +192,9 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[arg(long, env = "TRUFFLES_COALESCE_MS", default_value_t = 1500)]
     pub coalesce_ms: u64,
+    /// PostgreSQL connections of this process.
+    #[arg(long, env = "TRUFFLES_DB_CONNECTIONS", default_value_t = 16)]
+    pub db_connections: u32,
     /// The runtime's volume (the Qdrant Edge shard lives in `knowledge/`).
     #[arg(long, env = "TRUFFLES_DATA_DIR", default_value = DATA_DIR)]
     pub data_dir: PathBuf,
@@ -300,6 +307,7 @@ impl Config {
             listen: args.listen,
             tuning: Tuning {
                 coalesce_window: Duration::from_millis(args.coalesce_ms),
+                db_connections: args.db_connections.max(2),
                 ..Tuning::default()
             },
             spec,

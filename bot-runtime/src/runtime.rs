@@ -62,7 +62,7 @@ impl Runtime {
             .parse()
             .context("DATABASE_URL is not a valid PostgreSQL URL")?;
         let db = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(config.tuning.db_connections)
             .acquire_timeout(std::time::Duration::from_secs(3))
             .connect_lazy_with(options);
         let cache = Arc::new(Cache::new(

@@ -12,7 +12,7 @@
 //!   Respond to Webhook, with executions of successful runs not saved, once
 //!   with its default expression engine (isolated-vm) and once with its
 //!   legacy one (faster);
-//! - the same webhook load spread over 1 and 10 tenants (one runtime each).
+//! - the same webhook load spread over 1, 10 and 100 tenants (one runtime each).
 //!
 //! CPU is the server's process tree's user+system time over the run; peak RSS
 //! its VmHWM. Figures are printed, never asserted.
@@ -280,8 +280,9 @@ async fn ready(url: &str, within: Duration) -> Result<()> {
     }
 }
 
-/// The real runtime binary for one provisioned tenant.
-async fn start_truffles(rt: &TenantRuntime) -> Result<Server> {
+/// The real runtime binary for one provisioned tenant, with `db_connections`
+/// PostgreSQL connections.
+async fn start_truffles(rt: &TenantRuntime, db_connections: u32) -> Result<Server> {
     let dir = temp_dir("truffles-bench")?;
     std::fs::write(dir.join("client.json"), serde_json::to_vec(&rt.spec)?)?;
     let port = free_port()?;
@@ -302,6 +303,7 @@ async fn start_truffles(rt: &TenantRuntime) -> Result<Server> {
         .env("OPENAI_API_KEY", LLM_KEY)
         .env("TRUFFLES_LISTEN", format!("127.0.0.1:{port}"))
         .env("TRUFFLES_COALESCE_MS", "200")
+        .env("TRUFFLES_DB_CONNECTIONS", db_connections.to_string())
         .env("TRUFFLES_DATA_DIR", &dir)
         .env("TRUFFLES_KNOWLEDGE_DIR", &dir)
         .env("TRUFFLES_SECRETS_DIR", &dir)
@@ -343,7 +345,7 @@ async fn tenant(prefix: &str) -> Result<TenantRuntime> {
 /// The runtime's durable ACK under wrk for a fixed time.
 async fn truffles_ack(script: &Path) -> Result<(Row, f64)> {
     let rt = tenant("ack").await?;
-    let server = start_truffles(&rt).await?;
+    let server = start_truffles(&rt, 16).await?;
     let pid = server.child.id();
     let idle = memory_mib(pid, "VmRSS:");
     let before = cpu_seconds(pid);
@@ -357,7 +359,8 @@ async fn truffles_ack(script: &Path) -> Result<(Row, f64)> {
     Ok((row, idle))
 }
 
-/// `messages` webhooks, then the time until every reply reached ChatFlow.
+/// `messages` webhooks (wrk stops sending after them), then the time from
+/// the first webhook to the last reply ChatFlow accepted.
 async fn truffles_pipeline(
     script: &Path,
     label: &str,
@@ -366,16 +369,25 @@ async fn truffles_pipeline(
 ) -> Result<(Row, f64)> {
     let rt = tenant("e2e").await?;
     rt.llm.set_latency(llm_latency);
-    let server = start_truffles(&rt).await?;
+    let server = start_truffles(&rt, 16).await?;
     let pid = server.child.id();
     let before = cpu_seconds(pid);
-    let started = Instant::now();
-    let load = wrk(&server.url, script, CONNECTIONS, 600, "e2e", messages)?;
+    // wrk runs for its duration; its thread stops sending after `messages`.
+    let (url, script_path) = (server.url.clone(), script.to_owned());
+    let load = std::thread::spawn(move || wrk(&url, &script_path, CONNECTIONS, 5, "e2e", messages));
+    rt.chatflow
+        .wait_sent(messages as usize, Duration::from_secs(1800))
+        .await?;
+    let load = load.join().map_err(|_| anyhow::anyhow!("wrk thread"))??;
     let accepted = rt.count("SELECT count(*) FROM inbox").await?;
     rt.chatflow
         .wait_sent(accepted as usize, Duration::from_secs(1800))
         .await?;
-    let wall = started.elapsed().as_secs_f64();
+    let wall: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM (SELECT max(sent_at) FROM outbox) - (SELECT min(received_at) FROM inbox))::float8",
+    )
+    .fetch_one(&rt.pool)
+    .await?;
     let row = Row {
         name: format!("Truffles end to end, {label}"),
         cpu: cpu_seconds(pid) - before,
@@ -388,11 +400,23 @@ async fn truffles_pipeline(
 /// The same load spread over `tenants` runtimes (one wrk per tenant).
 async fn truffles_tenants(script: &Path, tenants: usize) -> Result<Row> {
     let mut runtimes = Vec::new();
+    // Two connections a runtime: a hundred of them share one PostgreSQL
+    // (max_connections 300 here) as thousands would share a real one.
+    let connections = if tenants > 10 { 2 } else { 16 };
     for i in 0..tenants {
         let rt = tenant(&format!("t{i}")).await?;
-        let server = start_truffles(&rt).await?;
+        let server = start_truffles(&rt, connections).await?;
+        // The harness's own pools are not needed any more.
+        rt.pool.close().await;
+        rt.db.pool.close().await;
         runtimes.push((rt, server));
     }
+    let idle: f64 = runtimes
+        .iter()
+        .map(|(_, s)| memory_mib(s.child.id(), "VmRSS:"))
+        .sum::<f64>()
+        / tenants as f64;
+    println!("  {tenants} runtimes started, idle RSS {idle:.0} MiB each");
     let roots: Vec<u32> = runtimes.iter().map(|(_, s)| s.child.id()).collect();
     let before: f64 = roots.iter().map(|p| cpu_seconds(*p)).sum();
     let per_tenant = (CONNECTIONS as usize / tenants).max(1) as u32;
@@ -661,7 +685,7 @@ async fn main() -> Result<()> {
         print_row(&row);
         println!("  every reply sent: {replies:.1} replies/s");
     }
-    for tenants in [1, 10] {
+    for tenants in [1, 10, 100] {
         print_row(&truffles_tenants(&script, tenants).await?);
     }
     let _ = std::fs::remove_dir_all(&dir);
