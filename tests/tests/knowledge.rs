@@ -295,3 +295,61 @@ async fn without_an_llm_example_phrases_recognise_what_keywords_miss() -> Result
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
+
+/// The shop's delivery page, as its website serves it.
+const DELIVERY_PAGE: &str = r#"<!doctype html><html lang="ru"><head><meta charset="utf-8">
+<title>Доставка — Цветы Алматы</title><style>.x{color:red}</style>
+<script>window.dataLayer = [];</script></head><body>
+<nav><a href="/">Главная</a> <a href="/catalog">Каталог</a></nav>
+<h1>Доставка</h1>
+<p>Доставка по Алматы стоит <strong>2 000 ₸</strong>; заказы от 30 000 ₸ доставляем бесплатно.</p>
+<h2>Самовывоз</h2>
+<p>Забрать букет можно в магазине на ул. Абая, 10, ежедневно с 9:00 до 21:00.</p>
+</body></html>"#;
+
+#[tokio::test]
+async fn a_web_page_is_read_as_html_and_answers_from_its_text() -> Result<()> {
+    use axum::routing::get;
+    let rt = TenantRuntime::new("kbweb", json!({})).await?;
+    let dir = std::env::temp_dir().join(format!("truffles-kb-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(dir.join("sources"))?;
+    let config = local_knowledge(&dir)?;
+    let kb = KnowledgeBase::open(&config)?;
+    // The page's path has no extension: the server's content type says HTML.
+    let site = axum::Router::new().route(
+        "/delivery",
+        get(|| async {
+            (
+                [("content-type", "text/html; charset=utf-8")],
+                DELIVERY_PAGE,
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, site).await });
+    let source: KnowledgeSource = serde_json::from_value(json!({
+        "name": "site", "type": "faq", "url": {"url": format!("http://{addr}/delivery")}
+    }))?;
+    let report = run(&kb, &rt, &[source], &config).await?;
+    assert_eq!((report.added, report.failed), (1, 0), "{report:?}");
+    let filename: String = sqlx::query_scalar("SELECT filename FROM documents")
+        .fetch_one(&rt.pool)
+        .await?;
+    assert_eq!(filename, "delivery.html");
+
+    let delivery = top(&kb, "Сколько стоит доставка по Алматы?").await?;
+    assert!(delivery.contains("2 000 ₸"), "{delivery}");
+    let pickup = top(&kb, "Где можно забрать букет самому?").await?;
+    assert!(pickup.contains("Абая"), "{pickup}");
+    for fact in [&delivery, &pickup] {
+        assert!(
+            !fact.contains('<') && !fact.contains("dataLayer") && !fact.contains("color:red"),
+            "markup in {fact}"
+        );
+    }
+    // The shard flushes when it closes: before its folder goes.
+    drop(kb);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

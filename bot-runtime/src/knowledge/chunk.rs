@@ -1,5 +1,5 @@
-//! Documents into chunks (SPEC: ≈500 tokens, 50 overlap): Markdown and text
-//! split by headings first (text-splitter, tokens counted with tiktoken's
+//! Documents into chunks (SPEC: ≈500 tokens, 50 overlap): Markdown, text,
+//! HTML pages (through Markdown) and Word documents split by headings first (text-splitter, tokens counted with tiktoken's
 //! cl100k), CSV and spreadsheet price lists one row per fact with the header
 //! (and sheet name) as context.
 
@@ -36,11 +36,12 @@ impl Chunker {
                 Ok(self.markdown(text))
             }
             "docx" => Ok(self.markdown(&docx_text(content)?)),
+            "html" | "htm" => Ok(self.markdown(&html_markdown(content)?)),
             "csv" => csv_rows(content),
             "xlsx" | "xlsm" | "xls" | "ods" => spreadsheet_rows(content),
             other => {
                 bail!(
-                    "unsupported format .{other} (supported: .md, .txt, .docx, .csv, .xlsx, .xls, .ods)"
+                    "unsupported format .{other} (supported: .md, .txt, .html, .docx, .csv, .xlsx, .xls, .ods)"
                 )
             }
         }
@@ -116,6 +117,23 @@ fn sections(text: &str) -> Vec<(Option<String>, String)> {
 
 /// The text of a Word document as Markdown: paragraphs, with its heading
 /// styles (Heading1…, Title, Заголовок1…) as `#` headings for the chunker.
+/// A web page as Markdown: headings, paragraphs, lists and tables kept;
+/// scripts, styles and other markup that is no text left out.
+fn html_markdown(content: &[u8]) -> Result<String> {
+    let html = std::str::from_utf8(content).context("the page is not UTF-8")?;
+    let markdown = htmd::HtmlToMarkdown::builder()
+        .skip_tags(vec![
+            "head", "script", "style", "noscript", "svg", "template", "iframe", "form",
+        ])
+        .build()
+        .convert(html)
+        .context("the page could not be read as HTML")?;
+    if markdown.trim().is_empty() {
+        bail!("the page has no text");
+    }
+    Ok(markdown)
+}
+
 fn docx_text(content: &[u8]) -> Result<String> {
     use std::io::Read;
 
@@ -410,6 +428,43 @@ mod tests {
             Chunker::new(500, 50)
                 .expect("tokenizer")
                 .split("x.docx", b"PK\x03\x04 broken")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_web_page_keeps_its_sections_and_loses_its_markup() {
+        let page = r#"<!doctype html><html><head><title>Цветы Алматы</title>
+            <style>body { color: red }</style><script>track("visit")</script></head>
+            <body><nav><a href="/">Главная</a></nav>
+            <h1>Доставка</h1><p>По Алматы — <b>2 000 ₸</b>, от 30 000 ₸ бесплатно.</p>
+            <h2>Самовывоз</h2><ul><li>ул. Абая, 10</li><li>ежедневно 9:00–21:00</li></ul>
+            <table><tr><th>Букет</th><th>Цена</th></tr><tr><td>25 роз</td><td>27 000 ₸</td></tr></table>
+            </body></html>"#;
+        let chunks = Chunker::new(500, 50)
+            .expect("tokenizer")
+            .split("delivery.html", page.as_bytes())
+            .expect("an HTML page");
+        let all = chunks.join("\n---\n");
+        assert!(chunks.len() >= 2, "{all}");
+        assert!(
+            all.contains("2 000 ₸") && all.contains("ул. Абая, 10"),
+            "{all}"
+        );
+        assert!(all.contains("27 000 ₸"), "tables are text too: {all}");
+        assert!(
+            chunks
+                .iter()
+                .any(|c| c.contains("Самовывоз") && c.contains("Абая")),
+            "a section is a chunk with its heading: {all}"
+        );
+        for markup in ["<", "track(", "color: red"] {
+            assert!(!all.contains(markup), "{markup} in {all}");
+        }
+        assert!(
+            Chunker::new(500, 50)
+                .expect("tokenizer")
+                .split("empty.html", b"<html><script>x()</script></html>")
                 .is_err()
         );
     }

@@ -92,13 +92,12 @@ pub async fn read_sources(
             match response {
                 Ok(r) => {
                     read.insert(source.name.clone());
-                    let file_name = url
-                        .url
-                        .rsplit('/')
-                        .next()
-                        .filter(|n| n.contains('.'))
-                        .unwrap_or("page.txt")
-                        .to_owned();
+                    let html = r
+                        .headers()
+                        .get(reqwest::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|t| t.starts_with("text/html"));
+                    let file_name = url_file_name(&url.url, html);
                     docs.push(SourceDocument {
                         kind: "url",
                         source_name: source.name.clone(),
@@ -117,6 +116,26 @@ pub async fn read_sources(
         }
     }
     Ok((docs, read))
+}
+
+/// The name a fetched URL is read as: its last path segment, or a page of
+/// the type the server said (`text/html` pages are read as HTML whatever
+/// their path ends with: `/delivery`, `/prices.php`).
+fn url_file_name(url: &str, html: bool) -> String {
+    let last = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.path_segments()?
+                .rfind(|s| !s.is_empty())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "page".to_owned());
+    let is_html = last.ends_with(".html") || last.ends_with(".htm");
+    match (html, last.contains('.')) {
+        (true, _) if !is_html => format!("{last}.html"),
+        (false, false) => format!("{last}.txt"),
+        _ => last,
+    }
 }
 
 /// One sync run over the tenant's configured sources.
@@ -324,4 +343,38 @@ async fn index(kb: &KnowledgeBase, doc: &SourceDocument, document_id: Uuid) -> R
 
 fn chrono_now() -> String {
     sqlx::types::chrono::Utc::now().to_rfc3339()
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::url_file_name;
+
+    #[test]
+    fn fetched_pages_are_read_by_what_the_server_says_they_are() {
+        assert_eq!(
+            url_file_name("https://flowers.kz/delivery", true),
+            "delivery.html"
+        );
+        assert_eq!(url_file_name("https://flowers.kz/", true), "page.html");
+        assert_eq!(
+            url_file_name("https://flowers.kz/prices.php?lang=ru", true),
+            "prices.php.html"
+        );
+        assert_eq!(
+            url_file_name("https://flowers.kz/about.html", true),
+            "about.html"
+        );
+        assert_eq!(
+            url_file_name("https://flowers.kz/docs/prices.md", false),
+            "prices.md"
+        );
+        assert_eq!(
+            url_file_name("https://flowers.kz/stock.csv#top", false),
+            "stock.csv"
+        );
+        assert_eq!(
+            url_file_name("https://flowers.kz/notes", false),
+            "notes.txt"
+        );
+    }
 }
