@@ -52,6 +52,14 @@ pub fn router(rt: Arc<Runtime>) -> Router {
             axum::routing::post(person_request),
         )
         .route(
+            "/t/{tenant}/admin/knowledge/upload/{source}/{filename}",
+            axum::routing::put(upload_document)
+                .delete(delete_document)
+                // The source's own limit (knowledge.sources[].upload.maxSizeMib, at
+                // most 100) is checked in the handler.
+                .layer(DefaultBodyLimit::max(100 * 1024 * 1024)),
+        )
+        .route(
             "/t/{tenant}/handover/telegram",
             axum::routing::post(crate::handover::updates::telegram_webhook),
         )
@@ -125,6 +133,75 @@ async fn knowledge_sync(
             .await;
             reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": message}))
         }
+    }
+}
+
+/// `PUT /t/<name>/admin/knowledge/upload/<source>/<file name>` with the file as
+/// the body and the admin bearer: stores the document in an upload source and
+/// syncs, so the answer says whether it was indexed (or why not).
+async fn upload_document(
+    State(rt): State<Arc<Runtime>>,
+    Path((tenant, source, filename)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    use crate::knowledge::upload::{self, UploadError};
+    if !admin_authorized(&rt, &tenant, &headers) {
+        return not_found();
+    }
+    let sources = &rt.config.spec.knowledge.sources;
+    let checked =
+        upload::source(sources, &source).and_then(|s| upload::check(s, &filename, body.len()));
+    let refused = |e: UploadError| {
+        let status = match e {
+            UploadError::NoSuchSource(_) => StatusCode::NOT_FOUND,
+            UploadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            UploadError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        reply(status, json!({"error": e.to_string()}))
+    };
+    if let Err(e) = checked {
+        return refused(e);
+    }
+    if let Err(e) = upload::store(&rt.db, &source, &filename, &body).await {
+        tracing::error!(error = %e, "storing an upload failed");
+        return refused(e);
+    }
+    synced(&rt, json!({"stored": filename, "bytes": body.len()})).await
+}
+
+/// `DELETE` of the same path: the document leaves the knowledge base.
+async fn delete_document(
+    State(rt): State<Arc<Runtime>>,
+    Path((tenant, source, filename)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if !admin_authorized(&rt, &tenant, &headers) {
+        return not_found();
+    }
+    match crate::knowledge::upload::delete(&rt.db, &source, &filename).await {
+        Ok(true) => synced(&rt, json!({"deleted": filename})).await,
+        Ok(false) => not_found(),
+        Err(e) => {
+            tracing::error!(error = %e, "deleting an upload failed");
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "the database is unavailable; nothing was changed, try again"}),
+            )
+        }
+    }
+}
+
+/// Runs a sync after an upload change and answers with both.
+async fn synced(rt: &Runtime, done: Value) -> Response {
+    match rt.sync_knowledge().await {
+        Ok(report) => reply(StatusCode::OK, json!({"upload": done, "sync": report})),
+        // Stored: the next sync (hourly, or the CronJob) indexes it.
+        Err(e) => reply(
+            StatusCode::ACCEPTED,
+            json!({"upload": done, "sync_error": format!("{e:#}")}),
+        ),
     }
 }
 

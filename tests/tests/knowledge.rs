@@ -353,3 +353,119 @@ async fn a_web_page_is_read_as_html_and_answers_from_its_text() -> Result<()> {
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+#[tokio::test]
+async fn uploaded_documents_are_stored_indexed_and_deleted() -> Result<()> {
+    use truffles_tests::runtime::WEBHOOK_SECRET;
+    let rt = TenantRuntime::new(
+        "kbup",
+        json!({"knowledge": {"sources": [
+            {"name": "manual", "type": "policy", "upload": {"maxSizeMib": 1}}]}}),
+    )
+    .await?;
+    let dir = std::env::temp_dir().join(format!("truffles-kb-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(dir.join("sources"))?;
+    let mut config = rt.config()?;
+    config.knowledge = Some(local_knowledge(&dir)?);
+    let running = rt.start_with_knowledge_base(config).await?;
+    let url = |source: &str, file: &str| {
+        format!(
+            "http://{}/t/{}/admin/knowledge/upload/{source}/{file}",
+            running.addr, rt.name
+        )
+    };
+    let policy = "# Возврат\n\nЦветы надлежащего качества возврату не подлежат. Если букет привезли повреждённым, пришлите фото в течение 2 часов — заменим бесплатно.";
+    let put = |u: String, bearer: &'static str, body: Vec<u8>| {
+        rt.http.put(u).bearer_auth(bearer).body(body).send()
+    };
+    // Refused: wrong secret (404), a source that takes no uploads (404),
+    // a path in the name (400: axum decodes %2F into the segment), too large (413).
+    assert_eq!(
+        put(url("manual", "returns.md"), "wrong", policy.into())
+            .await?
+            .status(),
+        404
+    );
+    assert_eq!(
+        put(url("catalog", "returns.md"), WEBHOOK_SECRET, policy.into())
+            .await?
+            .status(),
+        404
+    );
+    assert_eq!(
+        put(url("manual", "..%2Fsecrets"), WEBHOOK_SECRET, policy.into())
+            .await?
+            .status(),
+        400
+    );
+    assert_eq!(
+        put(
+            url("manual", "big.md"),
+            WEBHOOK_SECRET,
+            vec![b'a'; 2 * 1024 * 1024]
+        )
+        .await?
+        .status(),
+        413
+    );
+
+    // Stored and indexed in one call; the answer says so.
+    let response = put(url("manual", "returns.md"), WEBHOOK_SECRET, policy.into()).await?;
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await?;
+    assert_eq!(answer["sync"]["added"], 1, "{answer}");
+    let kb = running.runtime.knowledge.clone();
+    let facts = kb
+        .search("Букет привезли сломанным, что делать?", 3)
+        .await?;
+    assert!(
+        facts.first().is_some_and(|f| f.content.contains("фото")),
+        "{facts:?}"
+    );
+    // Kept in the database (a new pod syncs it again), with the document row.
+    assert_eq!(rt.count("SELECT count(*) FROM uploads").await?, 1);
+    assert_eq!(
+        rt.count("SELECT count(*) FROM documents WHERE source = 'upload' AND status = 'indexed'")
+            .await?,
+        1
+    );
+    // An unreadable file is stored, recorded as failed with the reason.
+    let scan: serde_json::Value = put(
+        url("manual", "scan.pdf"),
+        WEBHOOK_SECRET,
+        b"%PDF-1.7".to_vec(),
+    )
+    .await?
+    .json()
+    .await?;
+    assert_eq!(scan["sync"]["failed"], 1, "{scan}");
+
+    // Deleted: out of the knowledge base at once.
+    let deleted = rt
+        .http
+        .delete(url("manual", "returns.md"))
+        .bearer_auth(WEBHOOK_SECRET)
+        .send()
+        .await?;
+    assert_eq!(deleted.status(), 200);
+    let answer: serde_json::Value = deleted.json().await?;
+    assert_eq!(answer["sync"]["removed"], 1, "{answer}");
+    let facts = kb
+        .search("Букет привезли сломанным, что делать?", 3)
+        .await?;
+    assert!(
+        !facts.iter().any(|f| f.content.contains("фото")),
+        "{facts:?}"
+    );
+    let again = rt
+        .http
+        .delete(url("manual", "returns.md"))
+        .bearer_auth(WEBHOOK_SECRET)
+        .send()
+        .await?;
+    assert_eq!(again.status(), 404);
+    drop(running);
+    drop(kb);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

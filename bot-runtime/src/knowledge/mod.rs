@@ -12,6 +12,7 @@ pub mod chunk;
 pub mod edge;
 pub mod embed;
 pub mod sync;
+pub mod upload;
 
 use chunk::Chunker;
 use edge::EdgeStore;

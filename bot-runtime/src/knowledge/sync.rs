@@ -21,7 +21,7 @@ use crate::audit;
 /// One file of a source.
 #[derive(Clone, Debug)]
 pub struct SourceDocument {
-    /// `config_map` or `url` (the documents table's `source`).
+    /// `config_map`, `url` or `upload` (the documents table's `source`).
     pub kind: &'static str,
     pub source_name: String,
     pub source_id: String,
@@ -48,12 +48,14 @@ fn doc_type(source: &KnowledgeSource) -> String {
 }
 
 /// Reads the sources the runtime can reach: ConfigMaps mounted at
-/// `<dir>/<source name>/` (the operator mounts them) and URLs. Upload and
-/// Google Drive sources are not built yet and are skipped with a warning.
-/// Returns the documents and the names of the sources that could be read.
+/// `<dir>/<source name>/` (the operator mounts them), URLs, and uploads (the
+/// tenant's `uploads` table). Google Drive sources are not built yet and are
+/// skipped with a warning. Returns the documents and the names of the sources
+/// that could be read.
 pub async fn read_sources(
     sources: &[KnowledgeSource],
     dir: &Path,
+    db: &PgPool,
 ) -> Result<(Vec<SourceDocument>, HashSet<String>)> {
     let mut docs = Vec::new();
     let mut read = HashSet::new();
@@ -111,8 +113,23 @@ pub async fn read_sources(
                     tracing::warn!(source = %source.name, error = %e.without_url(), "knowledge URL not fetched")
                 }
             }
+        } else if source.upload.is_some() {
+            match super::upload::files(db, &source.name).await {
+                Ok(files) => {
+                    read.insert(source.name.clone());
+                    docs.extend(files.into_iter().map(|(name, content)| SourceDocument {
+                        kind: "upload",
+                        source_name: source.name.clone(),
+                        source_id: name.clone(),
+                        file_name: name,
+                        doc_type: doc_type(source),
+                        content,
+                    }));
+                }
+                Err(e) => tracing::warn!(source = %source.name, error = %e, "uploads not readable"),
+            }
         } else {
-            tracing::warn!(source = %source.name, "upload and Google Drive sources are not supported yet");
+            tracing::warn!(source = %source.name, "Google Drive sources are not supported yet");
         }
     }
     Ok((docs, read))
@@ -145,7 +162,7 @@ pub async fn run(
     sources: &[KnowledgeSource],
     dir: &Path,
 ) -> Result<Report> {
-    let (docs, read) = read_sources(sources, dir).await?;
+    let (docs, read) = read_sources(sources, dir, db).await?;
     let report = sync(kb, db, &docs, &read).await?;
     tracing::info!(?report, "knowledge sync");
     Ok(report)
