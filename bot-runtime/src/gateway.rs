@@ -408,12 +408,7 @@ async fn telegram_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let given = headers
-        .get(telegram::SECRET_HEADER)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
-    let expected = telegram::webhook_token(&rt.config.webhook_secret, CUSTOMER_BOT);
-    let token_ok: bool = given.ct_eq(expected.as_bytes()).into();
+    let token_ok = telegram::token_ok(&headers, &rt.config.webhook_secret, CUSTOMER_BOT);
     if rt.channels.telegram.is_none() || !token_ok || tenant != rt.config.client_name {
         rt.metrics.webhook("not_found");
         return not_found();

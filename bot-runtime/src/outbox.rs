@@ -131,9 +131,10 @@ async fn send_due(rt: &Runtime) -> Result<bool> {
     if !rt.channels.any() {
         return Ok(false);
     }
+    // Only the tenant's own channels: this runs on every poll of an idle runtime.
     let mut open = Vec::new();
     for channel in [Channel::Whatsapp, Channel::Telegram, Channel::Instagram] {
-        if !rt.breakers.allows(channel.service()).await {
+        if rt.channels.sender(channel).is_some() && !rt.breakers.allows(channel.service()).await {
             open.push(channel.as_str());
         }
     }

@@ -127,6 +127,19 @@ pub fn webhook_token(webhook_secret: &str, purpose: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// Whether a webhook delivery carries the secret token of `purpose`
+/// (`X-Telegram-Bot-Api-Secret-Token`), compared in constant time.
+pub fn token_ok(headers: &axum::http::HeaderMap, webhook_secret: &str, purpose: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let given = headers
+        .get(SECRET_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    given
+        .ct_eq(webhook_token(webhook_secret, purpose).as_bytes())
+        .into()
+}
+
 /// What went wrong, without the request URL (it carries the bot token).
 pub fn describe(e: &RequestError) -> String {
     match e {

@@ -449,8 +449,11 @@ impl ManagerUpdate {
 /// The secret token Telegram sends with each webhook delivery to the
 /// managers' bot (`X-Telegram-Bot-Api-Secret-Token`).
 pub fn webhook_token(webhook_secret: &str) -> String {
-    crate::channels::telegram::webhook_token(webhook_secret, "telegram-managers")
+    crate::channels::telegram::webhook_token(webhook_secret, MANAGERS_BOT)
 }
+
+/// The purpose of the managers' bot's webhook token.
+pub const MANAGERS_BOT: &str = "telegram-managers";
 
 #[cfg(test)]
 mod tests {

@@ -18,8 +18,6 @@ use super::{Closed, Closing, Relayed, Taken, by_external_ref, close, relay, take
 use crate::audit::{Level, raw_input};
 use crate::runtime::Runtime;
 
-use crate::channels::telegram::SECRET_HEADER;
-
 /// Long polling: for runtimes without a public HTTPS address.
 pub async fn run_polling(rt: Arc<Runtime>, telegram: Arc<Telegram>) {
     let mut offset = 0;
@@ -81,12 +79,11 @@ pub async fn telegram_webhook(
     let Some(telegram) = rt.managers.telegram.clone() else {
         return not_found();
     };
-    let given = headers
-        .get(SECRET_HEADER)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
-    let expected = webhook_token(&rt.config.webhook_secret);
-    let token_ok: bool = given.ct_eq(expected.as_bytes()).into();
+    let token_ok = crate::channels::telegram::token_ok(
+        &headers,
+        &rt.config.webhook_secret,
+        super::telegram::MANAGERS_BOT,
+    );
     if !token_ok || tenant != rt.config.client_name {
         return not_found();
     }
