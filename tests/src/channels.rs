@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::fakes::{lock, serve};
+use crate::fakes::{lock, serve, voice_note};
 use crate::managers::eventually;
 
 /// One message the bot sent.
@@ -45,17 +45,7 @@ pub struct FakeTelegramBot {
     state: Arc<Mutex<BotState>>,
 }
 
-fn ok(result: Value) -> Response {
-    axum::Json(json!({"ok": true, "result": result})).into_response()
-}
-
-fn error(code: u16, description: &str) -> Response {
-    (
-        StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
-        axum::Json(json!({"ok": false, "error_code": code, "description": description})),
-    )
-        .into_response()
-}
+use crate::managers::{due_updates, tg_error as error, tg_ok as ok};
 
 impl FakeTelegramBot {
     pub async fn start(token: &str) -> anyhow::Result<Self> {
@@ -123,12 +113,7 @@ async fn bot_method(
     if method == "getupdates" {
         let offset = body.get("offset").and_then(Value::as_i64).unwrap_or(0);
         for _ in 0..6 {
-            let due: Vec<Value> = lock(&state)
-                .updates
-                .iter()
-                .filter(|u| u["update_id"].as_i64().unwrap_or(0) >= offset)
-                .cloned()
-                .collect();
+            let due = due_updates(&lock(&state).updates, offset);
             if !due.is_empty() {
                 return ok(json!(due));
             }
@@ -270,15 +255,7 @@ impl FakeInstagram {
         let app = Router::new()
             .route("/{version}/{account}/messages", post(send_api))
             // Where an audio attachment's payload.url points.
-            .route(
-                "/cdn/voice",
-                get(|| async {
-                    (
-                        [("content-type", "audio/ogg")],
-                        b"OggS\0fake-opus-voice".to_vec(),
-                    )
-                }),
-            )
+            .route("/cdn/voice", get(voice_note))
             .with_state(state.clone());
         let addr = serve(app).await?;
         Ok(Self {

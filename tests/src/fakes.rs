@@ -21,6 +21,15 @@ pub(crate) async fn serve(app: Router) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// A voice note as the channels' media URLs serve it (Ogg/Opus, what the
+/// fake transcription endpoint accepts).
+pub(crate) async fn voice_note() -> impl IntoResponse {
+    (
+        [("content-type", "audio/ogg")],
+        b"OggS\0fake-opus-voice".to_vec(),
+    )
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -60,15 +69,7 @@ impl FakeChatflow {
             .route("/", get(|| async { "ChatFlow" }))
             .route("/api/v1/send-text", get(send_text))
             // Where ChatFlow's mediaData.url points: a voice note.
-            .route(
-                "/media/voice.ogg",
-                get(|| async {
-                    (
-                        [("content-type", "audio/ogg")],
-                        b"OggS\0fake-opus-voice".to_vec(),
-                    )
-                }),
-            )
+            .route("/media/voice.ogg", get(voice_note))
             .with_state(state.clone());
         let addr = serve(app).await?;
         Ok(Self {

@@ -71,7 +71,7 @@ pub struct FakeTelegram {
     state: Arc<Mutex<TelegramState>>,
 }
 
-fn tg_error(code: u16, description: &str) -> Response {
+pub(crate) fn tg_error(code: u16, description: &str) -> Response {
     (
         StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
         Json(json!({"ok": false, "error_code": code, "description": description})),
@@ -79,7 +79,7 @@ fn tg_error(code: u16, description: &str) -> Response {
         .into_response()
 }
 
-fn tg_ok(result: Value) -> Response {
+pub(crate) fn tg_ok(result: Value) -> Response {
     Json(json!({"ok": true, "result": result})).into_response()
 }
 
@@ -207,6 +207,15 @@ impl FakeTelegram {
     }
 }
 
+/// The queued updates `getUpdates` with `offset` returns.
+pub(crate) fn due_updates(updates: &[Value], offset: i64) -> Vec<Value> {
+    updates
+        .iter()
+        .filter(|u| u["update_id"].as_i64().unwrap_or(0) >= offset)
+        .cloned()
+        .collect()
+}
+
 /// What `setWebhook` accepts: an HTTPS URL and a secret token of 1–256
 /// characters `[A-Za-z0-9_-]`.
 pub(crate) fn webhook_acceptable(url: &str, token: &str) -> bool {
@@ -315,12 +324,7 @@ async fn telegram_method(
                     return (StatusCode::BAD_GATEWAY, "bad gateway").into_response();
                 }
                 let offset = body.get("offset").and_then(Value::as_i64).unwrap_or(0);
-                let due: Vec<Value> = s
-                    .updates
-                    .iter()
-                    .filter(|u| u["update_id"].as_i64().unwrap_or(0) >= offset)
-                    .cloned()
-                    .collect();
+                let due = due_updates(&s.updates, offset);
                 if !due.is_empty() {
                     return tg_ok(json!(due));
                 }
