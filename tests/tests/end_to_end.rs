@@ -129,20 +129,26 @@ async fn the_supervisor_rolls_out_changed_secrets_and_restarts_crashes() -> Resu
                 &Patch::Merge(json!({"stringData": {"chatflow-token": "rotated-token"}})),
             )
             .await?;
-        let second = eventually("the runtime rolled out", WAIT, || {
-            platform
-                .supervisor
-                .runtime(&ns.name, &tenant.name)
-                .filter(|r| r.running && r.pid.is_some_and(|p| p != first_pid))
-        })
+        // The Secret and then the Deployment's config hash change, so the
+        // runtime may roll out twice: wait for a running one with the new value
+        // rather than sampling the first new pid (it may already be gone).
+        let second = eventually(
+            "the runtime rolled out with the rotated token",
+            WAIT,
+            || {
+                platform
+                    .supervisor
+                    .runtime(&ns.name, &tenant.name)
+                    .filter(|r| r.running && r.pid.is_some_and(|p| p != first_pid))
+                    .filter(|r| {
+                        r.pid.and_then(|p| environ(p).ok()).is_some_and(|env| {
+                            env.get("CHATFLOW_TOKEN").map(String::as_str) == Some("rotated-token")
+                        })
+                    })
+            },
+        )
         .await?;
         let second_pid = second.pid.context("no pid")?;
-        assert_eq!(
-            environ(second_pid)?
-                .get("CHATFLOW_TOKEN")
-                .map(String::as_str),
-            Some("rotated-token")
-        );
         assert!(
             !std::path::Path::new(&format!("/proc/{first_pid}")).exists(),
             "the old process was stopped"
