@@ -285,6 +285,7 @@ impl Config {
             args.embeddings_url.as_deref(),
             &args.data_dir,
             &args.knowledge_dir,
+            &args.secrets_dir,
         );
         if let (Some(k), Some(min)) = (knowledge.as_mut(), args.rag_min_score) {
             k.min_score = min;
@@ -347,6 +348,7 @@ pub fn knowledge_config(
     embeddings_url: Option<&str>,
     data_dir: &std::path::Path,
     sources_dir: &std::path::Path,
+    secrets_dir: &std::path::Path,
 ) -> Option<KnowledgeConfig> {
     if spec.knowledge.vector_store.backend != VectorBackend::Edge {
         tracing::warn!(
@@ -367,6 +369,7 @@ pub fn knowledge_config(
         dimensions: llm.embedding_dimensions as usize,
         store_dir: data_dir.join("knowledge"),
         sources_dir: sources_dir.to_owned(),
+        secrets_dir: secrets_dir.to_owned(),
         max_tokens: spec.knowledge.chunking.max_tokens as usize,
         overlap_tokens: spec.knowledge.chunking.overlap_tokens as usize,
         min_score: default_min_score(&llm.embedding_model),

@@ -123,13 +123,9 @@ impl Runtime {
             return Ok(None);
         };
         let _one_at_a_time = self.sync_lock.lock().await;
-        let report = crate::knowledge::sync::run(
-            kb,
-            &self.db,
-            &self.config.spec.knowledge.sources,
-            &config.sources_dir,
-        )
-        .await?;
+        let report =
+            crate::knowledge::sync::run(kb, &self.db, &self.config.spec.knowledge.sources, config)
+                .await?;
         Ok(Some(report))
     }
 

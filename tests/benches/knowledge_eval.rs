@@ -37,7 +37,7 @@ async fn main() -> Result<()> {
     let kb = KnowledgeBase::open(&config)?;
     let source: KnowledgeSource =
         serde_json::from_value(json!({"name": "shop", "configMap": {"name": "x"}}))?;
-    let report = sync::run(&kb, &rt.pool, &[source], &config.sources_dir).await?;
+    let report = sync::run(&kb, &rt.pool, &[source], &config).await?;
 
     let mut reader = csv::Reader::from_path(eval.join("questions.csv")).context("questions.csv")?;
     let (mut n, mut hit1, mut hit3, mut rr, mut above_floor) =

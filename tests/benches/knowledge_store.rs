@@ -100,13 +100,7 @@ async fn sync_figures(docs: usize) -> Result<()> {
     let source: KnowledgeSource =
         serde_json::from_value(json!({"name": "catalog", "configMap": {"name": "x"}}))?;
     let started = Instant::now();
-    let report = sync::run(
-        &kb,
-        &rt.pool,
-        std::slice::from_ref(&source),
-        &config.sources_dir,
-    )
-    .await?;
+    let report = sync::run(&kb, &rt.pool, std::slice::from_ref(&source), &config).await?;
     let total = started.elapsed();
     // The embedder's own time for the same chunks, measured apart.
     let mut texts = Vec::new();
@@ -130,13 +124,7 @@ async fn sync_figures(docs: usize) -> Result<()> {
         report.chunks as f64 / ours.as_secs_f64(),
     );
     let t = Instant::now();
-    let again = sync::run(
-        &kb,
-        &rt.pool,
-        std::slice::from_ref(&source),
-        &config.sources_dir,
-    )
-    .await?;
+    let again = sync::run(&kb, &rt.pool, std::slice::from_ref(&source), &config).await?;
     println!(
         "a second sync with nothing changed: {} unchanged in {:.2} s, no embedding call",
         again.unchanged,

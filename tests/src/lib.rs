@@ -5,6 +5,7 @@
 
 pub mod channels;
 pub mod dev;
+pub mod drive;
 pub mod fakes;
 pub mod managers;
 pub mod runtime;

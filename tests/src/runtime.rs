@@ -270,6 +270,7 @@ pub fn local_knowledge(dir: &std::path::Path) -> Result<truffles_bot::knowledge:
         dimensions: 384,
         store_dir: dir.join("store"),
         sources_dir: dir.join("sources"),
+        secrets_dir: dir.join("secrets"),
         max_tokens: 500,
         overlap_tokens: 50,
         min_score: truffles_bot::knowledge::default_min_score("multilingual-e5-small"),

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::json;
+use truffles_bot::knowledge::drive;
 use truffles_bot::knowledge::sync::{self, Report};
 use truffles_bot::knowledge::{Knowledge, KnowledgeBase, KnowledgeConfig};
 use truffles_crds::client::KnowledgeSource;
+use truffles_tests::drive::{DOC, DriveFile, FOLDER, FORM, FakeDrive, SHEET, ServiceAccountKey};
 use truffles_tests::runtime::{TenantRuntime, chatflow_text, local_knowledge};
 use truffles_tests::workspace_root;
 
@@ -26,7 +28,11 @@ fn sources() -> Result<(PathBuf, Vec<KnowledgeSource>)> {
             catalog.join(file),
         )?;
     }
-    // A scan the shop uploaded: not a format we read.
+    // The shop's returns policy as a PDF, and a PDF broken in transfer.
+    std::fs::copy(
+        workspace_root().join("bot-runtime/tests/fixtures/policy.pdf"),
+        catalog.join("returns.pdf"),
+    )?;
     std::fs::write(catalog.join("menu-scan.pdf"), b"%PDF-1.7 binary")?;
     let source: KnowledgeSource = serde_json::from_value(
         json!({"name": "catalog", "type": "pricing", "configMap": {"name": "flower-shop-knowledge"}}),
@@ -40,7 +46,7 @@ async fn run(
     sources: &[KnowledgeSource],
     config: &KnowledgeConfig,
 ) -> Result<Report> {
-    sync::run(kb, &rt.pool, sources, &config.sources_dir).await
+    sync::run(kb, &rt.pool, sources, config).await
 }
 
 async fn top(kb: &KnowledgeBase, question: &str) -> Result<String> {
@@ -62,7 +68,7 @@ async fn sync_indexes_then_skips_replaces_and_removes() -> Result<()> {
     let first = run(&kb, &rt, &sources, &config).await?;
     assert_eq!(
         (first.added, first.failed, first.changed),
-        (3, 1, 0),
+        (4, 1, 0),
         "{first:?}"
     );
     assert!(first.chunks >= 5, "{first:?}");
@@ -71,7 +77,7 @@ async fn sync_indexes_then_skips_replaces_and_removes() -> Result<()> {
             .fetch_one(&rt.pool)
             .await?;
     assert_eq!(status, "failed");
-    assert!(error.contains("unsupported format .pdf"), "{error}");
+    assert!(error.contains("PDF could not be read"), "{error}");
 
     // Grounded retrieval in three languages.
     assert!(
@@ -80,6 +86,12 @@ async fn sync_indexes_then_skips_replaces_and_removes() -> Result<()> {
             .contains("27 000")
     );
     assert!(top(&kb, "До скольки вы работаете?").await?.contains("8:00"));
+    assert!(
+        top(&kb, "Цветы завяли на следующий день, можно вернуть букет?")
+            .await?
+            .contains("24"),
+        "a PDF's text is a fact"
+    );
     assert!(
         top(&kb, "Сколько стоят пионы?").await?.contains("Пионы"),
         "a CSV row is a fact"
@@ -110,7 +122,7 @@ async fn sync_indexes_then_skips_replaces_and_removes() -> Result<()> {
     let again = run(&kb_offline, &rt, &sources, &offline).await?;
     assert_eq!(
         (again.unchanged, again.added, again.changed, again.chunks),
-        (3, 0, 0, 0),
+        (4, 0, 0, 0),
         "{again:?}"
     );
     drop(kb_offline);
@@ -127,7 +139,7 @@ async fn sync_indexes_then_skips_replaces_and_removes() -> Result<()> {
     let third = run(&kb, &rt, &sources, &config).await?;
     assert_eq!(
         (third.changed, third.removed, third.unchanged),
-        (1, 1, 1),
+        (1, 1, 2),
         "{third:?}"
     );
     let answer = top(&kb, "Сколько стоит букет из 25 роз?").await?;
@@ -148,7 +160,7 @@ async fn sync_indexes_then_skips_replaces_and_removes() -> Result<()> {
     let audited = rt
         .count("SELECT count(*) FROM audit_log WHERE action = 'knowledge_sync'")
         .await?;
-    assert_eq!(audited, 3 + 1 + 1, "added ×3, changed, removed");
+    assert_eq!(audited, 4 + 1 + 1, "added ×4, changed, removed");
     drop(kb); // it flushes on drop: before its directory goes
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
@@ -175,8 +187,168 @@ async fn the_store_persists_and_a_lost_one_is_rebuilt() -> Result<()> {
     let kb = KnowledgeBase::open(&config)?;
     assert_eq!(kb.store.count().await?, 0);
     let report = run(&kb, &rt, &sources, &config).await?;
-    assert_eq!(report.changed, 3, "{report:?}");
+    assert_eq!(report.changed, 4, "{report:?}");
     assert_eq!(kb.store.count().await?, points);
+    drop(kb);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+/// A Google Drive folder (a fake of the token endpoint and Drive API v3 that
+/// checks the documented request shapes): three pages of files, a subfolder,
+/// a Doc exported as Markdown, a Sheet as XLSX, a PDF downloaded, a form
+/// skipped, an image recorded as failed; then a file removed at the source,
+/// then Drive down (nothing of the source removed), then a key Google does
+/// not know (refused, nothing removed).
+#[tokio::test]
+async fn a_google_drive_folder_is_synced_page_by_page() -> Result<()> {
+    let rt = TenantRuntime::new("kbdrive", json!({})).await?;
+    let (dir, _) = sources()?;
+    let config = local_knowledge(&dir)?;
+    let (drive, key) =
+        FakeDrive::start("kb-reader@flower-shop-kb.iam.gserviceaccount.com", 2).await?;
+    let fixture = |name: &str| {
+        std::fs::read(
+            workspace_root()
+                .join("bot-runtime/tests/fixtures")
+                .join(name),
+        )
+    };
+    drive.add(DriveFile::new("doc-delivery", "Доставка и оплата", DOC, "root", "# Доставка и оплата\n\n## Доставка\n\nКурьер привозит букет за 2 часа в пределах Алматы, ночная доставка с 23:00 до 7:00 стоит 5 000 ₸.\n\n## Оплата\n\nKaspi Gold, Kaspi QR, карты Visa и Mastercard.\n".as_bytes()));
+    drive.add(DriveFile::new(
+        "sheet-prices",
+        "Прайс",
+        SHEET,
+        "root",
+        &fixture("prices.xlsx")?,
+    ));
+    drive.add(DriveFile::new(
+        "pdf-returns",
+        "Возврат.pdf",
+        "application/pdf",
+        "root",
+        &fixture("policy.pdf")?,
+    ));
+    drive.add(DriveFile::new(
+        "form-survey",
+        "Анкета клиента",
+        FORM,
+        "root",
+        b"",
+    ));
+    drive.add(DriveFile::new(
+        "png-logo",
+        "logo.png",
+        "image/png",
+        "root",
+        b"\x89PNG\r\n\x1a\n",
+    ));
+    drive.add(DriveFile::new(
+        "folder-archive",
+        "Архив",
+        FOLDER,
+        "root",
+        b"",
+    ));
+    drive.add(DriveFile::new(
+        "txt-hours",
+        "Часы работы.txt",
+        "text/plain",
+        "folder-archive",
+        "Магазин на Абая, 10 открыт ежедневно с 8:00 до 22:00.".as_bytes(),
+    ));
+    let credentials = drive::credentials_path(&config.secrets_dir, "drive");
+    std::fs::create_dir_all(credentials.parent().expect("a folder"))?;
+    std::fs::write(&credentials, &key.json)?;
+    let sources: Vec<KnowledgeSource> = vec![serde_json::from_value(json!({
+        "name": "drive", "type": "policy",
+        "googleDrive": {"folderId": "root", "apiBaseUrl": drive.url,
+                        "credentialsSecretRef": {"name": "drive-reader", "key": "credentials.json"}}}))?];
+    let kb = KnowledgeBase::open(&config)?;
+
+    let first = run(&kb, &rt, &sources, &config).await?;
+    assert_eq!((first.added, first.failed), (4, 1), "{first:?}");
+    assert_eq!(drive.violations(), Vec::<String>::new());
+    let root_pages = drive
+        .listed()
+        .iter()
+        .filter(|(folder, _)| folder == "root")
+        .count();
+    assert_eq!(root_pages, 3, "six files, two a page: {:?}", drive.listed());
+    let names: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT source_id, filename, status FROM documents WHERE source = 'google_drive' ORDER BY source_id",
+    )
+    .fetch_all(&rt.pool)
+    .await?;
+    assert_eq!(
+        names,
+        [
+            ("doc-delivery", "Доставка и оплата.md", "indexed"),
+            ("pdf-returns", "Возврат.pdf", "indexed"),
+            ("png-logo", "logo.png", "failed"),
+            ("sheet-prices", "Прайс.xlsx", "indexed"),
+            ("txt-hours", "Часы работы.txt", "indexed"),
+        ]
+        .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
+    );
+    assert!(
+        top(&kb, "Сколько стоит ночная доставка?")
+            .await?
+            .contains("5 000")
+    );
+    assert!(
+        top(&kb, "Сколько стоит доставка в Каскелен?")
+            .await?
+            .contains("4000")
+    );
+    assert!(
+        top(&kb, "До скольки открыт магазин?")
+            .await?
+            .contains("22:00")
+    );
+    let facts = kb.search("Как вернуть завядший букет?", 3).await?;
+    assert!(
+        facts
+            .iter()
+            .any(|f| f.source == "drive/pdf-returns" && f.content.contains("24")),
+        "{facts:?}"
+    );
+
+    // Nothing changed; then a file removed in Drive goes from the knowledge base.
+    let again = run(&kb, &rt, &sources, &config).await?;
+    assert_eq!(
+        (again.unchanged, again.added, again.chunks),
+        (4, 0, 0),
+        "{again:?}"
+    );
+    drive.remove("txt-hours");
+    let removed = run(&kb, &rt, &sources, &config).await?;
+    assert_eq!((removed.removed, removed.unchanged), (1, 3), "{removed:?}");
+    assert!(
+        !top(&kb, "До скольки открыт магазин?")
+            .await?
+            .contains("22:00")
+    );
+
+    // Drive down, then a key Google does not know: the source is unread,
+    // nothing of it removed.
+    let points = kb.store.count().await?;
+    drive.set_down(true);
+    let outage = run(&kb, &rt, &sources, &config).await?;
+    assert_eq!(outage, Report::default(), "{outage:?}");
+    drive.set_down(false);
+    let stranger = ServiceAccountKey::generate(&key.client_email, &format!("{}/token", drive.url))?;
+    std::fs::write(&credentials, &stranger.json)?;
+    let refused = run(&kb, &rt, &sources, &config).await?;
+    assert_eq!(refused, Report::default(), "{refused:?}");
+    assert_eq!(kb.store.count().await?, points);
+    assert_eq!(
+        rt.count(
+            "SELECT count(*) FROM documents WHERE source = 'google_drive' AND status = 'indexed'"
+        )
+        .await?,
+        3
+    );
     drop(kb);
     let _ = std::fs::remove_dir_all(dir);
     Ok(())

@@ -1,5 +1,6 @@
 //! Documents into chunks (SPEC: ≈500 tokens, 50 overlap): Markdown, text,
-//! HTML pages (through Markdown) and Word documents split by headings first (text-splitter, tokens counted with tiktoken's
+//! HTML pages (through Markdown) and Word documents split by headings first,
+//! PDFs by paragraphs (text-splitter, tokens counted with tiktoken's
 //! cl100k), CSV and spreadsheet price lists one row per fact with the header
 //! (and sheet name) as context.
 
@@ -36,12 +37,13 @@ impl Chunker {
                 Ok(self.markdown(text))
             }
             "docx" => Ok(self.markdown(&docx_text(content)?)),
+            "pdf" => Ok(self.markdown(&pdf_text(content)?)),
             "html" | "htm" => Ok(self.markdown(&html_markdown(content)?)),
             "csv" => csv_rows(content),
             "xlsx" | "xlsm" | "xls" | "ods" => spreadsheet_rows(content),
             other => {
                 bail!(
-                    "unsupported format .{other} (supported: .md, .txt, .html, .docx, .csv, .xlsx, .xls, .ods)"
+                    "unsupported format .{other} (supported: .md, .txt, .html, .pdf, .docx, .csv, .xlsx, .xls, .ods)"
                 )
             }
         }
@@ -115,8 +117,6 @@ fn sections(text: &str) -> Vec<(Option<String>, String)> {
     merged
 }
 
-/// The text of a Word document as Markdown: paragraphs, with its heading
-/// styles (Heading1…, Title, Заголовок1…) as `#` headings for the chunker.
 /// A web page as Markdown: headings, paragraphs, lists and tables kept;
 /// scripts, styles and other markup that is no text left out.
 fn html_markdown(content: &[u8]) -> Result<String> {
@@ -134,6 +134,34 @@ fn html_markdown(content: &[u8]) -> Result<String> {
     Ok(markdown)
 }
 
+/// The text of a PDF, page by page. PDFs carry no headings, so the chunker
+/// splits them by paragraphs within the token budget. pdf-extract panics on
+/// some malformed files; a panic is this file's error, not the sync's end.
+fn pdf_text(content: &[u8]) -> Result<String> {
+    let pages = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem_by_pages(content))
+        .map_err(|_| anyhow::anyhow!("the PDF could not be read"))?
+        .context("the PDF could not be read")?;
+    // Justified lines come out with runs of spaces: one is enough for the
+    // embedder and for a phrase search.
+    let text = pages
+        .iter()
+        .map(|page| {
+            page.lines()
+                .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .filter(|page| !page.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    if text.is_empty() {
+        bail!("the PDF has no text layer (a scan?)");
+    }
+    Ok(text)
+}
+
+/// The text of a Word document as Markdown: paragraphs, with its heading
+/// styles (Heading1…, Title, Заголовок1…) as `#` headings for the chunker.
 fn docx_text(content: &[u8]) -> Result<String> {
     use std::io::Read;
 
@@ -470,9 +498,34 @@ mod tests {
     }
 
     #[test]
+    fn a_pdf_is_read_page_by_page() {
+        // Made with fpdf2 and DejaVu Sans (an embedded subset font with a
+        // ToUnicode map, as office suites write them): two pages, Russian
+        // and Kazakh.
+        let pdf = include_bytes!("../../tests/fixtures/policy.pdf");
+        let chunks = Chunker::new(500, 50)
+            .expect("tokenizer")
+            .split("Возврат.pdf", pdf)
+            .expect("a PDF");
+        let all = chunks.join("\n---\n");
+        for text in ["Условия возврата", "24 часов", "сағат ішінде", "скидка 10%"]
+        {
+            assert!(all.contains(text), "{text} not in {all}");
+        }
+        let cut = &pdf[..pdf.len() / 2];
+        assert!(
+            Chunker::new(500, 50)
+                .expect("tokenizer")
+                .split("cut.pdf", cut)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn unsupported_and_broken_files_are_errors() {
         let chunker = Chunker::new(500, 50).expect("tokenizer");
         assert!(chunker.split("scan.pdf", b"%PDF-1.7").is_err());
+        assert!(chunker.split("photo.jpg", b"\xff\xd8\xff").is_err());
         assert!(chunker.split("notes.md", &[0xff, 0xfe, 0x00]).is_err());
     }
 }

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use anyhow::Result;
 
 pub mod chunk;
+pub mod drive;
 pub mod edge;
 pub mod embed;
 pub mod sync;
@@ -54,6 +55,9 @@ pub struct KnowledgeConfig {
     pub store_dir: PathBuf,
     /// Where ConfigMap sources are mounted, one folder per source.
     pub sources_dir: PathBuf,
+    /// Where the operator mounts secrets (Google Drive credentials under
+    /// `knowledge/<source>/`).
+    pub secrets_dir: PathBuf,
     pub max_tokens: usize,
     pub overlap_tokens: usize,
     /// Minimum cosine similarity of a fact.

@@ -13,15 +13,15 @@ use sqlx::{PgPool, Row};
 use truffles_crds::client::KnowledgeSource;
 use uuid::Uuid;
 
-use super::KnowledgeBase;
 use super::edge::Point;
 use super::embed::Kind;
+use super::{KnowledgeBase, KnowledgeConfig};
 use crate::audit;
 
 /// One file of a source.
 #[derive(Clone, Debug)]
 pub struct SourceDocument {
-    /// `config_map`, `url` or `upload` (the documents table's `source`).
+    /// `config_map`, `url`, `upload` or `google_drive` (the documents table's `source`).
     pub kind: &'static str,
     pub source_name: String,
     pub source_id: String,
@@ -48,20 +48,21 @@ fn doc_type(source: &KnowledgeSource) -> String {
 }
 
 /// Reads the sources the runtime can reach: ConfigMaps mounted at
-/// `<dir>/<source name>/` (the operator mounts them), URLs, and uploads (the
-/// tenant's `uploads` table). Google Drive sources are not built yet and are
-/// skipped with a warning. Returns the documents and the names of the sources
-/// that could be read.
+/// `<sources_dir>/<source name>/` (the operator mounts them), URLs, uploads
+/// (the tenant's `uploads` table) and Google Drive folders (credentials
+/// mounted under `secrets_dir`). Returns the documents and the names of the
+/// sources that could be read.
 pub async fn read_sources(
     sources: &[KnowledgeSource],
-    dir: &Path,
+    sources_dir: &Path,
+    secrets_dir: &Path,
     db: &PgPool,
 ) -> Result<(Vec<SourceDocument>, HashSet<String>)> {
     let mut docs = Vec::new();
     let mut read = HashSet::new();
     for source in sources {
         if let Some(cm) = &source.config_map {
-            let folder = dir.join(&source.name);
+            let folder = sources_dir.join(&source.name);
             let entries = match std::fs::read_dir(&folder) {
                 Ok(e) => e,
                 Err(e) => {
@@ -128,8 +129,24 @@ pub async fn read_sources(
                 }
                 Err(e) => tracing::warn!(source = %source.name, error = %e, "uploads not readable"),
             }
-        } else {
-            tracing::warn!(source = %source.name, "Google Drive sources are not supported yet");
+        } else if let Some(drive) = &source.google_drive {
+            let credentials = super::drive::credentials_path(secrets_dir, &source.name);
+            match super::drive::read(drive, &credentials).await {
+                Ok(files) => {
+                    read.insert(source.name.clone());
+                    docs.extend(files.into_iter().map(|file| SourceDocument {
+                        kind: "google_drive",
+                        source_name: source.name.clone(),
+                        source_id: file.id,
+                        file_name: file.file_name,
+                        doc_type: doc_type(source),
+                        content: file.content,
+                    }));
+                }
+                Err(e) => {
+                    tracing::warn!(source = %source.name, error = format!("{e:#}"), "Google Drive folder not read")
+                }
+            }
         }
     }
     Ok((docs, read))
@@ -160,9 +177,9 @@ pub async fn run(
     kb: &KnowledgeBase,
     db: &PgPool,
     sources: &[KnowledgeSource],
-    dir: &Path,
+    config: &KnowledgeConfig,
 ) -> Result<Report> {
-    let (docs, read) = read_sources(sources, dir, db).await?;
+    let (docs, read) = read_sources(sources, &config.sources_dir, &config.secrets_dir, db).await?;
     let report = sync(kb, db, &docs, &read).await?;
     tracing::info!(?report, "knowledge sync");
     Ok(report)

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy}
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar,
-    EnvVarSource, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    EnvVarSource, HTTPGetAction, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, Secret, SecretEnvSource,
     SecretKeySelector, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
     VolumeResourceRequirements,
@@ -477,6 +477,23 @@ pub fn referenced_secret_keys(tc: &TrufflesClient) -> Vec<(&'static str, &Secret
     refs
 }
 
+/// Google Drive sources' service-account keys, by source name. Each is
+/// mounted as a file at `/etc/truffles/secrets/knowledge/<source>/credentials.json`,
+/// where the runtime's knowledge sync reads it (`knowledge::drive::credentials_path`).
+pub fn drive_credentials(tc: &TrufflesClient) -> Vec<(&str, &SecretKeyRef)> {
+    tc.spec
+        .knowledge
+        .sources
+        .iter()
+        .filter_map(|s| {
+            Some((
+                s.name.as_str(),
+                &s.google_drive.as_ref()?.credentials_secret_ref,
+            ))
+        })
+        .collect()
+}
+
 /// Whole Secrets the spec mounts (handover adapters' credentials), with mount names.
 pub fn referenced_secrets(tc: &TrufflesClient) -> Vec<(&'static str, &str)> {
     let handover = &tc.spec.handover;
@@ -557,6 +574,29 @@ fn pod_spec(tc: &TrufflesClient, image: &str, args: Vec<String>, serve: bool) ->
         mounts.push(VolumeMount {
             name: volume,
             mount_path: format!("/etc/truffles/knowledge/{}", source.name),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    // By index, as above; only the one key, under the name the runtime expects.
+    for (i, (source, key)) in drive_credentials(tc).into_iter().enumerate() {
+        let volume = format!("drive-{i}");
+        volumes.push(Volume {
+            name: volume.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(key.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: key.key.clone(),
+                    path: "credentials.json".into(),
+                    mode: None,
+                }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: volume,
+            mount_path: format!("/etc/truffles/secrets/knowledge/{source}"),
             read_only: Some(true),
             ..VolumeMount::default()
         });
@@ -977,6 +1017,33 @@ mod tests {
             .collect();
         assert_eq!(mounts, ["handover", "handover-fallback"]);
         let objects = build(&tc, &inputs()).expect("builds");
+        // The Drive source's key: one file where the runtime's sync reads it.
+        let pod = objects
+            .deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("a pod spec");
+        let drive = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "drive-0")
+            .and_then(|v| v.secret.as_ref())
+            .expect("the Drive credentials volume");
+        assert_eq!(
+            drive.secret_name.as_deref(),
+            Some("smile-dental-credentials")
+        );
+        let items = drive.items.as_deref().unwrap_or_default();
+        assert_eq!(
+            (items[0].key.as_str(), items[0].path.as_str()),
+            ("google-service-account.json", "credentials.json")
+        );
+        let mounted = pod.containers[0].volume_mounts.iter().flatten().any(|m| {
+            m.name == "drive-0" && m.mount_path == "/etc/truffles/secrets/knowledge/clinic-docs"
+        });
+        assert!(mounted);
         // Qdrant server backend: rolling updates are fine, two replicas allowed.
         assert_eq!(
             objects.deployment.spec.as_ref().and_then(|s| s.replicas),

@@ -522,6 +522,7 @@ async fn check_referenced_secrets(
     };
     let keys = desired::referenced_secret_keys(tc)
         .into_iter()
+        .chain(desired::drive_credentials(tc))
         .map(|(_, r)| (r.name.as_str(), r.key.as_str()))
         .chain(
             backup_env
