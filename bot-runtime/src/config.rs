@@ -19,7 +19,7 @@ use truffles_crds::client::VectorBackend;
 
 use crate::handover::HandoverConfig;
 use crate::handover::adapter::{AdapterConfig, read_secrets};
-use crate::knowledge::{KnowledgeConfig, default_min_score};
+use crate::knowledge::{KnowledgeConfig, QdrantConfig, default_min_score};
 
 /// Where the runtime finds what its pod mounts (the operator's Deployment).
 pub const CONFIG_FILE: &str = "/etc/truffles/client.json";
@@ -185,6 +185,9 @@ pub struct ServeArgs {
     pub instagram_verify_token: Option<String>,
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     pub openai_api_key: Option<String>,
+    /// The Qdrant server's API key (`knowledge.vectorStore.apiKeySecretRef`).
+    #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
+    pub qdrant_api_key: Option<String>,
     /// Speech-to-text model; voice messages get a placeholder without it.
     #[arg(long, env = "TRUFFLES_TRANSCRIPTION_MODEL")]
     pub transcription_model: Option<String>,
@@ -235,6 +238,8 @@ impl Config {
                 args.config_file.display()
             )
         })?;
+        // Before the secrets below are moved out of `args`.
+        let mut knowledge = knowledge_config(&spec, &args);
         let chatflow = match (&spec.channels.whatsapp, args.chatflow_token) {
             (Some(w), Some(token)) => Some(ChatflowConfig {
                 base_url: w.api_base_url.clone(),
@@ -279,14 +284,6 @@ impl Config {
             }
             None => None,
         };
-        let mut knowledge = knowledge_config(
-            &spec,
-            args.openai_api_key.as_deref(),
-            args.embeddings_url.as_deref(),
-            &args.data_dir,
-            &args.knowledge_dir,
-            &args.secrets_dir,
-        );
         if let (Some(k), Some(min)) = (knowledge.as_mut(), args.rag_min_score) {
             k.min_score = min;
         }
@@ -342,23 +339,28 @@ pub fn llm_config(
 
 /// The knowledge base is on when an embeddings endpoint is known: an explicit
 /// one, the spec's embedding or LLM base URL, or OpenAI's with a key.
-pub fn knowledge_config(
-    spec: &TrufflesClientSpec,
-    api_key: Option<&str>,
-    embeddings_url: Option<&str>,
-    data_dir: &std::path::Path,
-    sources_dir: &std::path::Path,
-    secrets_dir: &std::path::Path,
-) -> Option<KnowledgeConfig> {
-    if spec.knowledge.vector_store.backend != VectorBackend::Edge {
-        tracing::warn!(
-            "the Qdrant server backend is not built yet: running without a knowledge base"
-        );
-        return None;
-    }
+pub fn knowledge_config(spec: &TrufflesClientSpec, args: &ServeArgs) -> Option<KnowledgeConfig> {
+    let api_key = args.openai_api_key.as_deref();
+    let store = &spec.knowledge.vector_store;
+    let qdrant = match (store.backend, &store.url) {
+        (VectorBackend::Edge, _) => None,
+        (VectorBackend::Qdrant, Some(url)) => Some(QdrantConfig {
+            url: url.clone(),
+            api_key: args.qdrant_api_key.clone(),
+            collection: truffles_migrations::collection::name(&args.client_name),
+        }),
+        (VectorBackend::Qdrant, None) => {
+            // The CRD refuses this; a hand-written config file could still say it.
+            tracing::error!(
+                "vectorStore.backend is Qdrant without a url: running without a knowledge base"
+            );
+            return None;
+        }
+    };
     let llm = &spec.llm;
-    let url = embeddings_url
-        .map(str::to_owned)
+    let url = args
+        .embeddings_url
+        .clone()
         .or_else(|| llm.embedding_base_url.clone())
         .or_else(|| llm.base_url.clone())
         .or_else(|| api_key.map(|_| "https://api.openai.com/v1".to_owned()))?;
@@ -367,9 +369,10 @@ pub fn knowledge_config(
         api_key: api_key.unwrap_or_default().to_owned(),
         model: llm.embedding_model.clone(),
         dimensions: llm.embedding_dimensions as usize,
-        store_dir: data_dir.join("knowledge"),
-        sources_dir: sources_dir.to_owned(),
-        secrets_dir: secrets_dir.to_owned(),
+        store_dir: args.data_dir.join("knowledge"),
+        qdrant,
+        sources_dir: args.knowledge_dir.clone(),
+        secrets_dir: args.secrets_dir.clone(),
         max_tokens: spec.knowledge.chunking.max_tokens as usize,
         overlap_tokens: spec.knowledge.chunking.overlap_tokens as usize,
         min_score: default_min_score(&llm.embedding_model),

@@ -8,6 +8,8 @@
 //!   except its own rows of `platform.backups` (row-level security), which its
 //!   backup job records.
 
+pub mod collection;
+
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, raw_sql};

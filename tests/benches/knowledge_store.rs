@@ -1,7 +1,11 @@
-//! Knowledge base figures: the Qdrant Edge store with 10k chunks (upsert rate,
-//! query latency p50/p99, with vectors that need no embedder), and a sync of
-//! generated documents through the real local embedding model, with the
-//! embedder's own time measured apart.
+//! Knowledge base figures: each vector store with 10k chunks (upsert rate,
+//! query latency p50/p99, with vectors that need no embedder): Qdrant Edge
+//! in-process, and the Qdrant server backend through qdrant-client against the
+//! tests' Qdrant server (Qdrant's gRPC API over Qdrant's engine on loopback; no
+//! real Qdrant server can be installed here, so its figure is the client,
+//! gRPC and engine cost, not a production server's). Then a sync of generated
+//! documents through the real local embedding model, with the embedder's own
+//! time measured apart.
 //!
 //!   make bench            (TRUFFLES_BENCH_CHUNKS=10000, TRUFFLES_BENCH_DOCS=200)
 //!
@@ -11,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde_json::json;
-use truffles_bot::knowledge::edge::{EdgeStore, Point};
+use truffles_bot::knowledge::edge::EdgeStore;
 use truffles_bot::knowledge::embed::Kind;
-use truffles_bot::knowledge::{KnowledgeBase, sync};
+use truffles_bot::knowledge::qdrant::QdrantStore;
+use truffles_bot::knowledge::{KnowledgeBase, Point, QdrantConfig, VectorStore, sync};
 use truffles_crds::client::KnowledgeSource;
 use truffles_tests::peak_rss_mib;
 use truffles_tests::runtime::{TenantRuntime, local_knowledge};
@@ -45,10 +50,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-async fn store_figures(chunks: usize) -> Result<()> {
-    let dir =
-        std::env::temp_dir().join(format!("truffles-bench-{}", uuid::Uuid::new_v4().simple()));
-    let store = EdgeStore::open(&dir, 384)?;
+async fn store_figures(name: &str, store: &dyn VectorStore, chunks: usize) -> Result<()> {
+    store.ensure().await?;
     let started = Instant::now();
     for batch in (0..chunks).collect::<Vec<_>>().chunks(500) {
         let points = batch
@@ -70,13 +73,11 @@ async fn store_figures(chunks: usize) -> Result<()> {
     }
     latencies.sort();
     println!(
-        "Qdrant Edge, {chunks} chunks of 384 dims: upsert {:.0} chunks/s; query top-5 p50 {:.2} ms p99 {:.2} ms (500 queries)",
+        "{name}, {chunks} chunks of 384 dims: upsert {:.0} chunks/s; query top-5 p50 {:.2} ms p99 {:.2} ms (500 queries)",
         chunks as f64 / upsert.as_secs_f64(),
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
     );
-    drop(store);
-    let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
 
@@ -138,7 +139,28 @@ async fn sync_figures(docs: usize) -> Result<()> {
 #[tokio::main]
 async fn main() -> Result<()> {
     truffles_tests::init();
-    store_figures(env_number("TRUFFLES_BENCH_CHUNKS", 10_000)).await?;
+    let chunks = env_number("TRUFFLES_BENCH_CHUNKS", 10_000);
+    let dir =
+        std::env::temp_dir().join(format!("truffles-bench-{}", uuid::Uuid::new_v4().simple()));
+    let edge = EdgeStore::open(&dir, 384)?;
+    store_figures("Qdrant Edge (in-process)", &edge, chunks).await?;
+    drop(edge);
+    let _ = std::fs::remove_dir_all(dir);
+    let server = truffles_tests::qdrant::TestQdrant::start(None).await?;
+    let qdrant = QdrantStore::connect(
+        &QdrantConfig {
+            url: server.url.clone(),
+            api_key: None,
+            collection: "bench_knowledge".into(),
+        },
+        384,
+    )?;
+    store_figures(
+        "Qdrant server backend (gRPC, tests' server)",
+        &qdrant,
+        chunks,
+    )
+    .await?;
     sync_figures(env_number("TRUFFLES_BENCH_DOCS", 200)).await?;
     println!("peak RSS of the bench process: {:.0} MiB", peak_rss_mib());
     Ok(())

@@ -8,6 +8,7 @@ pub mod dev;
 pub mod drive;
 pub mod fakes;
 pub mod managers;
+pub mod qdrant;
 pub mod runtime;
 
 use std::path::{Path, PathBuf};

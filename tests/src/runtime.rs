@@ -269,6 +269,7 @@ pub fn local_knowledge(dir: &std::path::Path) -> Result<truffles_bot::knowledge:
         model: "multilingual-e5-small".into(),
         dimensions: 384,
         store_dir: dir.join("store"),
+        qdrant: None,
         sources_dir: dir.join("sources"),
         secrets_dir: dir.join("secrets"),
         max_tokens: 500,

@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
+use qdrant_client::qdrant::{Distance, FieldType};
 use serde_json::json;
 use truffles_bot::knowledge::drive;
 use truffles_bot::knowledge::sync::{self, Report};
-use truffles_bot::knowledge::{Knowledge, KnowledgeBase, KnowledgeConfig};
+use truffles_bot::knowledge::{Knowledge, KnowledgeBase, KnowledgeConfig, QdrantConfig};
 use truffles_crds::client::KnowledgeSource;
 use truffles_tests::drive::{DOC, DriveFile, FOLDER, FORM, FakeDrive, SHEET, ServiceAccountKey};
+use truffles_tests::qdrant::TestQdrant;
 use truffles_tests::runtime::{TenantRuntime, chatflow_text, local_knowledge};
 use truffles_tests::workspace_root;
 
@@ -190,6 +192,108 @@ async fn the_store_persists_and_a_lost_one_is_rebuilt() -> Result<()> {
     assert_eq!(report.changed, 4, "{report:?}");
     assert_eq!(kb.store.count().await?, points);
     drop(kb);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+/// The Qdrant server backend through qdrant-client, against the test Qdrant
+/// server (Qdrant's gRPC API over Qdrant's engine): the tenant's collection
+/// created with the model's size, cosine distance and keyword indexes; the
+/// same sync and retrieval as Edge; another tenant's collection sees none of
+/// it; a wrong API key is a clear error without the key; a lost collection is
+/// created again and refilled by the next sync; a collection of another size
+/// is refused.
+#[tokio::test]
+async fn the_qdrant_server_backend_syncs_searches_and_rebuilds_a_lost_collection() -> Result<()> {
+    let rt = TenantRuntime::new("kbqdrant", json!({})).await?;
+    let (dir, sources) = sources()?;
+    let qdrant = TestQdrant::start(Some("qdrant-secret-key")).await?;
+    let collection = truffles_migrations::collection::name(&rt.name);
+    let with_qdrant = |key: &str, collection: &str| KnowledgeConfig {
+        qdrant: Some(QdrantConfig {
+            url: qdrant.url.clone(),
+            api_key: Some(key.to_owned()),
+            collection: collection.to_owned(),
+        }),
+        ..local_knowledge(&dir).expect("the local model")
+    };
+    let config = with_qdrant("qdrant-secret-key", &collection);
+    let kb = KnowledgeBase::open(&config)?;
+
+    let first = run(&kb, &rt, &sources, &config).await?;
+    assert_eq!((first.added, first.failed), (4, 1), "{first:?}");
+    assert_eq!(qdrant.collections(), std::slice::from_ref(&collection));
+    let (size, distance, indexes) = qdrant.describe(&collection).expect("the collection");
+    assert_eq!((size, distance), (384, Distance::Cosine));
+    assert_eq!(
+        indexes,
+        ["document_id", "source", "source_id", "type"].map(|f| (f.to_owned(), FieldType::Keyword))
+    );
+    assert_eq!(qdrant.points(&collection), Some(first.chunks));
+    assert!(
+        top(&kb, "Сколько стоит букет из 25 роз?")
+            .await?
+            .contains("27 000")
+    );
+    assert!(top(&kb, "Как оплатить заказ?").await?.contains("Kaspi"));
+    assert!(
+        kb.search("Какая погода завтра в Астане?", 3)
+            .await?
+            .is_empty(),
+        "the relevance floor holds on the server too"
+    );
+    let again = run(&kb, &rt, &sources, &config).await?;
+    assert_eq!((again.unchanged, again.chunks), (4, 0), "{again:?}");
+
+    // Another tenant's knowledge base: its own, empty collection.
+    let other_config = with_qdrant("qdrant-secret-key", "other-shop_knowledge");
+    let other = KnowledgeBase::open(&other_config)?;
+    other.store.ensure().await?;
+    assert!(
+        other
+            .search("Сколько стоит букет из 25 роз?", 3)
+            .await?
+            .is_empty()
+    );
+
+    // A wrong key: refused, and the error does not repeat it.
+    let wrong = KnowledgeBase::open(&with_qdrant("guessed-key", &collection))?;
+    let err = format!(
+        "{:#}",
+        wrong
+            .search("Как оплатить заказ?", 3)
+            .await
+            .expect_err("refused")
+    );
+    assert!(
+        err.contains("Unauthenticated") || err.contains("api-key"),
+        "{err}"
+    );
+    assert!(!err.contains("guessed-key"), "{err}");
+
+    // Lost: the next sync creates the collection again and refills it.
+    qdrant.lose(&collection);
+    let rebuilt = run(&kb, &rt, &sources, &config).await?;
+    assert_eq!(rebuilt.changed, 4, "{rebuilt:?}");
+    assert_eq!(qdrant.points(&collection), Some(first.chunks));
+    assert!(
+        top(&kb, "Сколько стоит букет из 25 роз?")
+            .await?
+            .contains("27 000")
+    );
+
+    // The embedding model changed size: the collection is not silently mixed.
+    let bigger = KnowledgeConfig {
+        dimensions: 1536,
+        ..config.clone()
+    };
+    let err = KnowledgeBase::open(&bigger)?
+        .store
+        .ensure()
+        .await
+        .expect_err("refused");
+    assert!(format!("{err:#}").contains("1536"), "{err:#}");
+    assert_eq!(qdrant.violations(), Vec::<String>::new());
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }

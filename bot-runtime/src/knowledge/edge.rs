@@ -15,12 +15,7 @@ use qdrant_edge::{
 use serde_json::Value;
 use uuid::Uuid;
 
-/// A point to store: id, vector, payload (a JSON object).
-pub struct Point {
-    pub id: Uuid,
-    pub vector: Vec<f32>,
-    pub payload: Value,
-}
+use super::{Point, StoreFuture, VectorStore};
 
 #[derive(Clone)]
 pub struct EdgeStore {
@@ -59,21 +54,31 @@ impl EdgeStore {
         &self.path
     }
 
-    async fn blocking<T: Send + 'static>(
+    fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&EdgeShard) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    ) -> impl Future<Output = Result<T>> + Send + 'static {
         let shard = self.shard.clone();
-        tokio::task::spawn_blocking(move || f(&shard))
-            .await
-            .context("the vector store task panicked")?
+        async move {
+            tokio::task::spawn_blocking(move || f(&shard))
+                .await
+                .context("the vector store task panicked")?
+        }
+    }
+}
+
+/// The shard is created at open, so there is nothing to ensure: a lost
+/// directory is a new, empty shard at the next start.
+impl VectorStore for EdgeStore {
+    fn ensure(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
     }
 
-    pub async fn upsert(&self, points: Vec<Point>) -> Result<()> {
+    fn upsert(&self, points: Vec<Point>) -> StoreFuture<'_, ()> {
         if points.is_empty() {
-            return Ok(());
+            return Box::pin(async { Ok(()) });
         }
-        self.blocking(move |shard| {
+        Box::pin(self.blocking(move |shard| {
             let points = points
                 .into_iter()
                 .map(|p| PointStruct::new(PointId::Uuid(p.id), p.vector, p.payload).into())
@@ -84,15 +89,14 @@ impl EdgeStore {
                 ))
                 .map_err(|e| anyhow::anyhow!("upserting into the vector store: {e}"))?;
             Ok(())
-        })
-        .await
+        }))
     }
 
-    pub async fn delete(&self, ids: Vec<Uuid>) -> Result<()> {
+    fn delete(&self, ids: Vec<Uuid>) -> StoreFuture<'_, ()> {
         if ids.is_empty() {
-            return Ok(());
+            return Box::pin(async { Ok(()) });
         }
-        self.blocking(move |shard| {
+        Box::pin(self.blocking(move |shard| {
             let ids = ids.into_iter().map(PointId::Uuid).collect();
             shard
                 .update(UpdateOperation::PointOperation(
@@ -100,18 +104,16 @@ impl EdgeStore {
                 ))
                 .map_err(|e| anyhow::anyhow!("deleting from the vector store: {e}"))?;
             Ok(())
-        })
-        .await
+        }))
     }
 
-    /// The `limit` nearest points scoring at least `threshold`, best first.
-    pub async fn search(
+    fn search(
         &self,
         vector: Vec<f32>,
         limit: usize,
         threshold: f32,
-    ) -> Result<Vec<(f32, Value)>> {
-        self.blocking(move |shard| {
+    ) -> StoreFuture<'_, Vec<(f32, Value)>> {
+        Box::pin(self.blocking(move |shard| {
             let found = shard
                 .query(QueryRequest {
                     prefetches: vec![],
@@ -138,29 +140,26 @@ impl EdgeStore {
                     (p.score, payload)
                 })
                 .collect())
-        })
-        .await
+        }))
     }
 
     /// Writes the segments (the write-ahead log already makes every update
-    /// durable; this makes the next start fast). Called after a sync.
-    pub async fn flush(&self) -> Result<()> {
-        self.blocking(|shard| {
+    /// durable; this makes the next start fast).
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.blocking(|shard| {
             shard.flush();
             Ok(())
-        })
-        .await
+        }))
     }
 
-    pub async fn count(&self) -> Result<usize> {
-        self.blocking(|shard| {
+    fn count(&self) -> StoreFuture<'_, usize> {
+        Box::pin(self.blocking(|shard| {
             shard
                 .count(qdrant_edge::CountRequest {
                     filter: None,
                     exact: true,
                 })
                 .map_err(|e| anyhow::anyhow!("counting the vector store: {e}"))
-        })
-        .await
+        }))
     }
 }

@@ -1,23 +1,74 @@
 //! The knowledge base: what the pipeline asks for (facts relevant to a
-//! question) and what fills it (the sync). The Qdrant Edge backend runs in the
-//! runtime's process on its volume; the Qdrant server backend is not built yet.
+//! question) and what fills it (the sync). Two vector stores behind one
+//! trait: Qdrant Edge in the runtime's process on its volume (one replica),
+//! and a Qdrant server (the tenant's own `{name}_knowledge` collection).
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use anyhow::Result;
+use serde_json::Value;
+use uuid::Uuid;
 
 pub mod chunk;
 pub mod drive;
 pub mod edge;
 pub mod embed;
+pub mod qdrant;
 pub mod sync;
 pub mod upload;
 
 use chunk::Chunker;
 use edge::EdgeStore;
 use embed::{Embedder, Kind};
+
+/// A point to store: id, vector, payload (a JSON object).
+pub struct Point {
+    pub id: Uuid,
+    pub vector: Vec<f32>,
+    pub payload: Value,
+}
+
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// Where a tenant's chunks live. Each store holds one tenant only (its own
+/// shard directory or its own collection), so isolation is by construction.
+pub trait VectorStore: Send + Sync {
+    /// Makes the store ready (a lost collection is created again, empty).
+    fn ensure(&self) -> StoreFuture<'_, ()>;
+    fn upsert(&self, points: Vec<Point>) -> StoreFuture<'_, ()>;
+    fn delete(&self, ids: Vec<Uuid>) -> StoreFuture<'_, ()>;
+    /// The `limit` nearest points scoring at least `threshold`, best first.
+    fn search(
+        &self,
+        vector: Vec<f32>,
+        limit: usize,
+        threshold: f32,
+    ) -> StoreFuture<'_, Vec<(f32, Value)>>;
+    fn count(&self) -> StoreFuture<'_, usize>;
+    /// Called after a sync.
+    fn flush(&self) -> StoreFuture<'_, ()>;
+}
+
+/// A Qdrant server (`knowledge.vectorStore.backend: Qdrant`).
+#[derive(Clone)]
+pub struct QdrantConfig {
+    /// The gRPC endpoint, e.g. `http://qdrant.truffles-system:6334`.
+    pub url: String,
+    pub api_key: Option<String>,
+    pub collection: String,
+}
+
+impl std::fmt::Debug for QdrantConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QdrantConfig")
+            .field("url", &self.url)
+            .field("collection", &self.collection)
+            .finish_non_exhaustive()
+    }
+}
 
 /// One retrieved passage.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -53,6 +104,8 @@ pub struct KnowledgeConfig {
     pub dimensions: usize,
     /// The Edge shard's directory (on the runtime's volume).
     pub store_dir: PathBuf,
+    /// A Qdrant server instead of the Edge shard.
+    pub qdrant: Option<QdrantConfig>,
     /// Where ConfigMap sources are mounted, one folder per source.
     pub sources_dir: PathBuf,
     /// Where the operator mounts secrets (Google Drive credentials under
@@ -79,7 +132,7 @@ pub fn default_min_score(model: &str) -> f32 {
 pub struct KnowledgeBase {
     pub chunker: Chunker,
     pub embedder: Embedder,
-    pub store: EdgeStore,
+    pub store: Arc<dyn VectorStore>,
     pub min_score: f32,
 }
 
@@ -93,7 +146,10 @@ impl KnowledgeBase {
                 &config.model,
                 config.dimensions,
             ),
-            store: EdgeStore::open(&config.store_dir, config.dimensions)?,
+            store: match &config.qdrant {
+                Some(q) => Arc::new(qdrant::QdrantStore::connect(q, config.dimensions)?),
+                None => Arc::new(EdgeStore::open(&config.store_dir, config.dimensions)?),
+            },
             min_score: config.min_score,
         })
     }

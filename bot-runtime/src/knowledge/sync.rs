@@ -13,7 +13,7 @@ use sqlx::{PgPool, Row};
 use truffles_crds::client::KnowledgeSource;
 use uuid::Uuid;
 
-use super::edge::Point;
+use super::Point;
 use super::embed::Kind;
 use super::{KnowledgeBase, KnowledgeConfig};
 use crate::audit;
@@ -199,6 +199,7 @@ pub async fn sync(
     read_sources: &HashSet<String>,
 ) -> Result<Report> {
     let mut report = Report::default();
+    kb.store.ensure().await?;
     let indexed_chunks: i64 = sqlx::query_scalar(
         "SELECT coalesce(sum(chunk_count), 0)::int8 FROM documents WHERE status = 'indexed'",
     )

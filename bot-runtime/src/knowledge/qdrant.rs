@@ -1,0 +1,158 @@
+//! The Qdrant server backend (qdrant-client over gRPC): the tenant's own
+//! collection `{name}_knowledge`, which the operator creates at onboarding
+//! and this store creates again when it is lost. Writes wait for Qdrant to
+//! apply them, so a sync's "new points first, then the old ones go" holds
+//! for searches from any replica.
+
+use anyhow::{Context, Result};
+use qdrant_client::Qdrant;
+use qdrant_client::qdrant::{
+    CountPointsBuilder, DeletePointsBuilder, PointStruct, PointsIdsList, QueryPointsBuilder,
+    UpsertPointsBuilder,
+};
+use serde_json::Value;
+use truffles_migrations::collection;
+use uuid::Uuid;
+
+use super::{Point, QdrantConfig, StoreFuture, VectorStore};
+
+/// Points per upsert request (a large document's chunks go in several).
+const UPSERT_BATCH: usize = 256;
+
+pub struct QdrantStore {
+    client: Qdrant,
+    url: String,
+    collection: String,
+    dimensions: usize,
+}
+
+impl QdrantStore {
+    /// A client for the collection; nothing is asked of the server yet.
+    pub fn connect(config: &QdrantConfig, dimensions: usize) -> Result<Self> {
+        Ok(Self {
+            client: collection::connect(&config.url, config.api_key.as_deref())?,
+            url: config.url.clone(),
+            collection: config.collection.clone(),
+            dimensions,
+        })
+    }
+
+    /// What Qdrant answered, without the request (which may hold a key).
+    fn context(&self, what: &str) -> String {
+        format!(
+            "{what} the Qdrant collection {} at {}",
+            self.collection, self.url
+        )
+    }
+}
+
+impl VectorStore for QdrantStore {
+    fn ensure(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let created = collection::ensure(
+                &self.client,
+                &self.url,
+                &self.collection,
+                self.dimensions as u64,
+            )
+            .await?;
+            if created {
+                tracing::warn!(collection = %self.collection, "the Qdrant collection was missing: created it empty");
+            }
+            Ok(())
+        })
+    }
+
+    fn upsert(&self, points: Vec<Point>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut points = points.into_iter().peekable();
+            while points.peek().is_some() {
+                let batch: Vec<PointStruct> = points
+                    .by_ref()
+                    .take(UPSERT_BATCH)
+                    .map(|p| {
+                        let payload = qdrant_client::Payload::try_from(p.payload)
+                            .context("a chunk's payload is no JSON object")?;
+                        Ok(PointStruct::new(p.id.to_string(), p.vector, payload))
+                    })
+                    .collect::<Result<_>>()?;
+                self.client
+                    .upsert_points(UpsertPointsBuilder::new(&self.collection, batch).wait(true))
+                    .await
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| self.context("upserting into"))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn delete(&self, ids: Vec<Uuid>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(());
+            }
+            let ids = ids.into_iter().map(|id| id.to_string().into()).collect();
+            self.client
+                .delete_points(
+                    DeletePointsBuilder::new(&self.collection)
+                        .points(PointsIdsList { ids })
+                        .wait(true),
+                )
+                .await
+                .map_err(anyhow::Error::from)
+                .with_context(|| self.context("deleting from"))?;
+            Ok(())
+        })
+    }
+
+    fn search(
+        &self,
+        vector: Vec<f32>,
+        limit: usize,
+        threshold: f32,
+    ) -> StoreFuture<'_, Vec<(f32, Value)>> {
+        Box::pin(async move {
+            let found = self
+                .client
+                .query(
+                    QueryPointsBuilder::new(&self.collection)
+                        .query(vector)
+                        .limit(limit as u64)
+                        .score_threshold(threshold)
+                        .with_payload(true),
+                )
+                .await
+                .map_err(anyhow::Error::from)
+                .with_context(|| self.context("searching"))?;
+            Ok(found
+                .result
+                .into_iter()
+                .map(|p| {
+                    let payload = p
+                        .payload
+                        .into_iter()
+                        .map(|(k, v)| (k, Value::from(v)))
+                        .collect();
+                    (p.score, Value::Object(payload))
+                })
+                .collect())
+        })
+    }
+
+    fn count(&self) -> StoreFuture<'_, usize> {
+        Box::pin(async move {
+            let counted = self
+                .client
+                .count(CountPointsBuilder::new(&self.collection).exact(true))
+                .await
+                .map_err(anyhow::Error::from)
+                .with_context(|| self.context("counting"))?;
+            Ok(counted.result.map_or(0, |r| r.count as usize))
+        })
+    }
+
+    /// The server persists every acknowledged write itself.
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+}
