@@ -16,6 +16,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::wait::conditions;
 use kube::{Api, ResourceExt};
+use qdrant_client::qdrant::Distance;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use tokio::task::JoinHandle;
@@ -23,6 +24,7 @@ use truffles_crds::TrufflesClient;
 use truffles_crds::client::ClientPhase;
 use truffles_migrations::TenantDb;
 use truffles_operator::tenant::{self, Context, Settings};
+use truffles_tests::qdrant::TestQdrant;
 use truffles_tests::{
     TestDatabase, TestNamespace, client_manifest, condition_reason, create_all, create_raw,
     install_crds, kube_client, operator_context, read_manifests, secret_manifest, test_master_key,
@@ -490,6 +492,101 @@ async fn purge_leaves_nothing_of_the_tenant() -> Result<()> {
         |s: Option<&Secret>| s.is_none(),
     )
     .await?;
+    env.finish().await
+}
+
+/// A tenant whose vector store is a Qdrant server (the tests' Qdrant server,
+/// with an API key): unreachable first (KnowledgeReady=False, a Warning, no
+/// crash), then its collection `{name}_knowledge` is created with the
+/// model's size and the keyword indexes; a purge drops the collection.
+#[tokio::test]
+async fn a_qdrant_tenant_gets_its_collection_and_a_purge_drops_it() -> Result<()> {
+    let env = Env::start("op-qdrant").await?;
+    let qdrant = TestQdrant::start(Some("qdrant-admin-key")).await?;
+    let name = "vector-shop";
+    let mut secret = secret_manifest(name);
+    secret["stringData"]["qdrant"] = json!("qdrant-admin-key");
+    create_raw::<Secret>(&env.ns, &secret).await?;
+    let vector_store = |url: &str| {
+        json!({"backend": "Qdrant", "url": url,
+               "apiKeySecretRef": {"name": format!("{name}-creds"), "key": "qdrant"}})
+    };
+    let closed = format!("http://127.0.0.1:{}", truffles_tests::free_port()?);
+    let manifest = client_manifest(
+        name,
+        json!({
+            "knowledge": {"vectorStore": vector_store(&closed)},
+            "llm": {"embeddingModel": "multilingual-e5-small", "embeddingDimensions": 384},
+            "deletion": {"policy": "Purge", "confirmPurge": name},
+        }),
+    );
+    create_raw::<TrufflesClient>(&env.ns, &manifest).await?;
+    let tc = env
+        .wait_for(name, "KnowledgeReady=False", |tc| {
+            condition_is(tc, "KnowledgeReady", "False")
+        })
+        .await?;
+    assert_eq!(
+        condition_reason(&tc, "Ready").as_deref(),
+        Some("VectorStoreUnavailable")
+    );
+    wait_for_event(&env.ns, name, "VectorStoreUnavailable warning", WAIT, |e| {
+        e.reason.as_deref() == Some("VectorStoreUnavailable")
+            && !e
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("qdrant-admin-key")
+    })
+    .await?;
+
+    env.patch_spec(
+        name,
+        json!({"knowledge": {"vectorStore": vector_store(&qdrant.url)}}),
+    )
+    .await?;
+    let tc = env.wait_ready(name).await?;
+    assert_eq!(
+        condition_reason(&tc, "KnowledgeReady").as_deref(),
+        Some("CollectionReady")
+    );
+    let collection = format!("{name}_knowledge");
+    assert_eq!(qdrant.collections(), std::slice::from_ref(&collection));
+    let (size, distance, indexes) = qdrant.describe(&collection).context("the collection")?;
+    assert_eq!((size, distance), (384, Distance::Cosine));
+    assert_eq!(indexes.len(), 4, "{indexes:?}");
+    // The runtime reads the key from the Secret, never from its ConfigMap.
+    let deployment: Deployment = env.ns.api().get(&format!("{name}-bot")).await?;
+    let env_vars = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers[0].env.clone().unwrap_or_default())
+        .unwrap_or_default();
+    let key = env_vars
+        .iter()
+        .find(|v| v.name == "QDRANT_API_KEY")
+        .and_then(|v| v.value_from.as_ref()?.secret_key_ref.as_ref())
+        .map(|r| (r.name.clone(), r.key.clone()));
+    assert_eq!(key, Some((format!("{name}-creds"), "qdrant".to_owned())));
+    let config: ConfigMap = env.ns.api().get(&format!("{name}-runtime")).await?;
+    assert!(!serde_json::to_string(&config)?.contains("qdrant-admin-key"));
+
+    let uid = tc.uid().context("uid")?;
+    env.clients().delete(name, &DeleteParams::default()).await?;
+    wait_until(
+        &env.clients(),
+        name,
+        "deleted",
+        WAIT,
+        conditions::is_deleted(&uid),
+    )
+    .await?;
+    assert_eq!(
+        qdrant.collections(),
+        Vec::<String>::new(),
+        "the purge dropped the collection"
+    );
+    assert_eq!(qdrant.violations(), Vec::<String>::new());
     env.finish().await
 }
 

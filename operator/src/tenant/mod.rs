@@ -7,6 +7,7 @@ pub mod desired;
 pub mod keys;
 pub mod platform;
 pub mod status;
+pub mod vectors;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,6 +127,8 @@ pub enum Error {
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error(transparent)]
+    VectorStore(#[from] truffles_migrations::collection::CollectionError),
+    #[error(transparent)]
     BackupKey(#[from] keys::KeyError),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -141,6 +144,10 @@ impl Error {
             Error::Platform(_) => "DatabaseUnavailable",
             Error::Kube(_) => "KubernetesApiError",
             Error::Redis(_) => "RedisUnavailable",
+            Error::VectorStore(truffles_migrations::collection::CollectionError::WrongSize {
+                ..
+            }) => "VectorStoreMismatch",
+            Error::VectorStore(_) => "VectorStoreUnavailable",
             Error::BackupKey(keys::KeyError::Database(_)) => "DatabaseUnavailable",
             Error::BackupKey(_) => "BackupKeyUnavailable",
             Error::Finalizer(e) => match e.as_ref() {
@@ -264,7 +271,11 @@ fn error_policy(tc: Arc<TrufflesClient>, error: &Error, _ctx: Arc<Context>) -> A
 /// Invalid specs and missing Secrets wait for a person; outages retry sooner.
 fn retry_delay(error: &Error) -> Duration {
     let base = match error {
-        Error::InvalidSpec(_) | Error::Platform(PlatformError::NameTaken { .. }) => 300,
+        Error::InvalidSpec(_)
+        | Error::Platform(PlatformError::NameTaken { .. })
+        | Error::VectorStore(truffles_migrations::collection::CollectionError::WrongSize {
+            ..
+        }) => 300,
         Error::MissingSecret { .. } => 10,
         Error::Kube(kube::Error::Api(s)) if s.code == 429 => 60,
         _ => 10,
@@ -384,6 +395,10 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
     let backup_key =
         keys::ensure_data_key(&ctx.pool, record.id, &ctx.settings.backup_master_key).await?;
 
+    // vector store
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let vector_store = vectors::ensure(tc, &name, &secrets).await?;
+
     // build and apply
     let inputs = BuildInputs {
         backup_key,
@@ -412,6 +427,7 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
         Names(&name).webhook(),
         suspended,
         inputs.billing_suspended,
+        vector_store,
         &deployment,
     ))
 }
@@ -701,6 +717,12 @@ async fn remove_data(tc: &TrufflesClient, ctx: &Context, tenant: &TenantDb) -> R
         if let Some(redis) = &ctx.redis {
             let keys = cache::purge_keys(redis, &name).await?;
             info!(client = %name, keys, "tenant Redis keys deleted");
+        }
+        // Then the vectors: a Qdrant outage stops the purge before the database goes.
+        let secrets: Api<Secret> =
+            Api::namespaced(ctx.client.clone(), &tc.namespace().unwrap_or_default());
+        if vectors::purge(tc, &name, &secrets).await? {
+            info!(client = %name, "tenant Qdrant collection deleted");
         }
         if let Some(id) = client_id {
             if platform::schema_exists(&ctx.pool, tenant).await? {

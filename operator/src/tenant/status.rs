@@ -7,6 +7,7 @@ use truffles_crds::common::{SecretKeyRef, condition_type as ct};
 use truffles_crds::{TrufflesClient, TrufflesClientStatus};
 
 use super::Error;
+use super::vectors::VectorStore;
 
 /// What one reconcile achieved.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,6 +20,7 @@ pub enum Outcome {
         suspended: bool,
         /// Suspended by the Subscription's billing state, not by spec.state.
         billing_suspended: bool,
+        vector_store: VectorStore,
         /// (available, reason, message) of the runtime Deployment.
         runtime: (bool, &'static str, String),
     },
@@ -40,6 +42,7 @@ impl Outcome {
         webhook_secret: String,
         suspended: bool,
         billing_suspended: bool,
+        vector_store: VectorStore,
         deployment: &Deployment,
     ) -> Self {
         Outcome::Provisioned {
@@ -48,6 +51,7 @@ impl Outcome {
             webhook_secret,
             suspended,
             billing_suspended,
+            vector_store,
             runtime: runtime_availability(deployment, suspended),
         }
     }
@@ -60,6 +64,7 @@ impl Outcome {
         let step = match error {
             Error::MissingSecret { .. } => Some(ct::SECRETS_READY),
             Error::Platform(_) => Some(ct::DATABASE_READY),
+            Error::VectorStore(_) => Some(ct::KNOWLEDGE_READY),
             _ => None,
         };
         Outcome::Failed {
@@ -158,6 +163,7 @@ pub fn build(tc: &TrufflesClient, outcome: &Outcome, now: Time) -> TrufflesClien
             webhook_secret,
             suspended,
             billing_suspended,
+            vector_store,
             runtime,
         } => {
             set(
@@ -172,6 +178,20 @@ pub fn build(tc: &TrufflesClient, outcome: &Outcome, now: Time) -> TrufflesClien
                 "SchemaProvisioned",
                 format!("schema {schema} is migrated; its role has access to it only"),
             );
+            match vector_store {
+                VectorStore::Embedded => set(
+                    ct::KNOWLEDGE_READY,
+                    true,
+                    "EmbeddedStore",
+                    "Qdrant Edge runs in the runtime on its volume: nothing to provision".into(),
+                ),
+                VectorStore::Collection { name, dimensions } => set(
+                    ct::KNOWLEDGE_READY,
+                    true,
+                    "CollectionReady",
+                    format!("Qdrant collection {name} exists ({dimensions}-dimensional, cosine)"),
+                ),
+            }
             set(
                 ct::WEBHOOK_REGISTERED,
                 true,
@@ -295,6 +315,10 @@ mod tests {
             webhook_secret: "shop-webhook".into(),
             suspended,
             billing_suspended: false,
+            vector_store: VectorStore::Collection {
+                name: "shop_knowledge".into(),
+                dimensions: 1536,
+            },
             runtime: (
                 false,
                 "ReplicasUnavailable",
@@ -322,6 +346,12 @@ mod tests {
             Some(SecretKeyRef::new("shop-webhook", "url"))
         );
         assert_eq!(status.client_id.as_deref(), Some("id-1"));
+        let knowledge = condition(&status, ct::KNOWLEDGE_READY);
+        assert_eq!(
+            (knowledge.status.as_str(), knowledge.reason.as_str()),
+            ("True", "CollectionReady")
+        );
+        assert!(knowledge.message.contains("shop_knowledge"));
     }
 
     #[test]
