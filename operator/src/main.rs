@@ -1,5 +1,7 @@
-//! truffles-operator: runs the TrufflesClient controller against the cluster of the
-//! current kubeconfig (or the in-cluster service account).
+//! truffles-operator: runs the TrufflesClient and Subscription controllers against
+//! the cluster of the current kubeconfig (or the in-cluster service account);
+//! `truffles-operator billing` evaluates every Subscription once and exits (the
+//! chart's daily billing CronJob).
 
 use std::sync::Arc;
 
@@ -17,6 +19,8 @@ use truffles_operator::{billing, leader};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Platform database (a role that may create roles and schemas).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
@@ -70,6 +74,14 @@ struct Args {
     /// Address of /metrics (Prometheus) and /healthz.
     #[arg(long, env = "TRUFFLES_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Evaluate every Subscription once (state, reminders, status) and exit:
+    /// the daily CronJob, for the days the operator was down and the
+    /// namespaces no operator watches. Exits 1 if any failed.
+    Billing,
 }
 
 #[tokio::main]
@@ -146,6 +158,23 @@ async fn main() -> Result<()> {
         notifier,
         namespace: settings.namespace.clone(),
     });
+    if let Some(Command::Billing) = args.command {
+        let summary = billing::controller::run_once(&billing)
+            .await
+            .context("listing the Subscriptions")?;
+        println!(
+            "billing: {} Subscriptions evaluated, {} failed",
+            summary.evaluated,
+            summary.failed.len()
+        );
+        for failure in &summary.failed {
+            eprintln!("billing: {failure}");
+        }
+        if !summary.failed.is_empty() {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let mut ctx = Context::new(client, pool, database, settings);
     match &args.redis_url {
         Some(url) => {

@@ -32,6 +32,26 @@ use truffles_tests::{
 const WAIT: Duration = Duration::from_secs(90);
 const BOT_TOKEN: &str = "123456:TEST-owner-bot-token";
 
+fn billing_context(
+    client: kube::Client,
+    db: &TestDatabase,
+    clock: Arc<MovableClock>,
+    telegram_url: &str,
+    mailer: Option<Arc<EmailNotifier>>,
+    namespace: &str,
+) -> Result<BillingContext> {
+    let notifier =
+        TelegramNotifier::new(BOT_TOKEN, Some(telegram_url)).map_err(anyhow::Error::msg)?;
+    Ok(BillingContext {
+        client,
+        pool: db.pool.clone(),
+        clock,
+        notifier: Some(Arc::new(notifier)),
+        mailer,
+        namespace: Some(namespace.to_owned()),
+    })
+}
+
 struct MovableClock(Mutex<Date>);
 
 impl Clock for MovableClock {
@@ -124,6 +144,7 @@ struct BillingEnv {
     clock: Arc<MovableClock>,
     today: Date,
     sent: Sent,
+    telegram_url: String,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -144,16 +165,14 @@ impl BillingEnv {
             .date();
         let clock = Arc::new(MovableClock(Mutex::new(today)));
         let tenants = Arc::new(operator_context(client.clone(), &db, Some(&ns.name)));
-        let notifier =
-            TelegramNotifier::new(BOT_TOKEN, Some(&telegram_url)).map_err(anyhow::Error::msg)?;
-        let billing = Arc::new(BillingContext {
+        let billing = Arc::new(billing_context(
             client,
-            pool: db.pool.clone(),
-            clock: clock.clone(),
-            notifier: Some(Arc::new(notifier)),
+            &db,
+            clock.clone(),
+            &telegram_url,
             mailer,
-            namespace: Some(ns.name.clone()),
-        });
+            &ns.name,
+        )?);
         let tasks = vec![
             tokio::spawn(tenant::run(tenants)),
             tokio::spawn(controller::run(billing)),
@@ -164,8 +183,21 @@ impl BillingEnv {
             clock,
             today,
             sent,
+            telegram_url,
             tasks,
         })
+    }
+
+    /// What the daily billing job runs with: the same clock, bot and database.
+    async fn job(&self) -> Result<BillingContext> {
+        billing_context(
+            kube_client().await?,
+            &self.db,
+            self.clock.clone(),
+            &self.telegram_url,
+            None,
+            &self.ns.name,
+        )
     }
 
     /// A client with its Secret, Ready before its Subscription exists.
@@ -320,6 +352,59 @@ async fn unpaid_trial_is_reminded_suspended_and_reactivated_by_a_payment() -> Re
         .fetch_one(&env.db.pool)
         .await?;
     assert_eq!(db_state, "active");
+    env.finish().await
+}
+
+/// The daily billing job (`truffles-operator billing`) beside the controller:
+/// it sends nothing the controller already sent, two runs at once send a due
+/// reminder once, and with the controller down it is what sends it.
+#[tokio::test]
+async fn the_daily_billing_job_sends_each_reminder_once_beside_the_controller() -> Result<()> {
+    let env = BillingEnv::start("billjob").await?;
+    env.onboard("job-shop", json!({})).await?;
+    let subs: Api<Subscription> = env.ns.api();
+    env.clock.set(env.today.checked_add(4.days())?);
+    env.subscribe("job-shop", json!({})).await?;
+    wait_sub(&subs, "job-shop", "trial reminder recorded", |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.reminders_sent.len() == 1)
+    })
+    .await?;
+    assert_eq!(env.sent().len(), 1);
+
+    // The same day: the job finds the reminder sent.
+    let (a, b) = (env.job().await?, env.job().await?);
+    let (first, second) = tokio::join!(controller::run_once(&a), controller::run_once(&b));
+    assert_eq!(first?.evaluated, 1);
+    assert_eq!(second?.failed, Vec::<String>::new());
+    assert_eq!(env.sent().len(), 1, "nothing sent twice");
+
+    // The operator is down; the day before the trial ends the job sends the
+    // next reminder, once, although two runs overlap.
+    env.tasks[1].abort();
+    env.clock.set(env.today.checked_add(6.days())?);
+    let (first, second) = tokio::join!(controller::run_once(&a), controller::run_once(&b));
+    assert_eq!((first?.evaluated, second?.evaluated), (1, 1));
+    assert_eq!(env.sent().len(), 2, "{:?}", env.sent());
+    let text = env.sent()[1].1["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(text.contains("job-shop"), "{text}");
+    let s = subs.get("job-shop").await?;
+    let types: Vec<String> = s
+        .status
+        .as_ref()
+        .map(|st| st.reminders_sent.iter().map(|r| r.due_on.clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(types.len(), 2, "{types:?}");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM platform.billing_reminders")
+        .fetch_one(&env.db.pool)
+        .await?;
+    assert_eq!(rows, 2);
+    controller::run_once(&a).await?;
+    assert_eq!(env.sent().len(), 2);
     env.finish().await
 }
 

@@ -107,8 +107,25 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
             "deployment.apps/truffles-operator",
             "deployment.apps/truffles-health",
             "cronjob.batch/truffles-report",
+            "cronjob.batch/truffles-billing",
         ],
     )?;
+    // The billing job runs the operator's image with the operator's settings.
+    let billing_job = rendered
+        .split("\n---")
+        .find(|doc| doc.contains("name: truffles-billing"))
+        .unwrap_or_default();
+    ensure!(
+        billing_job.contains(r#"args: ["billing"]"#)
+            && billing_job.contains("TRUFFLES_BACKUP_MASTER_KEY")
+            && billing_job.contains("TRUFFLES_TELEGRAM_BOT_TOKEN")
+            && billing_job.contains("serviceAccountName: truffles-operator"),
+        "{billing_job}"
+    );
+    ensure!(
+        !template(&ns.name, &["billing.cronJob.enabled=false"])?.contains("truffles-billing"),
+        "the billing job can be turned off"
+    );
     ensure!(
         rendered.contains("TRUFFLES_TELEGRAM_BOT_TOKEN"),
         "the bot token Secret is wired"

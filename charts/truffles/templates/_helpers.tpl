@@ -12,3 +12,44 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 app.kubernetes.io/name: {{ include "truffles.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{/* The operator's settings from values: its Deployment and its billing CronJob. */}}
+{{- define "truffles.operatorEnv" -}}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.database.existingSecret | quote }}, key: {{ .Values.database.key | quote }}}
+- name: TRUFFLES_BACKUP_MASTER_KEY
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.backupMasterKey.existingSecret | quote }}, key: {{ .Values.backupMasterKey.key | quote }}}
+- name: TRUFFLES_RUNTIME_IMAGE
+  value: {{ .Values.runtimeImage | quote }}
+{{- with .Values.database.tenantHost }}
+- name: TRUFFLES_TENANT_DATABASE_HOST
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.watchNamespace }}
+- name: TRUFFLES_WATCH_NAMESPACE
+  value: {{ . | quote }}
+{{- end }}
+{{- if .Values.redis.existingSecret }}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.redis.existingSecret | quote }}, key: {{ .Values.redis.key | quote }}}
+{{- end }}
+{{- if .Values.telegram.existingSecret }}
+- name: TRUFFLES_TELEGRAM_BOT_TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.telegram.existingSecret | quote }}, key: {{ .Values.telegram.key | quote }}}
+{{- end }}
+{{- with .Values.telegram.apiUrl }}
+- name: TRUFFLES_TELEGRAM_API_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- if .Values.smtp.existingSecret }}
+- name: TRUFFLES_SMTP_URL
+  valueFrom:
+    secretKeyRef: {name: {{ .Values.smtp.existingSecret | quote }}, key: {{ .Values.smtp.key | quote }}}
+- name: TRUFFLES_SMTP_FROM
+  value: {{ .Values.smtp.from | quote }}
+{{- end }}
+{{- end -}}

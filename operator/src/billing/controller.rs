@@ -163,49 +163,104 @@ fn reconcile(
     ctx: Arc<BillingContext>,
 ) -> BoxFuture<'static, Result<Action, Error>> {
     let span = tracing::info_span!("billing", subscription = %sub.name_any(), namespace = sub.namespace().unwrap_or_default());
-    async move {
-        let today = ctx.clock.today();
-        let created = sub
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map_or(today, |t| t.0.to_zoned(TimeZone::UTC).date());
-        let evaluation = evaluate(&sub.spec, created, today);
-        let previous = sub.status.clone().unwrap_or_default();
-        let subscription_id = record_subscription(&ctx.pool, &sub, &evaluation).await?;
+    async move { evaluate_subscription(&sub, &ctx).await.map(Action::requeue) }
+        .instrument(span)
+        .boxed()
+}
 
-        let mut reminders_sent = previous.reminders_sent.clone();
-        let mut delivery: Result<(), String> = Ok(());
-        if let Some(reminder) = evaluation.reminder.clone() {
-            let (delivered, errors) = deliver(&ctx, &sub, &reminder, &evaluation, &reminders_sent).await;
-            for via in delivered {
-                if let Some(id) = subscription_id {
-                    record_reminder(&ctx.pool, id, &reminder, &via).await?;
-                }
-                reminders_sent.push(ReminderRecord {
-                    reminder_type: reminder.kind,
-                    due_on: reminder.due_on.to_string(),
-                    period_end: reminder.period_end.to_string(),
-                    sent_at: Time(Timestamp::now()),
-                    via,
-                });
-            }
-            if !errors.is_empty() {
-                delivery = Err(errors.join("; "));
-            }
+/// What one pass of the daily billing job did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub evaluated: usize,
+    /// `namespace/name: error` of the Subscriptions that failed.
+    pub failed: Vec<String>,
+}
+
+/// The daily billing CronJob (`truffles-operator billing`): every
+/// Subscription in scope evaluated once, exactly as the controller does. It
+/// covers the days the operator was not running and the namespaces no
+/// operator watches; reminders are claimed in `platform.billing_reminders`
+/// before they are sent, so the job and the controller never send one twice.
+pub async fn run_once(ctx: &BillingContext) -> Result<RunSummary, Error> {
+    let api: Api<Subscription> = match &ctx.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let mut summary = RunSummary::default();
+    for sub in api.list(&Default::default()).await?.items {
+        let span = tracing::info_span!("billing", subscription = %sub.name_any(), namespace = sub.namespace().unwrap_or_default());
+        match evaluate_subscription(&sub, ctx).instrument(span).await {
+            Ok(_) => summary.evaluated += 1,
+            Err(e) => summary.failed.push(format!(
+                "{}/{}: {e}",
+                sub.namespace().unwrap_or_default(),
+                sub.name_any()
+            )),
         }
-        let status = status(&sub, &evaluation, reminders_sent, &delivery, &previous);
-        let api: Api<Subscription> = Api::namespaced(ctx.client.clone(), &sub.namespace().unwrap_or_default());
-        let patch = serde_json::json!({"apiVersion": "truffles.kz/v1alpha1", "kind": "Subscription", "status": status});
-        api.patch_status(&sub.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-
-        // Wake up when the state or a reminder is next due (just after midnight UTC),
-        // and retry a failed delivery within the hour.
-        let wait = if delivery.is_err() { Duration::from_secs(600) } else { until(evaluation.next_change) };
-        Ok(Action::requeue(wait))
     }
-    .instrument(span)
-    .boxed()
+    Ok(summary)
+}
+
+/// Evaluates one Subscription for today: records it, sends the reminder that
+/// is due (once), writes status. Returns how long until it is next due.
+pub async fn evaluate_subscription(
+    sub: &Subscription,
+    ctx: &BillingContext,
+) -> Result<Duration, Error> {
+    let today = ctx.clock.today();
+    let created = sub
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(today, |t| t.0.to_zoned(TimeZone::UTC).date());
+    let evaluation = evaluate(&sub.spec, created, today);
+    let previous = sub.status.clone().unwrap_or_default();
+    let subscription_id = record_subscription(&ctx.pool, sub, &evaluation).await?;
+
+    let mut reminders_sent = previous.reminders_sent.clone();
+    let mut delivery: Result<(), String> = Ok(());
+    if let Some(reminder) = evaluation.reminder.clone() {
+        let (delivered, errors) = deliver(
+            ctx,
+            sub,
+            subscription_id,
+            &reminder,
+            &evaluation,
+            &reminders_sent,
+        )
+        .await?;
+        for via in delivered {
+            reminders_sent.push(ReminderRecord {
+                reminder_type: reminder.kind,
+                due_on: reminder.due_on.to_string(),
+                period_end: reminder.period_end.to_string(),
+                sent_at: Time(Timestamp::now()),
+                via,
+            });
+        }
+        if !errors.is_empty() {
+            delivery = Err(errors.join("; "));
+        }
+    }
+    let status = status(sub, &evaluation, reminders_sent, &delivery, &previous);
+    let api: Api<Subscription> =
+        Api::namespaced(ctx.client.clone(), &sub.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"apiVersion": "truffles.kz/v1alpha1", "kind": "Subscription", "status": status});
+    api.patch_status(
+        &sub.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+
+    // Wake up when the state or a reminder is next due (just after midnight UTC),
+    // and retry a failed delivery within the hour.
+    let wait = if delivery.is_err() {
+        Duration::from_secs(600)
+    } else {
+        until(evaluation.next_change)
+    };
+    Ok(wait)
 }
 
 fn until(day: Date) -> Duration {
@@ -225,14 +280,16 @@ fn already_sent(sent: &[ReminderRecord], reminder: &Reminder, via: &str) -> bool
 }
 
 /// Sends the reminder through every channel the Subscription names that has not
-/// had it yet. Returns the channels it went through and what failed.
+/// had it yet. Returns the channels it went through (or another evaluator
+/// already did) and what failed.
 async fn deliver(
     ctx: &BillingContext,
     sub: &Subscription,
+    subscription_id: Option<uuid::Uuid>,
     reminder: &Reminder,
     eval: &Evaluation,
     sent: &[ReminderRecord],
-) -> (Vec<String>, Vec<String>) {
+) -> Result<(Vec<String>, Vec<String>), Error> {
     let destinations = &sub.spec.reminders;
     let text = reminder_text(sub, reminder, eval);
     let (mut delivered, mut errors) = (Vec::new(), Vec::new());
@@ -244,7 +301,9 @@ async fn deliver(
         .as_deref()
         .filter(|_| !already_sent(sent, reminder, "telegram"))
     {
+        let claim = Claim::take(&ctx.pool, subscription_id, reminder, "telegram").await?;
         let result = match &ctx.notifier {
+            _ if claim == Claim::Taken => Ok(()),
             Some(notifier) => notifier.send(chat, &text).await,
             None => Err(
                 "no Telegram bot configured for the operator (TRUFFLES_TELEGRAM_BOT_TOKEN)"
@@ -253,16 +312,23 @@ async fn deliver(
         };
         match result {
             Ok(()) => delivered.push("telegram".to_owned()),
-            Err(e) => errors.push(e),
+            Err(e) => {
+                claim
+                    .release(&ctx.pool, subscription_id, reminder, "telegram")
+                    .await?;
+                errors.push(e)
+            }
         }
     }
     if !destinations.emails.is_empty() && !already_sent(sent, reminder, "email") {
+        let claim = Claim::take(&ctx.pool, subscription_id, reminder, "email").await?;
         let subject = format!(
             "Truffles: {} — {}",
             sub.spec.client_ref.name,
             reminder_name(reminder.kind).replace('_', " ")
         );
         let result = match &ctx.mailer {
+            _ if claim == Claim::Taken => Ok(()),
             Some(mailer) => mailer.send(&destinations.emails, &subject, &text).await,
             None => {
                 Err("no SMTP server configured for the operator (TRUFFLES_SMTP_URL)".to_owned())
@@ -270,10 +336,79 @@ async fn deliver(
         };
         match result {
             Ok(()) => delivered.push("email".to_owned()),
-            Err(e) => errors.push(e),
+            Err(e) => {
+                claim
+                    .release(&ctx.pool, subscription_id, reminder, "email")
+                    .await?;
+                errors.push(e)
+            }
         }
     }
-    (delivered, errors)
+    Ok((delivered, errors))
+}
+
+/// A reminder's row in `platform.billing_reminders`, written before it is
+/// sent: whoever inserts it sends it (the controller or the daily job).
+#[derive(Debug, PartialEq, Eq)]
+enum Claim {
+    /// This evaluation sends it.
+    Ours,
+    /// Another evaluation sent it (or is sending it) already.
+    Taken,
+    /// The client is not in the platform database yet: nothing to claim in.
+    Unrecorded,
+}
+
+impl Claim {
+    async fn take(
+        pool: &PgPool,
+        subscription_id: Option<uuid::Uuid>,
+        reminder: &Reminder,
+        via: &str,
+    ) -> Result<Self, Error> {
+        let Some(id) = subscription_id else {
+            return Ok(Claim::Unrecorded);
+        };
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO platform.billing_reminders (subscription_id, type, due_on, period_end, sent_via)
+             VALUES ($1, $2, $3::date, $4::date, $5) ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(id)
+        .bind(reminder_name(reminder.kind))
+        .bind(reminder.due_on.to_string())
+        .bind(reminder.period_end.to_string())
+        .bind(via)
+        .fetch_optional(pool)
+        .await?;
+        Ok(if inserted.is_some() {
+            Claim::Ours
+        } else {
+            Claim::Taken
+        })
+    }
+
+    /// The send failed: the next evaluation may try again.
+    async fn release(
+        &self,
+        pool: &PgPool,
+        subscription_id: Option<uuid::Uuid>,
+        reminder: &Reminder,
+        via: &str,
+    ) -> Result<(), Error> {
+        if let (Claim::Ours, Some(id)) = (self, subscription_id) {
+            sqlx::query(
+                "DELETE FROM platform.billing_reminders
+                 WHERE subscription_id = $1 AND type = $2 AND due_on = $3::date AND sent_via = $4",
+            )
+            .bind(id)
+            .bind(reminder_name(reminder.kind))
+            .bind(reminder.due_on.to_string())
+            .bind(via)
+            .execute(pool)
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 /// The reminder as the platform owner reads it (Russian, with the figures).
@@ -405,24 +540,4 @@ async fn record_subscription(
     .fetch_optional(pool)
     .await?;
     Ok(id)
-}
-
-async fn record_reminder(
-    pool: &PgPool,
-    subscription_id: uuid::Uuid,
-    reminder: &Reminder,
-    via: &str,
-) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO platform.billing_reminders (subscription_id, type, due_on, period_end, sent_via)
-         VALUES ($1, $2, $3::date, $4::date, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(subscription_id)
-    .bind(reminder_name(reminder.kind))
-    .bind(reminder.due_on.to_string())
-    .bind(reminder.period_end.to_string())
-    .bind(via)
-    .execute(pool)
-    .await?;
-    Ok(())
 }
