@@ -113,6 +113,13 @@ async fn the_supervisor_rolls_out_changed_secrets_and_restarts_crashes() -> Resu
         let tenant = platform.apply_tenant(&ns.name, &path, Some(&name)).await?;
         let first = platform.wait_ready(&tenant, WAIT).await?;
         let first_pid = first.pid.context("no pid")?;
+        // The clinic keeps its knowledge on a Qdrant server: the operator made its collection.
+        let qdrant = tenant
+            .stand_ins
+            .qdrant
+            .as_ref()
+            .context("no Qdrant server for the clinic")?;
+        assert_eq!(qdrant.collections(), [format!("{}_knowledge", tenant.name)]);
         assert_eq!(
             environ(first_pid)?
                 .get("CHATFLOW_TOKEN")

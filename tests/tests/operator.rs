@@ -552,6 +552,10 @@ async fn a_qdrant_tenant_gets_its_collection_and_a_purge_drops_it() -> Result<()
     );
     let collection = format!("{name}_knowledge");
     assert_eq!(qdrant.collections(), std::slice::from_ref(&collection));
+    assert_eq!(
+        tc.status.as_ref().and_then(|s| s.collection.as_deref()),
+        Some(collection.as_str())
+    );
     let (size, distance, indexes) = qdrant.describe(&collection).context("the collection")?;
     assert_eq!((size, distance), (384, Distance::Cosine));
     assert_eq!(indexes.len(), 4, "{indexes:?}");

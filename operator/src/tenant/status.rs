@@ -236,6 +236,10 @@ pub fn build(tc: &TrufflesClient, outcome: &Outcome, now: Time) -> TrufflesClien
             status.billing_suspended = Some(*billing_suspended);
             status.client_id = Some(client_id.clone());
             status.schema = Some(schema.clone());
+            status.collection = match vector_store {
+                VectorStore::Collection { name, .. } => Some(name.clone()),
+                VectorStore::Embedded => None,
+            };
             status.webhook_url_secret_ref = Some(SecretKeyRef::new(webhook_secret.clone(), "url"));
             if previous.onboarded_at.is_none() {
                 status.onboarded_at = Some(now.clone());
@@ -256,6 +260,7 @@ pub fn build(tc: &TrufflesClient, outcome: &Outcome, now: Time) -> TrufflesClien
             status.webhook_url_secret_ref = None;
             if *purged {
                 status.schema = None;
+                status.collection = None;
             }
         }
         Outcome::Failed {
@@ -352,6 +357,7 @@ mod tests {
             ("True", "CollectionReady")
         );
         assert!(knowledge.message.contains("shop_knowledge"));
+        assert_eq!(status.collection.as_deref(), Some("shop_knowledge"));
     }
 
     #[test]

@@ -145,6 +145,12 @@ async fn print_summary(platform: &Platform, tenants: &[LocalTenant]) {
         if let Some(smtp) = &t.stand_ins.smtp {
             println!("    SMTP stand-in: 127.0.0.1:{}", smtp.port);
         }
+        if let Some(q) = &t.stand_ins.qdrant {
+            println!(
+                "    Qdrant server (the tests' gRPC server over Qdrant Edge): {}",
+                q.url
+            );
+        }
     }
     let llm = if platform.settings.options.openai_api_key.is_some() {
         "with the LLM (OPENAI_API_KEY)"

@@ -1,7 +1,8 @@
 //! A tenant's manifests made to run on one machine with no internet: every
 //! SaaS endpoint the TrufflesClient names (ChatFlow, the managers' Telegram,
 //! CRMs, a client's webhook, SMTP) is pointed at a local stand-in, knowledge
-//! goes to Qdrant Edge with the local embedding model, and the LLM is used only
+//! goes to Qdrant Edge with the local embedding model (a tenant on a Qdrant
+//! server gets the tests' Qdrant server instead), and the LLM is used only
 //! when a key is given (otherwise the bot is retrieval-only). Pure functions
 //! over the manifests as written; the stand-ins are started by the caller.
 
@@ -87,6 +88,10 @@ pub enum Need {
     Smtp {
         slot: Slot,
     },
+    /// `vectorStore.backend: Qdrant`, with the API key of its Secret.
+    Qdrant {
+        api_key: Option<String>,
+    },
 }
 
 /// Where the started stand-ins listen.
@@ -94,6 +99,8 @@ pub enum Need {
 pub struct Endpoints {
     pub chatflow: Option<String>,
     pub customer_bot: Option<String>,
+    /// The Qdrant server's gRPC URL.
+    pub qdrant: Option<String>,
     /// Base URL (Telegram, CRMs, webhook) or `host:port` (SMTP) per slot.
     pub handover: Vec<(Slot, String)>,
 }
@@ -166,6 +173,17 @@ pub fn needs(docs: &[Value], options: &LocalOptions) -> Result<Vec<Need>> {
                 format!("the Telegram bot token {name}/{key} is not in the manifests")
             })?,
         });
+    }
+    let store = &spec["knowledge"]["vectorStore"];
+    if store["backend"] == "Qdrant" {
+        let r = &store["apiKeySecretRef"];
+        let api_key = match (r["name"].as_str(), r["key"].as_str()) {
+            (Some(name), Some(key)) => Some(secret_value(docs, name, key).with_context(|| {
+                format!("the Qdrant API key {name}/{key} is not in the manifests")
+            })?),
+            _ => None,
+        };
+        out.push(Need::Qdrant { api_key });
     }
     for slot in [Slot::Adapter, Slot::Fallback] {
         let adapter = &spec["handover"][slot.field()];
@@ -272,11 +290,15 @@ pub fn localize(docs: &mut [Value], endpoints: &Endpoints, options: &LocalOption
     llm["embeddingBaseUrl"] = json!(options.embeddings_url);
     llm["embeddingModel"] = json!("multilingual-e5-small");
     llm["embeddingDimensions"] = json!(384);
-    // No Qdrant server here: the same engine in-process.
-    spec["knowledge"]["vectorStore"] = json!({"backend": "Edge"});
+    // A tenant on a Qdrant server gets the local one; the others keep Edge.
+    match &endpoints.qdrant {
+        Some(url) => spec["knowledge"]["vectorStore"]["url"] = json!(url),
+        None => spec["knowledge"]["vectorStore"] = json!({"backend": "Edge"}),
+    }
     // No public HTTPS address: the runtime reads Telegram by long polling.
     spec["ingress"] = json!({"enabled": false});
-    // One process per tenant (Qdrant Edge opens its shard from one process).
+    // One process per tenant: the supervisor plays a one-node kubelet (and
+    // Qdrant Edge opens its shard from one process).
     spec["runtime"]["replicas"] = json!(1);
 
     for (slot, url) in &endpoints.handover {
@@ -455,9 +477,11 @@ mod tests {
         assert!(needs.contains(&Need::CustomerBot {
             token: "replace-with-customer-bot-token".into()
         }));
+        assert!(needs.contains(&Need::Qdrant { api_key: None }));
         let endpoints = Endpoints {
             chatflow: Some("http://127.0.0.1:1".into()),
             customer_bot: Some("http://127.0.0.1:4".into()),
+            qdrant: Some("http://127.0.0.1:5".into()),
             handover: vec![
                 (Slot::Adapter, "http://127.0.0.1:3/rest/1/".into()),
                 (Slot::Fallback, "127.0.0.1:2525".into()),
@@ -470,7 +494,11 @@ mod tests {
             "http://127.0.0.1:4"
         );
         assert_eq!(spec["handover"]["fallback"]["email"]["smtpPort"], 2525);
-        assert_eq!(spec["knowledge"]["vectorStore"]["backend"], "Edge");
+        assert_eq!(spec["knowledge"]["vectorStore"]["backend"], "Qdrant");
+        assert_eq!(
+            spec["knowledge"]["vectorStore"]["url"],
+            "http://127.0.0.1:5"
+        );
         serde_json::from_value::<truffles_crds::TrufflesClientSpec>(spec.clone())
             .expect("a valid spec");
     }

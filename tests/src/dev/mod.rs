@@ -69,6 +69,8 @@ pub struct StandIns {
     pub telegram: Option<FakeTelegram>,
     pub services: Vec<FakeService>,
     pub smtp: Option<SmtpServer>,
+    /// The tests' Qdrant server, for a tenant on `vectorStore.backend: Qdrant`.
+    pub qdrant: Option<crate::qdrant::TestQdrant>,
 }
 
 /// A tenant applied to the development platform.
@@ -184,6 +186,11 @@ impl Platform {
                     let fake = FakeService::start(service, &secret).await?;
                     endpoints.handover.push((slot, fake.base_url()));
                     stand_ins.services.push(fake);
+                }
+                Need::Qdrant { api_key } => {
+                    let server = crate::qdrant::TestQdrant::start(api_key.as_deref()).await?;
+                    endpoints.qdrant = Some(server.url.clone());
+                    stand_ins.qdrant = Some(server);
                 }
                 Need::Smtp { slot } => {
                     let smtp = SmtpServer::start().await?;
