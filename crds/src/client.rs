@@ -459,7 +459,7 @@ fn default_overlap_tokens() -> u32 {
 }
 
 /// The vector store backend.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.backend != 'Qdrant' || has(self.url)").message("vectorStore.url is required when backend is Qdrant"))]
 pub struct VectorStoreSpec {
@@ -474,6 +474,27 @@ pub struct VectorStoreSpec {
     /// Qdrant API key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret_ref: Option<SecretKeyRef>,
+    /// Edge: size of the runtime's PersistentVolumeClaim (`<name>-data`), so
+    /// a new pod (a rollout, a reschedule) opens the shard instead of
+    /// embedding every document again.
+    #[serde(default = "default_edge_volume")]
+    #[schemars(regex(pattern = r"^[0-9]+(Mi|Gi|Ti)$"))]
+    pub volume_size: String,
+}
+
+fn default_edge_volume() -> String {
+    "1Gi".into()
+}
+
+impl Default for VectorStoreSpec {
+    fn default() -> Self {
+        Self {
+            backend: VectorBackend::default(),
+            url: None,
+            api_key_secret_ref: None,
+            volume_size: default_edge_volume(),
+        }
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

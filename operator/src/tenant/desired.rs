@@ -73,6 +73,8 @@ pub struct TenantObjects {
     pub backup: Option<CronJob>,
     /// The backup CronJob's volume, for Filesystem backup storage.
     pub backup_volume: Option<PersistentVolumeClaim>,
+    /// The runtime's volume for the Edge shard (none for a Qdrant server).
+    pub data_volume: Option<PersistentVolumeClaim>,
 }
 
 /// Names of a tenant's objects, derived from the TrufflesClient name.
@@ -93,6 +95,9 @@ impl Names<'_> {
     }
     pub fn backup(&self) -> String {
         format!("{}-backup", self.0)
+    }
+    pub fn data_volume(&self) -> String {
+        format!("{}-data", self.0)
     }
     pub fn backup_volume(&self) -> String {
         format!("{}-backups", self.0)
@@ -337,22 +342,29 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
         }
         job
     });
-    let backup_volume = (backup_enabled && tc.spec.backup.storage == BackupStorage::Filesystem)
-        .then(|| PersistentVolumeClaim {
-            metadata: meta(names.backup_volume()),
-            spec: Some(PersistentVolumeClaimSpec {
-                access_modes: Some(vec!["ReadWriteOnce".into()]),
-                resources: Some(VolumeResourceRequirements {
-                    requests: Some(BTreeMap::from([(
-                        "storage".into(),
-                        Quantity(tc.spec.backup.volume_size.clone()),
-                    )])),
-                    ..VolumeResourceRequirements::default()
-                }),
-                ..PersistentVolumeClaimSpec::default()
+    let claim = |name: String, size: &str| PersistentVolumeClaim {
+        metadata: meta(name),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".into(),
+                    Quantity(size.to_owned()),
+                )])),
+                ..VolumeResourceRequirements::default()
             }),
-            ..PersistentVolumeClaim::default()
-        });
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    };
+    let backup_volume = (backup_enabled && tc.spec.backup.storage == BackupStorage::Filesystem)
+        .then(|| claim(names.backup_volume(), &tc.spec.backup.volume_size));
+    let data_volume = (tc.spec.knowledge.vector_store.backend == VectorBackend::Edge).then(|| {
+        claim(
+            names.data_volume(),
+            &tc.spec.knowledge.vector_store.volume_size,
+        )
+    });
 
     Ok(TenantObjects {
         runtime_config,
@@ -364,6 +376,7 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
         knowledge_sync,
         backup,
         backup_volume,
+        data_volume,
     })
 }
 
@@ -543,11 +556,18 @@ fn pod_spec(tc: &TrufflesClient, image: &str, args: Vec<String>, serve: bool) ->
         read_only: Some(true),
         ..VolumeMount::default()
     }];
-    // The runtime's data (the Qdrant Edge shard). Scratch space: a new pod
-    // rebuilds the knowledge base from its sources at start.
+    // The runtime's data: the Qdrant Edge shard on the tenant's volume, so a
+    // new pod opens it instead of embedding everything again (Recreate
+    // strategy: one pod at a time). Scratch space otherwise, and always for
+    // the CronJobs' pods, which must not hold the runtime's volume.
+    let edge = tc.spec.knowledge.vector_store.backend == VectorBackend::Edge;
     volumes.push(Volume {
         name: "data".into(),
-        empty_dir: Some(Default::default()),
+        persistent_volume_claim: (serve && edge).then(|| PersistentVolumeClaimVolumeSource {
+            claim_name: names.data_volume(),
+            read_only: Some(false),
+        }),
+        empty_dir: (!serve || !edge).then(Default::default),
         ..Volume::default()
     });
     mounts.push(VolumeMount {
@@ -820,10 +840,12 @@ mod tests {
             knowledge_sync,
             backup,
             backup_volume,
+            data_volume,
         } = objects;
         let ingress = ingress.expect("ingress enabled");
         let backup = backup.expect("backup enabled");
         let backup_volume = backup_volume.expect("filesystem backups");
+        let data_volume = data_volume.expect("an Edge tenant");
         for meta in [
             &runtime_config.metadata,
             &runtime_secret.metadata,
@@ -834,6 +856,7 @@ mod tests {
             &knowledge_sync.metadata,
             &backup.metadata,
             &backup_volume.metadata,
+            &data_volume.metadata,
         ] {
             assert_eq!(meta.namespace.as_deref(), Some("shops"));
             assert_eq!(
@@ -1068,6 +1091,62 @@ mod tests {
         assert!(
             err.0.contains("replicas") && err.0.contains("Qdrant"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_edge_shard_lives_on_the_tenants_volume_and_only_the_runtime_mounts_it() {
+        let tc = example("flower-shop.yaml", "shops");
+        let objects = build(&tc, &inputs()).expect("builds");
+        let claim = objects
+            .data_volume
+            .as_ref()
+            .expect("an Edge tenant has a volume");
+        assert_eq!(claim.metadata.name.as_deref(), Some("flower-shop-data"));
+        let size = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.clone());
+        assert_eq!(size.as_deref(), Some("1Gi"));
+        let data = |pod: Option<&PodSpec>| {
+            pod.and_then(|p| p.volumes.as_ref())
+                .and_then(|v| v.iter().find(|v| v.name == "data"))
+                .cloned()
+                .expect("a data volume")
+        };
+        let runtime = data(
+            objects
+                .deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref()),
+        );
+        assert_eq!(
+            runtime
+                .persistent_volume_claim
+                .map(|c| c.claim_name)
+                .as_deref(),
+            Some("flower-shop-data")
+        );
+        let sync = data(
+            objects
+                .knowledge_sync
+                .spec
+                .as_ref()
+                .and_then(|s| s.job_template.spec.as_ref())
+                .and_then(|j| j.template.spec.as_ref()),
+        );
+        assert!(sync.persistent_volume_claim.is_none() && sync.empty_dir.is_some());
+        // A Qdrant server tenant keeps no volume.
+        let dental = example("dental-clinic.yaml", "clinics");
+        assert!(
+            build(&dental, &inputs())
+                .expect("builds")
+                .data_volume
+                .is_none()
         );
     }
 

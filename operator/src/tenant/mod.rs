@@ -587,11 +587,25 @@ async fn apply_objects(
         knowledge_sync,
         backup,
         backup_volume,
+        data_volume,
     } = objects;
     apply_one(ctx, ns, &runtime_config).await?;
     apply_one(ctx, ns, &runtime_secret).await?;
     apply_one(ctx, ns, &webhook_secret).await?;
     apply_one(ctx, ns, &service).await?;
+    // The Edge shard's volume, before the Deployment whose pod mounts it. It
+    // is a cache of the sources: it goes when the tenant moves to a Qdrant server.
+    match data_volume {
+        Some(volume) => drop(apply_one(ctx, ns, &volume).await?),
+        None => {
+            delete_if_exists::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(
+                ctx,
+                ns,
+                &Names(name).data_volume(),
+            )
+            .await?
+        }
+    }
     let deployment = apply_one(ctx, ns, &deployment).await?;
     apply_one(ctx, ns, &knowledge_sync).await?;
     let names = Names(name);

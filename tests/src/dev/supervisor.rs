@@ -40,6 +40,9 @@ pub struct LocalPod {
     pub files: BTreeMap<String, Vec<u8>>,
     /// Writable scratch folders (emptyDir) by their path inside the container.
     pub scratch: BTreeSet<String>,
+    /// PersistentVolumeClaims by their path inside the container: folders
+    /// that outlive the pod.
+    pub claims: BTreeMap<String, String>,
 }
 
 impl LocalPod {
@@ -233,6 +236,10 @@ pub fn render(deployment: &Deployment, objects: &Objects) -> Result<LocalPod, Re
         } else {
             if volume.empty_dir.is_some() {
                 pod.scratch.insert(mount.mount_path.clone());
+            }
+            if let Some(claim) = &volume.persistent_volume_claim {
+                pod.claims
+                    .insert(mount.mount_path.clone(), claim.claim_name.clone());
             }
             continue;
         };
@@ -661,6 +668,18 @@ fn start_pod(
     let _ = std::fs::remove_dir_all(&root);
     for dir in &pod.scratch {
         std::fs::create_dir_all(root.join(dir.trim_start_matches('/')))?;
+    }
+    // A claim's folder is kept beside the pods and linked in, so the next pod
+    // finds what this one wrote (the Edge shard).
+    for (path, claim) in &pod.claims {
+        let volume = state_dir.join("volumes").join(&key.0).join(claim);
+        std::fs::create_dir_all(&volume)?;
+        let local = root.join(path.trim_start_matches('/'));
+        if let Some(dir) = local.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::os::unix::fs::symlink(&volume, &local)
+            .with_context(|| format!("linking {} to {}", local.display(), volume.display()))?;
     }
     for (path, content) in &pod.files {
         let local = root.join(path.trim_start_matches('/'));
