@@ -8,6 +8,7 @@ pub mod keys;
 pub mod platform;
 pub mod status;
 pub mod vectors;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -192,14 +192,9 @@ pub fn build(tc: &TrufflesClient, outcome: &Outcome, now: Time) -> TrufflesClien
                     format!("Qdrant collection {name} exists ({dimensions}-dimensional, cosine)"),
                 ),
             }
-            set(
-                ct::WEBHOOK_REGISTERED,
-                true,
-                "PublishedInSecret",
-                format!(
-                    "set the channel's webhook (ChatFlow: in its UI) to the URL in Secret {webhook_secret}, key url"
-                ),
-            );
+            let (registered, reason, message) =
+                super::webhooks::condition(&super::webhooks::registrations(tc), webhook_secret);
+            set(ct::WEBHOOK_REGISTERED, registered, reason, message);
             set(ct::RUNTIME_READY, runtime.0, runtime.1, runtime.2.clone());
             set(
                 ct::SUSPENDED,
