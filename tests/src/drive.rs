@@ -355,6 +355,20 @@ async fn list(
     Json(page).into_response()
 }
 
+/// The file a `files/{id}` call names, if the caller may see it.
+fn file(s: &DriveState, headers: &HeaderMap, id: &str) -> Result<DriveFile, Box<Response>> {
+    if let Some(refused) = refusal(s, headers) {
+        return Err(Box::new(refused));
+    }
+    s.files.iter().find(|f| f.id == id).cloned().ok_or_else(|| {
+        Box::new(google_error(
+            StatusCode::NOT_FOUND,
+            "notFound",
+            &format!("File not found: {id}."),
+        ))
+    })
+}
+
 async fn download(
     State(state): State<Arc<Mutex<DriveState>>>,
     headers: HeaderMap,
@@ -362,15 +376,9 @@ async fn download(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let mut s = lock(&state);
-    if let Some(refused) = refusal(&s, &headers) {
-        return refused;
-    }
-    let Some(file) = s.files.iter().find(|f| f.id == id).cloned() else {
-        return google_error(
-            StatusCode::NOT_FOUND,
-            "notFound",
-            &format!("File not found: {id}."),
-        );
+    let file = match file(&s, &headers, &id) {
+        Ok(file) => file,
+        Err(refused) => return *refused,
     };
     if query.get("alt").map(String::as_str) != Some("media") {
         s.violations
@@ -415,15 +423,9 @@ async fn export(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let mut s = lock(&state);
-    if let Some(refused) = refusal(&s, &headers) {
-        return refused;
-    }
-    let Some(file) = s.files.iter().find(|f| f.id == id).cloned() else {
-        return google_error(
-            StatusCode::NOT_FOUND,
-            "notFound",
-            &format!("File not found: {id}."),
-        );
+    let file = match file(&s, &headers, &id) {
+        Ok(file) => file,
+        Err(refused) => return *refused,
     };
     let formats = exportable(&file.mime_type);
     if formats.is_empty() {
