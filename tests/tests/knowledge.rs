@@ -244,6 +244,24 @@ async fn the_qdrant_server_backend_syncs_searches_and_rebuilds_a_lost_collection
     );
     let again = run(&kb, &rt, &sources, &config).await?;
     assert_eq!((again.unchanged, again.chunks), (4, 0), "{again:?}");
+    // A changed price replaces its points on the server; a removed file's go.
+    let prices = std::fs::read_to_string(catalog(&dir).join("prices.md"))?;
+    std::fs::write(
+        catalog(&dir).join("prices.md"),
+        prices.replace("27 000", "29 500"),
+    )?;
+    std::fs::remove_file(catalog(&dir).join("stock.csv"))?;
+    let changed = run(&kb, &rt, &sources, &config).await?;
+    assert_eq!((changed.changed, changed.removed), (1, 1), "{changed:?}");
+    let answer = top(&kb, "Сколько стоит букет из 25 роз?").await?;
+    assert!(
+        answer.contains("29 500") && !answer.contains("27 000"),
+        "{answer}"
+    );
+    let indexed: i64 = rt
+        .count("SELECT coalesce(sum(chunk_count), 0)::int8 FROM documents WHERE status = 'indexed'")
+        .await?;
+    assert_eq!(qdrant.points(&collection), Some(indexed as usize));
 
     // Another tenant's knowledge base: its own, empty collection.
     let other_config = with_qdrant("qdrant-secret-key", "other-shop_knowledge");
@@ -274,12 +292,12 @@ async fn the_qdrant_server_backend_syncs_searches_and_rebuilds_a_lost_collection
     // Lost: the next sync creates the collection again and refills it.
     qdrant.lose(&collection);
     let rebuilt = run(&kb, &rt, &sources, &config).await?;
-    assert_eq!(rebuilt.changed, 4, "{rebuilt:?}");
-    assert_eq!(qdrant.points(&collection), Some(first.chunks));
+    assert_eq!(rebuilt.changed, 3, "{rebuilt:?}");
+    assert_eq!(qdrant.points(&collection), Some(indexed as usize));
     assert!(
         top(&kb, "Сколько стоит букет из 25 роз?")
             .await?
-            .contains("27 000")
+            .contains("29 500")
     );
 
     // The embedding model changed size: the collection is not silently mixed.
