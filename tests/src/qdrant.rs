@@ -95,7 +95,9 @@ impl TestQdrant {
                 auth.clone(),
             ))
             .add_service(PointsServer::with_interceptor(service, auth));
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // As Qdrant does: no Nagle delay on small gRPC frames.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         tokio::spawn(router.serve_with_incoming(incoming));
         Ok(Self {
             url: format!("http://{addr}"),
