@@ -198,6 +198,37 @@ fn dense(vectors: Option<Vectors>) -> Result<Vec<f32>, Status> {
     }
 }
 
+/// A filter of keyword matches that must all hold (what Truffles sends),
+/// in Qdrant's engine's terms.
+fn keyword_filter(filter: Filter) -> Result<qdrant_edge::Filter, Status> {
+    let unsupported =
+        || Status::unimplemented("only must-match-keyword filters are part of the test server");
+    if !filter.should.is_empty() || !filter.must_not.is_empty() || filter.min_should.is_some() {
+        return Err(unsupported());
+    }
+    let mut conditions = Vec::new();
+    for condition in filter.must {
+        let Some(condition::ConditionOneOf::Field(field)) = condition.condition_one_of else {
+            return Err(unsupported());
+        };
+        let Some(r#match::MatchValue::Keyword(value)) = field.r#match.and_then(|m| m.match_value)
+        else {
+            return Err(unsupported());
+        };
+        let key: qdrant_edge::JsonPath = field
+            .key
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("Wrong input: bad key {}", field.key)))?;
+        conditions.push(qdrant_edge::Condition::Field(
+            qdrant_edge::FieldCondition::new_match(key, qdrant_edge::Match::from(value)),
+        ));
+    }
+    Ok(qdrant_edge::Filter {
+        must: Some(conditions),
+        ..qdrant_edge::Filter::default()
+    })
+}
+
 fn done() -> PointsOperationResponse {
     PointsOperationResponse {
         result: Some(UpdateResult {
@@ -479,22 +510,23 @@ impl Points for Service {
         let request = request.into_inner();
         self.check_wait("delete", request.wait);
         let (shard, _) = self.shard(&request.collection_name)?;
-        let ids = match request.points.and_then(|p| p.points_selector_one_of) {
-            Some(points_selector::PointsSelectorOneOf::Points(list)) => list
-                .ids
-                .into_iter()
-                .map(|id| edge_point_id(Some(id)))
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => {
-                return Err(Status::unimplemented(
-                    "delete by filter is not part of the test server",
-                ));
+        let operation = match request.points.and_then(|p| p.points_selector_one_of) {
+            Some(points_selector::PointsSelectorOneOf::Points(list)) => {
+                PointOperations::DeletePoints {
+                    ids: list
+                        .ids
+                        .into_iter()
+                        .map(|id| edge_point_id(Some(id)))
+                        .collect::<Result<Vec<_>, _>>()?,
+                }
             }
+            Some(points_selector::PointsSelectorOneOf::Filter(filter)) => {
+                PointOperations::DeletePointsByFilter(keyword_filter(filter)?)
+            }
+            None => return Err(Status::invalid_argument("Wrong input: no points selector")),
         };
         shard
-            .update(UpdateOperation::PointOperation(
-                PointOperations::DeletePoints { ids },
-            ))
+            .update(UpdateOperation::PointOperation(operation))
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(done()))
     }

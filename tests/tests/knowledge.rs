@@ -10,7 +10,7 @@ use qdrant_client::qdrant::{Distance, FieldType};
 use serde_json::json;
 use truffles_bot::knowledge::drive;
 use truffles_bot::knowledge::sync::{self, Report};
-use truffles_bot::knowledge::{Knowledge, KnowledgeBase, KnowledgeConfig, QdrantConfig};
+use truffles_bot::knowledge::{Knowledge, KnowledgeBase, KnowledgeConfig, Point, QdrantConfig};
 use truffles_crds::client::KnowledgeSource;
 use truffles_tests::drive::{DOC, DriveFile, FOLDER, FORM, FakeDrive, SHEET, ServiceAccountKey};
 use truffles_tests::qdrant::TestQdrant;
@@ -54,6 +54,30 @@ async fn run(
 async fn top(kb: &KnowledgeBase, question: &str) -> Result<String> {
     let facts = kb.search(question, 3).await?;
     Ok(facts.first().map(|f| f.content.clone()).unwrap_or_default())
+}
+
+/// A point of `source_id`'s document that no database row records, as a sync
+/// that stopped between its upsert and its commit leaves one.
+async fn orphan(kb: &KnowledgeBase, rt: &TenantRuntime, source_id: &str) -> Result<()> {
+    let document: uuid::Uuid = sqlx::query_scalar("SELECT id FROM documents WHERE source_id = $1")
+        .bind(source_id)
+        .fetch_one(&rt.pool)
+        .await?;
+    kb.store
+        .upsert(vec![Point {
+            id: uuid::Uuid::new_v4(),
+            vector: vec![1.0 / (384f32).sqrt(); 384],
+            payload: json!({"content": "orphan", "document_id": document}),
+        }])
+        .await
+}
+
+/// The chunks the documents table says are indexed.
+async fn indexed_chunks(rt: &TenantRuntime) -> Result<usize> {
+    let n = rt
+        .count("SELECT coalesce(sum(chunk_count), 0)::int8 FROM documents WHERE status = 'indexed'")
+        .await?;
+    Ok(n as usize)
 }
 
 fn catalog(dir: &Path) -> PathBuf {
@@ -136,6 +160,8 @@ async fn sync_indexes_then_skips_replaces_and_removes() -> Result<()> {
         catalog(&dir).join("prices.md"),
         prices.replace("27 000", "29 500"),
     )?;
+    // A point a crashed sync left behind (upserted, never committed).
+    orphan(&kb, &rt, "stock.csv").await?;
     std::fs::remove_file(catalog(&dir).join("stock.csv"))?;
     let before = kb.store.count().await?;
     let third = run(&kb, &rt, &sources, &config).await?;
@@ -152,6 +178,11 @@ async fn sync_indexes_then_skips_replaces_and_removes() -> Result<()> {
     assert!(
         kb.store.count().await? < before,
         "the removed file's chunks are gone"
+    );
+    assert_eq!(
+        kb.store.count().await?,
+        indexed_chunks(&rt).await?,
+        "and the orphan with them"
     );
     assert!(!top(&kb, "Сколько стоят пионы?").await?.contains("Пионы"));
     let deleted: String =
@@ -250,6 +281,7 @@ async fn the_qdrant_server_backend_syncs_searches_and_rebuilds_a_lost_collection
         catalog(&dir).join("prices.md"),
         prices.replace("27 000", "29 500"),
     )?;
+    orphan(&kb, &rt, "stock.csv").await?;
     std::fs::remove_file(catalog(&dir).join("stock.csv"))?;
     let changed = run(&kb, &rt, &sources, &config).await?;
     assert_eq!((changed.changed, changed.removed), (1, 1), "{changed:?}");
@@ -258,10 +290,8 @@ async fn the_qdrant_server_backend_syncs_searches_and_rebuilds_a_lost_collection
         answer.contains("29 500") && !answer.contains("27 000"),
         "{answer}"
     );
-    let indexed: i64 = rt
-        .count("SELECT coalesce(sum(chunk_count), 0)::int8 FROM documents WHERE status = 'indexed'")
-        .await?;
-    assert_eq!(qdrant.points(&collection), Some(indexed as usize));
+    let indexed = indexed_chunks(&rt).await?;
+    assert_eq!(qdrant.points(&collection), Some(indexed));
 
     // Another tenant's knowledge base: its own, empty collection.
     let other_config = with_qdrant("qdrant-secret-key", "other-shop_knowledge");
@@ -293,7 +323,7 @@ async fn the_qdrant_server_backend_syncs_searches_and_rebuilds_a_lost_collection
     qdrant.lose(&collection);
     let rebuilt = run(&kb, &rt, &sources, &config).await?;
     assert_eq!(rebuilt.changed, 3, "{rebuilt:?}");
-    assert_eq!(qdrant.points(&collection), Some(indexed as usize));
+    assert_eq!(qdrant.points(&collection), Some(indexed));
     assert!(
         top(&kb, "Сколько стоит букет из 25 роз?")
             .await?

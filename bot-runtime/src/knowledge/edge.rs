@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use qdrant_edge::{
-    Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, NamedQuery, PointId,
-    PointInsertOperations, PointOperations, PointStruct, QueryEnum, QueryRequest, ScoringQuery,
-    UpdateOperation, WithPayloadInterface, WithVector,
+    Condition, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, FieldCondition,
+    Filter, JsonPath, Match, NamedQuery, PointId, PointInsertOperations, PointOperations,
+    PointStruct, QueryEnum, QueryRequest, ScoringQuery, UpdateOperation, WithPayloadInterface,
+    WithVector,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -103,6 +104,24 @@ impl VectorStore for EdgeStore {
                     PointOperations::DeletePoints { ids },
                 ))
                 .map_err(|e| anyhow::anyhow!("deleting from the vector store: {e}"))?;
+            Ok(())
+        }))
+    }
+
+    fn delete_document(&self, document: Uuid) -> StoreFuture<'_, ()> {
+        Box::pin(self.blocking(move |shard| {
+            let key: JsonPath = "document_id"
+                .parse()
+                .map_err(|_| anyhow::anyhow!("document_id is no payload path"))?;
+            let filter = Filter::new_must(Condition::Field(FieldCondition::new_match(
+                key,
+                Match::from(document.to_string()),
+            )));
+            shard
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::DeletePointsByFilter(filter),
+                ))
+                .map_err(|e| anyhow::anyhow!("deleting a document from the vector store: {e}"))?;
             Ok(())
         }))
     }

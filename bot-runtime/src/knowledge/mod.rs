@@ -40,6 +40,9 @@ pub trait VectorStore: Send + Sync {
     fn ensure(&self) -> StoreFuture<'_, ()>;
     fn upsert(&self, points: Vec<Point>) -> StoreFuture<'_, ()>;
     fn delete(&self, ids: Vec<Uuid>) -> StoreFuture<'_, ()>;
+    /// Every point whose payload's `document_id` is `document` (a filter, so
+    /// also points no database row records).
+    fn delete_document(&self, document: Uuid) -> StoreFuture<'_, ()>;
     /// The `limit` nearest points scoring at least `threshold`, best first.
     fn search(
         &self,

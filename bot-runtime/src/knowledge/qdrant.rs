@@ -7,8 +7,8 @@
 use anyhow::{Context, Result};
 use qdrant_client::Qdrant;
 use qdrant_client::qdrant::{
-    CountPointsBuilder, DeletePointsBuilder, PointStruct, PointsIdsList, QueryPointsBuilder,
-    UpsertPointsBuilder,
+    Condition, CountPointsBuilder, DeletePointsBuilder, Filter, PointStruct, PointsIdsList,
+    QueryPointsBuilder, UpsertPointsBuilder,
 };
 use serde_json::Value;
 use truffles_migrations::collection;
@@ -101,6 +101,24 @@ impl VectorStore for QdrantStore {
                 .await
                 .map_err(anyhow::Error::from)
                 .with_context(|| self.context("deleting from"))?;
+            Ok(())
+        })
+    }
+
+    fn delete_document(&self, document: Uuid) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.client
+                .delete_points(
+                    DeletePointsBuilder::new(&self.collection)
+                        .points(Filter::must([Condition::matches(
+                            "document_id",
+                            document.to_string(),
+                        )]))
+                        .wait(true),
+                )
+                .await
+                .map_err(anyhow::Error::from)
+                .with_context(|| self.context("deleting a document from"))?;
             Ok(())
         })
     }

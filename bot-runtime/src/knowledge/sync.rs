@@ -313,11 +313,10 @@ pub async fn sync(
         }
     }
     // Removed at the source (of a source that was read): delete the chunks.
-    let live = sqlx::query(
-        "SELECT id, source_name, source_id, point_ids FROM documents WHERE status <> 'deleted'",
-    )
-    .fetch_all(db)
-    .await?;
+    let live =
+        sqlx::query("SELECT id, source_name, source_id FROM documents WHERE status <> 'deleted'")
+            .fetch_all(db)
+            .await?;
     for row in live {
         let source_name: String = row.try_get("source_name")?;
         let source_id: String = row.try_get("source_id")?;
@@ -326,13 +325,15 @@ pub async fn sync(
         {
             continue;
         }
-        let points: Vec<Uuid> = row.try_get("point_ids")?;
-        kb.store.delete(points).await?;
+        // By the payload's document id, not the recorded point ids: this also
+        // takes points a sync that stopped between upsert and commit left behind.
+        let id: Uuid = row.try_get("id")?;
+        kb.store.delete_document(id).await?;
         let mut tx = db.begin().await?;
         sqlx::query(
             "UPDATE documents SET status = 'deleted', point_ids = '{}', chunk_count = 0, deleted_at = now(), updated_at = now() WHERE id = $1",
         )
-        .bind(row.try_get::<Uuid, _>("id")?)
+        .bind(id)
         .execute(&mut *tx)
         .await?;
         audit::record(
