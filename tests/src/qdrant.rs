@@ -47,6 +47,15 @@ struct State {
 /// Payload indexes: field and type.
 pub type Indexes = Vec<(String, FieldType)>;
 
+/// The server's last handle gone (the test's runtime shutting down): the
+/// shards are closed, then their directory goes.
+impl Drop for State {
+    fn drop(&mut self) {
+        self.collections.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[derive(Clone)]
 pub struct TestQdrant {
     /// The gRPC endpoint, as `vectorStore.url` names it.
