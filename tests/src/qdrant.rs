@@ -34,7 +34,6 @@ struct Collection {
     indexes: BTreeMap<String, i32>,
 }
 
-#[derive(Default)]
 struct State {
     dir: PathBuf,
     api_key: Option<String>,
@@ -73,7 +72,9 @@ impl TestQdrant {
         let state = Arc::new(Mutex::new(State {
             dir,
             api_key: api_key.map(str::to_owned),
-            ..State::default()
+            collections: HashMap::new(),
+            violations: Vec::new(),
+            calls: BTreeMap::new(),
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
