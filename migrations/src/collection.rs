@@ -11,8 +11,11 @@ use qdrant_client::qdrant::{
     VectorParamsBuilder, vectors_config,
 };
 
+/// The payload field naming a chunk's document: what a removed document's
+/// points are deleted by.
+pub const DOCUMENT_ID: &str = "document_id";
 /// Payload fields with a keyword index.
-pub const INDEXED_FIELDS: [&str; 4] = ["document_id", "source", "source_id", "type"];
+pub const INDEXED_FIELDS: [&str; 4] = [DOCUMENT_ID, "source", "source_id", "type"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectionError {

@@ -16,6 +16,8 @@ use qdrant_edge::{
 use serde_json::Value;
 use uuid::Uuid;
 
+use truffles_migrations::collection::DOCUMENT_ID;
+
 use super::{Point, StoreFuture, VectorStore};
 
 #[derive(Clone)]
@@ -53,6 +55,18 @@ impl EdgeStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn delete_points(
+        &self,
+        operation: PointOperations,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.blocking(move |shard| {
+            shard
+                .update(UpdateOperation::PointOperation(operation))
+                .map_err(|e| anyhow::anyhow!("deleting from the vector store: {e}"))?;
+            Ok(())
+        })
     }
 
     fn blocking<T: Send + 'static>(
@@ -97,33 +111,20 @@ impl VectorStore for EdgeStore {
         if ids.is_empty() {
             return Box::pin(async { Ok(()) });
         }
-        Box::pin(self.blocking(move |shard| {
-            let ids = ids.into_iter().map(PointId::Uuid).collect();
-            shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::DeletePoints { ids },
-                ))
-                .map_err(|e| anyhow::anyhow!("deleting from the vector store: {e}"))?;
-            Ok(())
-        }))
+        let ids = ids.into_iter().map(PointId::Uuid).collect();
+        Box::pin(self.delete_points(PointOperations::DeletePoints { ids }))
     }
 
     fn delete_document(&self, document: Uuid) -> StoreFuture<'_, ()> {
-        Box::pin(self.blocking(move |shard| {
-            let key: JsonPath = "document_id"
-                .parse()
-                .map_err(|_| anyhow::anyhow!("document_id is no payload path"))?;
-            let filter = Filter::new_must(Condition::Field(FieldCondition::new_match(
-                key,
-                Match::from(document.to_string()),
-            )));
-            shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::DeletePointsByFilter(filter),
-                ))
-                .map_err(|e| anyhow::anyhow!("deleting a document from the vector store: {e}"))?;
-            Ok(())
-        }))
+        let key: JsonPath = match DOCUMENT_ID.parse() {
+            Ok(key) => key,
+            Err(_) => return Box::pin(async { anyhow::bail!("document_id is no payload path") }),
+        };
+        let filter = Filter::new_must(Condition::Field(FieldCondition::new_match(
+            key,
+            Match::from(document.to_string()),
+        )));
+        Box::pin(self.delete_points(PointOperations::DeletePointsByFilter(filter)))
     }
 
     fn search(

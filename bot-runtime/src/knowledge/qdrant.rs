@@ -6,6 +6,7 @@
 
 use anyhow::{Context, Result};
 use qdrant_client::Qdrant;
+use qdrant_client::qdrant::points_selector::PointsSelectorOneOf;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, DeletePointsBuilder, Filter, PointStruct, PointsIdsList,
     QueryPointsBuilder, UpsertPointsBuilder,
@@ -35,6 +36,20 @@ impl QdrantStore {
             collection: config.collection.clone(),
             dimensions,
         })
+    }
+
+    /// Deletes the points `selector` picks, waiting for Qdrant to apply it.
+    async fn delete_points(&self, selector: impl Into<PointsSelectorOneOf>) -> Result<()> {
+        self.client
+            .delete_points(
+                DeletePointsBuilder::new(&self.collection)
+                    .points(selector)
+                    .wait(true),
+            )
+            .await
+            .map_err(anyhow::Error::from)
+            .with_context(|| self.context("deleting from"))?;
+        Ok(())
     }
 
     /// What Qdrant answered, without the request (which may hold a key).
@@ -92,35 +107,15 @@ impl VectorStore for QdrantStore {
                 return Ok(());
             }
             let ids = ids.into_iter().map(|id| id.to_string().into()).collect();
-            self.client
-                .delete_points(
-                    DeletePointsBuilder::new(&self.collection)
-                        .points(PointsIdsList { ids })
-                        .wait(true),
-                )
-                .await
-                .map_err(anyhow::Error::from)
-                .with_context(|| self.context("deleting from"))?;
-            Ok(())
+            self.delete_points(PointsIdsList { ids }).await
         })
     }
 
     fn delete_document(&self, document: Uuid) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            self.client
-                .delete_points(
-                    DeletePointsBuilder::new(&self.collection)
-                        .points(Filter::must([Condition::matches(
-                            "document_id",
-                            document.to_string(),
-                        )]))
-                        .wait(true),
-                )
-                .await
-                .map_err(anyhow::Error::from)
-                .with_context(|| self.context("deleting a document from"))?;
-            Ok(())
-        })
+        Box::pin(self.delete_points(Filter::must([Condition::matches(
+            collection::DOCUMENT_ID,
+            document.to_string(),
+        )])))
     }
 
     fn search(
