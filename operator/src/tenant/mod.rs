@@ -474,13 +474,7 @@ struct Credentials {
 async fn existing_credentials(ctx: &Context, ns: &str, name: &str) -> Result<Credentials, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let existing = secrets.get_opt(&Names(name).runtime()).await?;
-    let read = |key: &str| {
-        existing
-            .as_ref()
-            .and_then(|s| s.data.as_ref())
-            .and_then(|d| d.get(key))
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-    };
+    let read = |key: &str| existing.as_ref().and_then(|s| secret_text(s, key));
     // The password lives only inside the tenant's DATABASE_URL.
     let existing_password = read("DATABASE_URL")
         .and_then(|url| url::Url::parse(&url).ok())
@@ -495,6 +489,15 @@ async fn existing_credentials(ctx: &Context, ns: &str, name: &str) -> Result<Cre
         pii_key,
         new_password,
     })
+}
+
+/// A Secret's value under `key` as text (none if absent or not UTF-8).
+pub(crate) fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
 }
 
 /// 32 random bytes as hex: URL- and SQL-safe.

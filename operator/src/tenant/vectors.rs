@@ -44,13 +44,7 @@ async fn connect(
                 key: r.key.clone(),
             };
             let secret = secrets.get_opt(&r.name).await?.ok_or_else(missing)?;
-            let value = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(&r.key))
-                .and_then(|v| String::from_utf8(v.0.clone()).ok())
-                .ok_or_else(missing)?;
-            Some(value)
+            Some(super::secret_text(&secret, &r.key).ok_or_else(missing)?)
         }
         None => None,
     };
