@@ -393,11 +393,7 @@ async fn download(
             "Only files with binary content can be downloaded. Use Export with Docs Editors files.",
         );
     }
-    (
-        [("content-type", file.mime_type.clone())],
-        file.content.clone(),
-    )
-        .into_response()
+    ([("content-type", file.mime_type)], file.content).into_response()
 }
 
 /// The export formats Drive documents for each Google format (a subset).
@@ -452,5 +448,5 @@ async fn export(
             "The requested conversion is not supported.",
         );
     };
-    ([("content-type", mime.clone())], file.content.clone()).into_response()
+    ([("content-type", mime.clone())], file.content).into_response()
 }

@@ -56,6 +56,20 @@ async fn top(kb: &KnowledgeBase, question: &str) -> Result<String> {
     Ok(facts.first().map(|f| f.content.clone()).unwrap_or_default())
 }
 
+/// The shop edits its catalog: the 25-rose bouquet goes from 27 000 to
+/// 29 500 in prices.md and stock.csv is deleted, after a crashed sync left an
+/// orphan point of stock.csv behind.
+async fn edit_catalog(kb: &KnowledgeBase, rt: &TenantRuntime, dir: &Path) -> Result<()> {
+    let prices = std::fs::read_to_string(catalog(dir).join("prices.md"))?;
+    std::fs::write(
+        catalog(dir).join("prices.md"),
+        prices.replace("27 000", "29 500"),
+    )?;
+    orphan(kb, rt, "stock.csv").await?;
+    std::fs::remove_file(catalog(dir).join("stock.csv"))?;
+    Ok(())
+}
+
 /// A point of `source_id`'s document that no database row records, as a sync
 /// that stopped between its upsert and its commit leaves one.
 async fn orphan(kb: &KnowledgeBase, rt: &TenantRuntime, source_id: &str) -> Result<()> {
@@ -155,14 +169,7 @@ async fn sync_indexes_then_skips_replaces_and_removes() -> Result<()> {
 
     // A changed price replaces the document's chunks; a removed file goes.
     let kb = KnowledgeBase::open(&config)?;
-    let prices = std::fs::read_to_string(catalog(&dir).join("prices.md"))?;
-    std::fs::write(
-        catalog(&dir).join("prices.md"),
-        prices.replace("27 000", "29 500"),
-    )?;
-    // A point a crashed sync left behind (upserted, never committed).
-    orphan(&kb, &rt, "stock.csv").await?;
-    std::fs::remove_file(catalog(&dir).join("stock.csv"))?;
+    edit_catalog(&kb, &rt, &dir).await?;
     let before = kb.store.count().await?;
     let third = run(&kb, &rt, &sources, &config).await?;
     assert_eq!(
@@ -276,13 +283,7 @@ async fn the_qdrant_server_backend_syncs_searches_and_rebuilds_a_lost_collection
     let again = run(&kb, &rt, &sources, &config).await?;
     assert_eq!((again.unchanged, again.chunks), (4, 0), "{again:?}");
     // A changed price replaces its points on the server; a removed file's go.
-    let prices = std::fs::read_to_string(catalog(&dir).join("prices.md"))?;
-    std::fs::write(
-        catalog(&dir).join("prices.md"),
-        prices.replace("27 000", "29 500"),
-    )?;
-    orphan(&kb, &rt, "stock.csv").await?;
-    std::fs::remove_file(catalog(&dir).join("stock.csv"))?;
+    edit_catalog(&kb, &rt, &dir).await?;
     let changed = run(&kb, &rt, &sources, &config).await?;
     assert_eq!((changed.changed, changed.removed), (1, 1), "{changed:?}");
     let answer = top(&kb, "Сколько стоит букет из 25 роз?").await?;
