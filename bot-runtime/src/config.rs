@@ -17,9 +17,14 @@ use anyhow::{Context, Result, bail};
 use truffles_crds::TrufflesClientSpec;
 use truffles_crds::client::VectorBackend;
 
+pub use crate::channels::chatflow::ChatflowConfig;
+pub use crate::channels::instagram::InstagramConfig;
+pub use crate::channels::telegram::TelegramConfig;
 use crate::handover::HandoverConfig;
 use crate::handover::adapter::{AdapterConfig, read_secrets};
 use crate::knowledge::{KnowledgeConfig, QdrantConfig, default_min_score};
+pub use crate::llm::LlmConfig;
+use crate::pii::parse_key;
 
 /// Where the runtime finds what its pod mounts (the operator's Deployment).
 pub const CONFIG_FILE: &str = "/etc/truffles/client.json";
@@ -35,51 +40,6 @@ pub const PATH_SETTINGS: [(&str, &str); 4] = [
     ("TRUFFLES_KNOWLEDGE_DIR", KNOWLEDGE_DIR),
     ("TRUFFLES_SECRETS_DIR", SECRETS_DIR),
 ];
-
-/// How the WhatsApp channel (ChatFlow) is reached.
-#[derive(Clone, Debug)]
-pub struct ChatflowConfig {
-    pub base_url: String,
-    pub instance_id: String,
-    pub token: String,
-    /// When set, every webhook must carry a valid `X-Signature-256` header.
-    pub signature_key: Option<Vec<u8>>,
-}
-
-/// The customers' Telegram bot.
-#[derive(Clone, Debug)]
-pub struct TelegramConfig {
-    pub api_base_url: String,
-    pub token: String,
-}
-
-/// Instagram Direct through the Graph API.
-#[derive(Clone, Debug)]
-pub struct InstagramConfig {
-    pub api_base_url: String,
-    pub api_version: String,
-    pub account_id: String,
-    /// The Send API's access token.
-    pub access_token: String,
-    /// Signs every delivery (`X-Hub-Signature-256`).
-    pub app_secret: Vec<u8>,
-    /// Echoed in the subscription handshake.
-    pub verify_token: String,
-}
-
-/// The OpenAI-compatible endpoint. `None` in [`Config::llm`] means no LLM:
-/// retrieval-only answers and handover when unsure.
-#[derive(Clone, Debug)]
-pub struct LlmConfig {
-    pub base_url: String,
-    pub api_key: String,
-    pub model: String,
-    pub fallback_model: Option<String>,
-    pub temperature: f32,
-    pub timeout: Duration,
-    /// Speech-to-text model for voice messages (`/audio/transcriptions`).
-    pub transcription_model: Option<String>,
-}
 
 /// Timings of the pipeline; the defaults suit production, tests shorten them.
 #[derive(Clone, Debug)]
@@ -394,25 +354,5 @@ pub fn handover_config(spec: &TrufflesClientSpec, secrets_dir: &std::path::Path)
             .map(|f| adapter(f, "handover-fallback")),
         // Telegram allows about 20 messages a minute in a group.
         telegram_per_minute: 20,
-    }
-}
-
-/// A 32-byte key written as 64 hex characters.
-pub fn parse_key(hex_key: &str) -> Result<[u8; 32]> {
-    let bytes = hex::decode(hex_key.trim()).context("TRUFFLES_PII_KEY is not hex")?;
-    bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("TRUFFLES_PII_KEY must be 32 bytes (64 hex characters)"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_must_be_32_bytes_of_hex() {
-        assert!(parse_key(&"ab".repeat(32)).is_ok());
-        assert!(parse_key("abcd").is_err());
-        assert!(parse_key(&"zz".repeat(32)).is_err());
     }
 }

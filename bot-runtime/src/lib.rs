@@ -21,4 +21,5 @@ pub mod pipeline;
 pub mod report;
 pub mod runtime;
 pub mod semantic;
+pub mod serve;
 pub mod texts;

@@ -4,6 +4,7 @@
 //! tenant's timeout.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
@@ -16,7 +17,20 @@ use async_openai::types::chat::{
 };
 
 use crate::breaker::Breakers;
-use crate::config::LlmConfig;
+
+/// The OpenAI-compatible endpoint. `None` in `Config::llm` means no LLM:
+/// retrieval-only answers and handover when unsure.
+#[derive(Clone, Debug)]
+pub struct LlmConfig {
+    pub base_url: String,
+    pub api_key: String,
+    pub model: String,
+    pub fallback_model: Option<String>,
+    pub temperature: f32,
+    pub timeout: Duration,
+    /// Speech-to-text model for voice messages (`/audio/transcriptions`).
+    pub transcription_model: Option<String>,
+}
 
 /// One turn of the conversation as the LLM sees it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

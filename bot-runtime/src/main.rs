@@ -3,7 +3,8 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use truffles_bot::config::{Config, ServeArgs};
-use truffles_bot::runtime::{self, Runtime};
+use truffles_bot::runtime::Runtime;
+use truffles_bot::serve;
 
 #[derive(Parser)]
 #[command(
@@ -63,7 +64,7 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => {
             let config = Config::load(*args)?;
-            let mut running = runtime::start(Runtime::from_config(config)?).await?;
+            let mut running = serve::start(Runtime::from_config(config)?).await?;
             tokio::select! {
                 result = running.wait() => result,
                 signal = shutdown_signal() => signal,

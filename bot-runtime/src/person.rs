@@ -313,7 +313,7 @@ pub struct PersonArgs {
 
 pub async fn run(args: PersonArgs) -> anyhow::Result<()> {
     use anyhow::Context;
-    let pii = Pii::new(&crate::config::parse_key(&args.pii_key).context("TRUFFLES_PII_KEY")?);
+    let pii = Pii::new(&crate::pii::parse_key(&args.pii_key).context("TRUFFLES_PII_KEY")?);
     let db = PgPool::connect(&args.database_url)
         .await
         .context("connecting to the tenant's database")?;

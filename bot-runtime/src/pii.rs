@@ -4,8 +4,17 @@
 
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
+use anyhow::Context;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+/// A 32-byte key written as 64 hex characters.
+pub fn parse_key(hex_key: &str) -> anyhow::Result<[u8; 32]> {
+    let bytes = hex::decode(hex_key.trim()).context("TRUFFLES_PII_KEY is not hex")?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("TRUFFLES_PII_KEY must be 32 bytes (64 hex characters)"))
+}
 
 const NONCE_LEN: usize = 12;
 
@@ -109,5 +118,12 @@ mod tests {
         tampered[15] ^= 1;
         assert!(a.decrypt(&tampered).is_err());
         assert!(a.decrypt(&[1, 2]).is_err());
+    }
+
+    #[test]
+    fn keys_must_be_32_bytes_of_hex() {
+        assert!(parse_key(&"ab".repeat(32)).is_ok());
+        assert!(parse_key("abcd").is_err());
+        assert!(parse_key(&"zz".repeat(32)).is_err());
     }
 }

@@ -12,7 +12,8 @@ use truffles_bot::config::{
 };
 use truffles_bot::handover::HandoverConfig;
 use truffles_bot::knowledge::{Fact, Knowledge, SearchFuture};
-use truffles_bot::runtime::{self, Running, Runtime};
+use truffles_bot::runtime::Runtime;
+use truffles_bot::serve::{self, Running};
 use truffles_migrations::TenantDb;
 
 use crate::fakes::{FakeChatflow, FakeLlm};
@@ -188,14 +189,14 @@ impl TenantRuntime {
     }
 
     pub async fn start(&self, config: Config, documents: Vec<String>) -> Result<Running> {
-        runtime::start(Runtime::new(config, Arc::new(Documents(documents)))?).await
+        serve::start(Runtime::new(config, Arc::new(Documents(documents)))?).await
     }
 
     /// Starts the runtime with its real knowledge base (`config.knowledge`),
     /// as `truffles-bot serve` does: it syncs at start.
     pub async fn start_with_knowledge_base(&self, config: Config) -> Result<Running> {
         anyhow::ensure!(config.knowledge.is_some(), "config.knowledge is not set");
-        runtime::start(Runtime::from_config(config)?).await
+        serve::start(Runtime::from_config(config)?).await
     }
 
     pub fn webhook_url(&self, running: &Running) -> String {

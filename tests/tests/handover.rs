@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use truffles_bot::handover::telegram::webhook_token;
 use truffles_bot::handover::webhook::sign;
-use truffles_bot::runtime::Running;
+use truffles_bot::serve::Running;
 use truffles_tests::managers::{FakeService, FakeTelegram, Service, SmtpServer, eventually};
 use truffles_tests::runtime::{TenantRuntime, WEBHOOK_SECRET, chatflow_text, price_list};
 

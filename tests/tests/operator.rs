@@ -866,7 +866,7 @@ async fn the_runtime_starts_from_what_the_operator_rendered() -> Result<()> {
         Cli::try_parse_from(std::iter::once("truffles-bot".to_owned()).chain(args))?.command;
     let config = Config::load(serve)?;
     assert!(config.llm.is_none(), "no LLM configured in this spec");
-    let running = truffles_bot::runtime::start(truffles_bot::runtime::Runtime::new(
+    let running = truffles_bot::serve::start(truffles_bot::runtime::Runtime::new(
         config,
         Arc::new(truffles_bot::knowledge::NoKnowledge),
     )?)

@@ -10,8 +10,17 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Channel, Ignored, Inbound, Media, MediaKind, SendError};
-use crate::config::ChatflowConfig;
+use super::message::{Channel, Ignored, Inbound, Media, MediaKind, SendError};
+
+/// How the WhatsApp channel (ChatFlow) is reached.
+#[derive(Clone, Debug)]
+pub struct ChatflowConfig {
+    pub base_url: String,
+    pub instance_id: String,
+    pub token: String,
+    /// When set, every webhook must carry a valid `X-Signature-256` header.
+    pub signature_key: Option<Vec<u8>>,
+}
 
 fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key)?

@@ -15,8 +15,21 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Channel, Ignored, Inbound, Media, MediaKind, SendError};
-use crate::config::InstagramConfig;
+use super::message::{Channel, Ignored, Inbound, Media, MediaKind, SendError};
+
+/// Instagram Direct through the Graph API.
+#[derive(Clone, Debug)]
+pub struct InstagramConfig {
+    pub api_base_url: String,
+    pub api_version: String,
+    pub account_id: String,
+    /// The Send API's access token.
+    pub access_token: String,
+    /// Signs every delivery (`X-Hub-Signature-256`).
+    pub app_secret: Vec<u8>,
+    /// Echoed in the subscription handshake.
+    pub verify_token: String,
+}
 
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 const SERVICE: &str = "Instagram";

@@ -15,8 +15,14 @@ use teloxide::prelude::*;
 use teloxide::types::{FileId, Update, UpdateKind};
 use teloxide::{ApiError, RequestError};
 
-use super::{Channel, Ignored, Inbound, Media, MediaKind, SendError};
-use crate::config::TelegramConfig;
+use super::message::{Channel, Ignored, Inbound, Media, MediaKind, SendError};
+
+/// The customers' Telegram bot.
+#[derive(Clone, Debug)]
+pub struct TelegramConfig {
+    pub api_base_url: String,
+    pub token: String,
+}
 
 /// Header Telegram sends with the secret token given to `setWebhook`.
 pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";

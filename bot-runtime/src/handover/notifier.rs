@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::adapter::{Kind, Notice, render_card};
 use super::{Closing, close, queue_notice, view};
 use crate::audit::Level;
-use crate::outbox::{Queue, record_failure};
+use crate::outbox::sender::{Queue, record_failure};
 use crate::runtime::Runtime;
 
 pub async fn run_notifier(rt: Arc<Runtime>) {

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use truffles_migrations::collection::DOCUMENT_ID;
 
-use super::{Point, StoreFuture, VectorStore};
+use super::store::{Point, StoreFuture, VectorStore};
 
 #[derive(Clone)]
 pub struct EdgeStore {

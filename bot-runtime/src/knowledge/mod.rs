@@ -9,69 +9,22 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::Result;
-use serde_json::Value;
-use uuid::Uuid;
 
 pub mod chunk;
 pub mod drive;
 pub mod edge;
 pub mod embed;
 pub mod qdrant;
+pub mod store;
 pub mod sync;
 pub mod upload;
+
+pub use qdrant::QdrantConfig;
+pub use store::{Point, StoreFuture, VectorStore};
 
 use chunk::Chunker;
 use edge::EdgeStore;
 use embed::{Embedder, Kind};
-
-/// A point to store: id, vector, payload (a JSON object).
-pub struct Point {
-    pub id: Uuid,
-    pub vector: Vec<f32>,
-    pub payload: Value,
-}
-
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
-
-/// Where a tenant's chunks live. Each store holds one tenant only (its own
-/// shard directory or its own collection), so isolation is by construction.
-pub trait VectorStore: Send + Sync {
-    /// Makes the store ready (a lost collection is created again, empty).
-    fn ensure(&self) -> StoreFuture<'_, ()>;
-    fn upsert(&self, points: Vec<Point>) -> StoreFuture<'_, ()>;
-    fn delete(&self, ids: Vec<Uuid>) -> StoreFuture<'_, ()>;
-    /// Every point whose payload's `document_id` is `document` (a filter, so
-    /// also points no database row records).
-    fn delete_document(&self, document: Uuid) -> StoreFuture<'_, ()>;
-    /// The `limit` nearest points scoring at least `threshold`, best first.
-    fn search(
-        &self,
-        vector: Vec<f32>,
-        limit: usize,
-        threshold: f32,
-    ) -> StoreFuture<'_, Vec<(f32, Value)>>;
-    fn count(&self) -> StoreFuture<'_, usize>;
-    /// Called after a sync.
-    fn flush(&self) -> StoreFuture<'_, ()>;
-}
-
-/// A Qdrant server (`knowledge.vectorStore.backend: Qdrant`).
-#[derive(Clone)]
-pub struct QdrantConfig {
-    /// The gRPC endpoint, e.g. `http://qdrant.truffles-system:6334`.
-    pub url: String,
-    pub api_key: Option<String>,
-    pub collection: String,
-}
-
-impl std::fmt::Debug for QdrantConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QdrantConfig")
-            .field("url", &self.url)
-            .field("collection", &self.collection)
-            .finish_non_exhaustive()
-    }
-}
 
 /// One retrieved passage.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]

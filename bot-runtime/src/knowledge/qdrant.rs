@@ -15,7 +15,25 @@ use serde_json::Value;
 use truffles_migrations::collection;
 use uuid::Uuid;
 
-use super::{Point, QdrantConfig, StoreFuture, VectorStore};
+use super::store::{Point, StoreFuture, VectorStore};
+
+/// A Qdrant server (`knowledge.vectorStore.backend: Qdrant`).
+#[derive(Clone)]
+pub struct QdrantConfig {
+    /// The gRPC endpoint, e.g. `http://qdrant.truffles-system:6334`.
+    pub url: String,
+    pub api_key: Option<String>,
+    pub collection: String,
+}
+
+impl std::fmt::Debug for QdrantConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QdrantConfig")
+            .field("url", &self.url)
+            .field("collection", &self.collection)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Points per upsert request (a large document's chunks go in several).
 const UPSERT_BATCH: usize = 256;

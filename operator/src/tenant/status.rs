@@ -6,7 +6,7 @@ use truffles_crds::client::ClientPhase;
 use truffles_crds::common::{SecretKeyRef, condition_type as ct};
 use truffles_crds::{TrufflesClient, TrufflesClientStatus};
 
-use super::Error;
+use super::error::Error;
 use super::vectors::VectorStore;
 
 /// What one reconcile achieved.

@@ -11,7 +11,7 @@ use truffles_crds::TrufflesClient;
 use truffles_crds::client::VectorBackend;
 use truffles_migrations::collection;
 
-use super::Error;
+use super::error::Error;
 
 /// Where the tenant's vectors live, for its KnowledgeReady condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +44,7 @@ async fn connect(
                 key: r.key.clone(),
             };
             let secret = secrets.get_opt(&r.name).await?.ok_or_else(missing)?;
-            Some(super::secret_text(&secret, &r.key).ok_or_else(missing)?)
+            Some(super::dereference::secret_text(&secret, &r.key).ok_or_else(missing)?)
         }
         None => None,
     };

@@ -8,7 +8,7 @@
 
 use truffles_crds::TrufflesClient;
 
-use super::desired::public_url;
+use super::build::names::public_url;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Registration {

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use truffles_crds::TrufflesClient;
 use truffles_migrations::TenantDb;
-use truffles_operator::tenant::desired::CLIENT_LABEL;
+use truffles_operator::tenant::build::CLIENT_LABEL;
 
 use super::{LocalTenant, Platform};
 use crate::managers::{FakeTelegram, GroupMessage, eventually};

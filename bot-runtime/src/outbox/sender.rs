@@ -1,9 +1,5 @@
-//! Sending replies (SPEC step 8): the outbox row is written with the decision,
-//! then sent here through the conversation's channel with retries and
-//! exponential backoff. The idempotency key (the customer's message id) is
-//! ChatFlow's `msg_id`, so a retry after a lost response does not message the
-//! customer twice. A reply longer than the channel allows goes in parts, and
-//! the row remembers how many went out.
+//! The outbox's sender loop: due rows through the conversation's channel,
+//! with retries, backoff and the channel's circuit breaker.
 
 use std::sync::Arc;
 
@@ -12,9 +8,9 @@ use serde_json::json;
 use sqlx::Row;
 use tracing::{Instrument, info_span};
 
+use super::{backoff_seconds, part_key};
 use crate::audit::{self, Level};
 use crate::channels::{self, Channel, Outgoing, SendError, instagram};
-use crate::pii::Pii;
 use crate::runtime::Runtime;
 
 pub async fn run_sender(rt: Arc<Runtime>) {
@@ -30,62 +26,6 @@ pub async fn run_sender(rt: Arc<Runtime>) {
             () = tokio::time::sleep(poll) => {}
         }
     }
-}
-
-/// Who a reply goes to: the channel and its address (sealed at rest).
-#[derive(Clone, Copy, Debug)]
-pub struct Recipient<'a> {
-    pub channel: Channel,
-    pub address: &'a str,
-}
-
-/// Queues `message` for `to`. The customer's message id is the idempotency
-/// key: queueing twice sends once.
-pub async fn queue<'e>(
-    db: impl sqlx::PgExecutor<'e>,
-    pii: &Pii,
-    conversation_id: Option<uuid::Uuid>,
-    message_id: Option<uuid::Uuid>,
-    to: Recipient<'_>,
-    message: &Outgoing,
-    idempotency_key: &str,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO outbox (conversation_id, message_id, channel, recipient, payload, idempotency_key)
-         VALUES ($1, $2, $6, $3, $4, $5) ON CONFLICT (idempotency_key) DO NOTHING",
-    )
-    .bind(conversation_id)
-    .bind(message_id)
-    .bind(pii.seal_address(to.address))
-    // Stored as sent: the channel's echo of it is then recognised by its text.
-    .bind(serde_json::to_value(formatted(to.channel, message))?)
-    .bind(idempotency_key)
-    .bind(to.channel.as_str())
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-fn formatted(channel: Channel, message: &Outgoing) -> Outgoing {
-    match message {
-        Outgoing::Text { text } => Outgoing::Text {
-            text: channels::format(channel, text),
-        },
-    }
-}
-
-/// The idempotency key of part `index` (0-based) of a reply.
-fn part_key(key: &str, index: usize) -> String {
-    if index == 0 {
-        key.to_owned()
-    } else {
-        format!("{key}#{}", index + 1)
-    }
-}
-
-/// Backoff before attempt `attempts + 1`: 2, 4, 8 … seconds, at most 5 minutes.
-pub fn backoff_seconds(attempts: i32) -> f64 {
-    2f64.powi(attempts.clamp(1, 9)).min(300.0)
 }
 
 /// The queues that deliver with retries: the customers' and the managers'.
@@ -285,15 +225,4 @@ async fn tell_manager(rt: &Runtime, outbox_id: i64, error: &str) -> Result<()> {
         rt.manager_wake.notify_one();
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn backoff_grows_exponentially_and_is_capped() {
-        let seconds: Vec<f64> = (1..=10).map(super::backoff_seconds).collect();
-        assert_eq!(&seconds[..4], &[2.0, 4.0, 8.0, 16.0]);
-        assert!(seconds.windows(2).all(|w| w[0] <= w[1]));
-        assert_eq!(seconds[9], 300.0);
-    }
 }

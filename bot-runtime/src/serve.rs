@@ -1,0 +1,135 @@
+//! `truffles-bot serve`: binds the HTTP listener and starts every task of one
+//! tenant's runtime (inbox workers, outbox sender, managers' notifier, the
+//! Telegram bots' webhooks or polling, the hourly knowledge sync and the
+//! retention job) over one shared [`Runtime`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::task::JoinSet;
+
+use crate::audit;
+use crate::runtime::Runtime;
+use crate::{gateway, handover, outbox, pipeline};
+
+/// Concurrent turns per process; each sender's messages still go in order.
+const INBOX_WORKERS: usize = 8;
+
+/// A started runtime. Dropping it stops every task at once (as a killed pod
+/// would): work in flight is finished by the next start.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub runtime: Arc<Runtime>,
+    tasks: JoinSet<Result<()>>,
+}
+
+impl Running {
+    /// Waits until a task ends (only on error or shutdown) and returns why.
+    pub async fn wait(&mut self) -> Result<()> {
+        match self.tasks.join_next().await {
+            Some(Ok(result)) => result,
+            Some(Err(e)) => Err(anyhow::anyhow!("a runtime task panicked: {e}")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Binds the HTTP listener and starts the workers.
+pub async fn start(runtime: Runtime) -> Result<Running> {
+    let runtime = Arc::new(runtime);
+    let listener = tokio::net::TcpListener::bind(runtime.config.listen)
+        .await
+        .with_context(|| format!("binding {}", runtime.config.listen))?;
+    let addr = listener.local_addr()?;
+    let mut tasks = JoinSet::new();
+    let app = gateway::router(runtime.clone());
+    tasks.spawn(async move { axum::serve(listener, app).await.context("HTTP server") });
+    for worker in 0..INBOX_WORKERS {
+        let rt = runtime.clone();
+        tasks.spawn(async move {
+            pipeline::run_worker(rt, worker).await;
+            Ok(())
+        });
+    }
+    let rt = runtime.clone();
+    tasks.spawn(async move {
+        outbox::sender::run_sender(rt).await;
+        Ok(())
+    });
+    let rt = runtime.clone();
+    tasks.spawn(async move {
+        handover::notifier::run_notifier(rt).await;
+        Ok(())
+    });
+    // Telegram delivers webhooks only to HTTPS; otherwise its bots are polled.
+    let https = runtime
+        .config
+        .public_url
+        .clone()
+        .filter(|u| u.starts_with("https://"));
+    if let Some(telegram) = runtime.managers.telegram.clone() {
+        let rt = runtime.clone();
+        match https.clone() {
+            Some(base) => tasks.spawn(async move {
+                handover::updates::register_webhook(rt, telegram, base).await;
+                Ok(())
+            }),
+            None => tasks.spawn(async move {
+                handover::updates::run_polling(rt, telegram).await;
+                Ok(())
+            }),
+        };
+    }
+    if runtime.channels.telegram.is_some() {
+        let rt = runtime.clone();
+        match https {
+            Some(base) => tasks.spawn(async move {
+                gateway::register_telegram_webhook(rt, base).await;
+                Ok(())
+            }),
+            None => tasks.spawn(async move {
+                gateway::poll_telegram(rt).await;
+                Ok(())
+            }),
+        };
+    }
+    if runtime.knowledge_base.is_some() {
+        let rt = runtime.clone();
+        tasks.spawn(async move {
+            // At start (a new or lost volume is filled) and hourly; the
+            // CronJob can also trigger it through the admin endpoint.
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                if let Err(e) = rt.sync_knowledge().await {
+                    tracing::error!(error = %format!("{e:#}"), "knowledge sync failed");
+                }
+            }
+        });
+    }
+    let rt = runtime.clone();
+    tasks.spawn(async move {
+        // The retention job: old error rows lose the customer's data.
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            match audit::anonymize_old_errors(&rt.db, audit::ERROR_INPUT_RETENTION).await {
+                Ok(0) => {}
+                Ok(rows) => tracing::info!(rows, "old error rows anonymized"),
+                Err(e) => tracing::warn!(error = %e, "anonymizing old error rows failed"),
+            }
+            match audit::anonymize_old_inbox(&rt.db, audit::ERROR_INPUT_RETENTION).await {
+                Ok(0) => {}
+                Ok(rows) => tracing::info!(rows, "old inbox events anonymized"),
+                Err(e) => tracing::warn!(error = %e, "anonymizing old inbox events failed"),
+            }
+        }
+    });
+    tracing::info!(%addr, tenant = %runtime.config.client_name, "runtime started");
+    Ok(Running {
+        addr,
+        runtime,
+        tasks,
+    })
+}

@@ -1,0 +1,130 @@
+//! Apply step: every desired object by server-side apply, optional objects
+//! the spec no longer wants deleted.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::build::{CLIENT_LABEL, Names, TenantObjects};
+use super::context::{Context, FIELD_MANAGER};
+use super::error::Error;
+
+/// Applies every desired object and deletes optional ones the spec no longer wants.
+/// Returns the Deployment as the API server has it (for its status).
+pub async fn apply_objects(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    objects: TenantObjects,
+) -> Result<Deployment, Error> {
+    let TenantObjects {
+        runtime_config,
+        runtime_secret,
+        webhook_secret,
+        deployment,
+        service,
+        ingress,
+        knowledge_sync,
+        backup,
+        backup_volume,
+        data_volume,
+    } = objects;
+    apply_one(ctx, ns, &runtime_config).await?;
+    apply_one(ctx, ns, &runtime_secret).await?;
+    apply_one(ctx, ns, &webhook_secret).await?;
+    apply_one(ctx, ns, &service).await?;
+    // The Edge shard's volume, before the Deployment whose pod mounts it. It
+    // is a cache of the sources: it goes when the tenant moves to a Qdrant server.
+    match data_volume {
+        Some(volume) => drop(apply_one(ctx, ns, &volume).await?),
+        None => {
+            delete_if_exists::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(
+                ctx,
+                ns,
+                &Names(name).data_volume(),
+            )
+            .await?
+        }
+    }
+    let deployment = apply_one(ctx, ns, &deployment).await?;
+    apply_one(ctx, ns, &knowledge_sync).await?;
+    let names = Names(name);
+    match ingress {
+        Some(ingress) => drop(apply_one(ctx, ns, &ingress).await?),
+        None => delete_if_exists::<Ingress>(ctx, ns, &names.bot()).await?,
+    }
+    // A volume no longer wanted (backups off, or moved to S3) is kept: it holds
+    // the backups made so far. It goes with the tenant (owner reference).
+    if let Some(volume) = backup_volume {
+        apply_one(ctx, ns, &volume).await?;
+    }
+    match backup {
+        Some(backup) => drop(apply_one(ctx, ns, &backup).await?),
+        None => delete_if_exists::<CronJob>(ctx, ns, &names.backup()).await?,
+    }
+    Ok(deployment)
+}
+
+pub async fn apply_one<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let mut obj = obj.clone();
+    // Server-side apply wants apiVersion and kind in the body.
+    let value = {
+        let mut v = serde_json::to_value(&obj).map_err(kube::Error::SerdeError)?;
+        v["apiVersion"] = K::api_version(&Default::default()).into();
+        v["kind"] = K::kind(&Default::default()).into();
+        v
+    };
+    obj = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&value),
+        )
+        .await?;
+    Ok(obj)
+}
+
+pub async fn delete_if_exists<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes every object carrying the tenant's label (the runtime of a tenant whose
+/// state is Deleted). The database is handled by `remove_data`.
+pub async fn delete_runtime_objects(ctx: &Context, ns: &str, name: &str) -> Result<(), Error> {
+    let selector = ListParams::default().labels(&format!("{CLIENT_LABEL}={name}"));
+    macro_rules! delete_all {
+        ($($kind:ty),*) => {$(
+            let api: Api<$kind> = Api::namespaced(ctx.client.clone(), ns);
+            api.delete_collection(&DeleteParams::background(), &selector).await?;
+        )*};
+    }
+    delete_all!(Deployment, CronJob, Ingress, Service, ConfigMap, Secret);
+    Ok(())
+}

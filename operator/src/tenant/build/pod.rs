@@ -1,0 +1,176 @@
+//! The pod spec of the runtime and of the CronJobs that run `truffles-bot`.
+
+use super::meta::RUNTIME_PORT;
+use super::names::Names;
+use crate::tenant::references::{drive_credentials, referenced_secret_keys, referenced_secrets};
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec, Probe, SecretEnvSource,
+    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use truffles_crds::TrufflesClient;
+use truffles_crds::client::VectorBackend;
+
+pub fn pod_spec(tc: &TrufflesClient, image: &str, args: Vec<String>, serve: bool) -> PodSpec {
+    let name = tc.name_any();
+    let names = Names(&name);
+    let env: Vec<EnvVar> = referenced_secret_keys(tc)
+        .into_iter()
+        .map(|(var, r)| EnvVar {
+            name: var.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: r.name.clone(),
+                    key: r.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        })
+        .collect();
+    let mut volumes = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: names.runtime(),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "config".into(),
+        mount_path: "/etc/truffles".into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }];
+    // The runtime's data: the Qdrant Edge shard on the tenant's volume, so a
+    // new pod opens it instead of embedding everything again (Recreate
+    // strategy: one pod at a time). Scratch space otherwise, and always for
+    // the CronJobs' pods, which must not hold the runtime's volume.
+    let edge = tc.spec.knowledge.vector_store.backend == VectorBackend::Edge;
+    volumes.push(Volume {
+        name: "data".into(),
+        persistent_volume_claim: (serve && edge).then(|| PersistentVolumeClaimVolumeSource {
+            claim_name: names.data_volume(),
+            read_only: Some(false),
+        }),
+        empty_dir: (!serve || !edge).then(Default::default),
+        ..Volume::default()
+    });
+    mounts.push(VolumeMount {
+        name: "data".into(),
+        mount_path: "/var/lib/truffles".into(),
+        ..VolumeMount::default()
+    });
+    // Knowledge kept in git: each ConfigMap source at /etc/truffles/knowledge/<source>.
+    for (i, source) in tc.spec.knowledge.sources.iter().enumerate() {
+        let Some(cm) = &source.config_map else {
+            continue;
+        };
+        // By index: "knowledge-" plus a 63-character source name is no valid volume name.
+        let volume = format!("knowledge-{i}");
+        volumes.push(Volume {
+            name: volume.clone(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: cm.name.clone(),
+                optional: Some(true),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: volume,
+            mount_path: format!("/etc/truffles/knowledge/{}", source.name),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    // By index, as above; only the one key, under the name the runtime expects.
+    for (i, (source, key)) in drive_credentials(tc).into_iter().enumerate() {
+        let volume = format!("drive-{i}");
+        volumes.push(Volume {
+            name: volume.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(key.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: key.key.clone(),
+                    path: "credentials.json".into(),
+                    mode: None,
+                }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: volume,
+            mount_path: format!("/etc/truffles/secrets/knowledge/{source}"),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    for (mount, secret) in referenced_secrets(tc) {
+        volumes.push(Volume {
+            name: mount.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.into()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: mount.into(),
+            mount_path: format!("/etc/truffles/secrets/{mount}"),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        ..Probe::default()
+    };
+    PodSpec {
+        containers: vec![Container {
+            name: "truffles-bot".into(),
+            image: Some(image.to_owned()),
+            args: Some(args),
+            env_from: Some(vec![
+                EnvFromSource {
+                    config_map_ref: Some(k8s_openapi::api::core::v1::ConfigMapEnvSource {
+                        name: names.runtime(),
+                        optional: Some(false),
+                    }),
+                    ..EnvFromSource::default()
+                },
+                EnvFromSource {
+                    secret_ref: Some(SecretEnvSource {
+                        name: names.runtime(),
+                        optional: Some(false),
+                    }),
+                    ..EnvFromSource::default()
+                },
+            ]),
+            env: Some(env),
+            ports: serve.then(|| {
+                vec![ContainerPort {
+                    name: Some("http".into()),
+                    container_port: RUNTIME_PORT,
+                    ..ContainerPort::default()
+                }]
+            }),
+            readiness_probe: serve.then(|| probe("/readyz")),
+            liveness_probe: serve.then(|| probe("/livez")),
+            resources: tc.spec.runtime.resources.clone(),
+            volume_mounts: Some(mounts),
+            ..Container::default()
+        }],
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    }
+}

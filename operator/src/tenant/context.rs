@@ -1,0 +1,76 @@
+//! The controller's settings and shared state.
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+
+use super::keys;
+
+/// Field manager of everything the operator applies.
+pub const FIELD_MANAGER: &str = "truffles-operator";
+/// Finalizer for what ownerReferences cannot clean up (database schema and role).
+pub const FINALIZER: &str = "truffles.kz/cleanup";
+
+/// Operator settings, loaded once at start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Image of truffles-bot used when a spec names none.
+    pub default_image: String,
+    /// Host (and port) tenant runtimes use to reach PostgreSQL, when it differs
+    /// from the operator's (e.g. a cluster Service name).
+    pub tenant_database_host: Option<(String, u16)>,
+    /// Watch one namespace only (tests, or a tenant namespace per operator).
+    pub namespace: Option<String>,
+    /// Redis URL handed to tenant runtimes (none: they run without Redis).
+    pub runtime_redis_url: Option<String>,
+    /// Wraps the tenants' backup data keys in the platform database.
+    pub backup_master_key: keys::MasterKey,
+}
+
+/// Shared state of the controller.
+pub struct Context {
+    pub client: Client,
+    pub metrics: crate::metrics::Metrics,
+    pub pool: PgPool,
+    pub database: PgConnectOptions,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    /// Where tenants' Redis keys live; purge deletes them.
+    pub redis: Option<redis::Client>,
+    /// Caps concurrent database provisioning (DDL and catalog locks, and one extra
+    /// connection each) so a thousand new tenants do not stampede PostgreSQL.
+    pub provisioning: tokio::sync::Semaphore,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        pool: PgPool,
+        database: PgConnectOptions,
+        settings: Settings,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Self {
+            client,
+            metrics: Default::default(),
+            pool,
+            database,
+            recorder,
+            settings,
+            redis: None,
+            provisioning: tokio::sync::Semaphore::new(4),
+        }
+    }
+
+    pub fn with_redis(self, redis: redis::Client) -> Self {
+        Self {
+            redis: Some(redis),
+            ..self
+        }
+    }
+}

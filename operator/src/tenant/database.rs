@@ -1,0 +1,95 @@
+//! Provisioning step: the client's platform record, its schema and role
+//! (only when behind), the config-change audit and its backup data key.
+
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+use truffles_crds::TrufflesClient;
+use truffles_crds::common::condition_type;
+use truffles_migrations::TenantDb;
+
+use super::context::Context;
+use super::dereference::Credentials;
+use super::error::Error;
+use super::keys;
+use super::platform::{self};
+use super::publish::publish;
+
+/// What the database step hands to the build.
+pub struct Provisioned {
+    pub client_id: uuid::Uuid,
+    /// The tenant's backup data key (64 hex characters).
+    pub backup_key: String,
+}
+
+/// The client's record (created or updated from the spec), its schema and
+/// role when they are behind, and its backup data key.
+pub async fn provision(
+    tc: &TrufflesClient,
+    ctx: &Context,
+    tenant: &TenantDb,
+    credentials: &Credentials,
+) -> Result<Provisioned, Error> {
+    let name = tc.name_any();
+    let ns = tc.namespace().unwrap_or_default();
+    let config = serde_json::to_value(&tc.spec).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let record = platform::upsert_client(
+        &ctx.pool,
+        &name,
+        &ns,
+        &tc.spec.company_name,
+        &tenant.schema,
+        &config,
+    )
+    .await?;
+    // Provisioning takes catalog locks (roles, grants, DDL): do it only when the
+    // schema is behind, the password is new, or it never completed.
+    let provisioned = tc.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == condition_type::DATABASE_READY && c.status == "True")
+    });
+    if credentials.new_password
+        || !provisioned
+        || !truffles_migrations::tenant_is_current(&ctx.pool, tenant).await?
+    {
+        // Closed only if the Context is dropped, which ends the controller anyway.
+        let _permit = ctx
+            .provisioning
+            .acquire()
+            .await
+            .map_err(|_| Error::InvalidSpec("operator shutting down".into()))?;
+        truffles_migrations::provision_tenant(&ctx.pool, tenant, &credentials.db_password).await?;
+        platform::copy_prompt_templates(&ctx.pool, tenant).await?;
+    }
+    if !record.created && !record.changed_fields.is_empty() {
+        let details = serde_json::json!({"changed": record.changed_fields, "generation": tc.metadata.generation});
+        platform::audit(&ctx.pool, record.id, "config_change", details).await?;
+        publish(
+            ctx,
+            tc,
+            EventType::Normal,
+            "ConfigChanged",
+            &format!("changed: {}", record.changed_fields.join(", ")),
+        )
+        .await;
+    }
+    let backup_key =
+        keys::ensure_data_key(&ctx.pool, record.id, &ctx.settings.backup_master_key).await?;
+    Ok(Provisioned {
+        client_id: record.id,
+        backup_key,
+    })
+}
+
+pub fn tenant_database_url(ctx: &Context, tenant: &TenantDb, password: &str) -> String {
+    let (host, port) = ctx
+        .settings
+        .tenant_database_host
+        .clone()
+        .unwrap_or_else(|| (ctx.database.get_host().to_owned(), ctx.database.get_port()));
+    let database = ctx.database.get_database().unwrap_or("truffles_platform");
+    format!(
+        "postgres://{}:{password}@{host}:{port}/{database}",
+        tenant.role
+    )
+}

@@ -1,0 +1,144 @@
+//! Reads what the spec refers to before anything is built: the Secrets it
+//! names, the tenant's generated credentials, and its Subscription's state.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::ListParams;
+use truffles_crds::subscription::BillingState;
+use truffles_crds::{Subscription, TrufflesClient};
+
+use super::build::{self, Names};
+use super::context::Context;
+use super::error::Error;
+use super::references;
+
+/// What the client's Subscription (its status, written by the billing controller)
+/// means for the tenant.
+#[derive(Default)]
+pub struct Billing {
+    /// Billing state Suspended or Cancelled: the bot is off.
+    pub suspended: bool,
+    /// The opt-in automatic deletion is due.
+    pub deletion_due: bool,
+}
+
+pub async fn billing(ctx: &Context, ns: &str, name: &str) -> Result<Billing, Error> {
+    let subscriptions: Api<Subscription> = Api::namespaced(ctx.client.clone(), ns);
+    let list = subscriptions.list(&ListParams::default()).await?;
+    let statuses = list
+        .items
+        .into_iter()
+        .filter(|s| s.spec.client_ref.name == name)
+        .filter_map(|s| s.status);
+    Ok(statuses.fold(Billing::default(), |acc, st| Billing {
+        suspended: acc.suspended
+            || matches!(
+                st.state,
+                Some(BillingState::Suspended | BillingState::Cancelled)
+            ),
+        deletion_due: acc.deletion_due || st.deletion_due == Some(true),
+    }))
+}
+
+/// The tenant's generated credentials: kept in its runtime Secret, generated once.
+pub struct Credentials {
+    pub db_password: String,
+    pub webhook_secret: String,
+    /// Encrypts the tenant's phone numbers; losing it (purge) shreds them.
+    pub pii_key: String,
+    /// The password was generated now: the role must be (re)provisioned with it.
+    pub new_password: bool,
+}
+
+pub async fn existing_credentials(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Result<Credentials, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let existing = secrets.get_opt(&Names(name).runtime()).await?;
+    let read = |key: &str| existing.as_ref().and_then(|s| secret_text(s, key));
+    // The password lives only inside the tenant's DATABASE_URL.
+    let existing_password = read("DATABASE_URL")
+        .and_then(|url| url::Url::parse(&url).ok())
+        .and_then(|url| url.password().map(str::to_owned));
+    let new_password = existing_password.is_none();
+    let db_password = existing_password.unwrap_or_else(random_token);
+    let webhook_secret = read("TRUFFLES_WEBHOOK_SECRET").unwrap_or_else(random_token);
+    let pii_key = read("TRUFFLES_PII_KEY").unwrap_or_else(random_token);
+    Ok(Credentials {
+        db_password,
+        webhook_secret,
+        pii_key,
+        new_password,
+    })
+}
+
+/// A Secret's value under `key` as text (none if absent or not UTF-8).
+pub(crate) fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+}
+
+/// 32 random bytes as hex: URL- and SQL-safe.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    // The OS random source failing is not recoverable; nothing sensible can follow.
+    getrandom::fill(&mut bytes).expect("the operating system's random source is available");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every key the spec references must exist before the runtime is rolled out;
+/// otherwise its pods would crash-loop on a missing variable.
+pub async fn check_referenced_secrets(
+    tc: &TrufflesClient,
+    ctx: &Context,
+    ns: &str,
+) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let missing = |name: &str, key: &str| Error::MissingSecret {
+        namespace: ns.into(),
+        name: name.into(),
+        key: key.into(),
+    };
+    // The runtime's keys, and the backup job's (S3 credentials).
+    let backup_env = if tc.spec.backup.enabled {
+        build::backup::backup_storage(tc).0
+    } else {
+        Vec::new()
+    };
+    let keys = references::referenced_secret_keys(tc)
+        .into_iter()
+        .chain(references::drive_credentials(tc))
+        .map(|(_, r)| (r.name.as_str(), r.key.as_str()))
+        .chain(
+            backup_env
+                .iter()
+                .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+                .map(|r| (r.name.as_str(), r.key.as_str())),
+        );
+    for (name, key) in keys {
+        let secret = secrets
+            .get_opt(name)
+            .await?
+            .ok_or_else(|| missing(name, key))?;
+        let has_key = secret.data.as_ref().is_some_and(|d| d.contains_key(key))
+            || secret
+                .string_data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(key));
+        if !has_key {
+            return Err(missing(name, key));
+        }
+    }
+    for (_, name) in references::referenced_secrets(tc) {
+        secrets
+            .get_opt(name)
+            .await?
+            .ok_or_else(|| missing(name, "*"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! The TrufflesClient controller and its reconcile, a visible pipeline:
+//! dereference (Secrets, credentials, the Subscription) → validate →
+//! provision (database, vector store) → build the desired objects → apply
+//! them and prune the rest → status and Events. Each step is its own file.
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tracing::{Instrument, warn};
+use truffles_crds::client::TenantState;
+use truffles_crds::{Subscription, TrufflesClient};
+use truffles_migrations::TenantDb;
+
+use super::apply::apply_objects;
+use super::build::{self, BuildInputs, CLIENT_LABEL, Names};
+use super::context::{Context, FINALIZER};
+use super::database;
+use super::dereference::{self};
+use super::error::{Error, retry_delay};
+use super::platform::{self, ClientStatus};
+use super::publish::{patch_status, publish, publish_transition};
+use super::retire::{self, cleanup, retire};
+use super::status::{self, Outcome};
+use super::validate::{self};
+use super::vectors;
+
+/// Runs the controller until the process is asked to stop.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let owned = watcher::Config::default().labels(CLIENT_LABEL);
+    let ns = ctx.settings.namespace.clone();
+    let clients: Api<TrufflesClient> = scoped(&client, ns.as_deref());
+    Controller::new(clients, watcher::Config::default())
+        .owns(scoped::<Deployment>(&client, ns.as_deref()), owned.clone())
+        .owns(scoped::<ConfigMap>(&client, ns.as_deref()), owned.clone())
+        .owns(scoped::<Secret>(&client, ns.as_deref()), owned.clone())
+        .owns(scoped::<Service>(&client, ns.as_deref()), owned.clone())
+        .owns(scoped::<Ingress>(&client, ns.as_deref()), owned.clone())
+        .owns(scoped::<CronJob>(&client, ns.as_deref()), owned)
+        // A billing state change suspends or resumes the client it refers to.
+        .watches(
+            scoped::<Subscription>(&client, ns.as_deref()),
+            watcher::Config::default(),
+            |sub: Subscription| {
+                let ns = sub.namespace()?;
+                Some(ObjectRef::new(&sub.spec.client_ref.name).within(&ns))
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(client = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Boxed so the future's `Send` bound is proven here, once (rustc cannot prove it
+/// through the finalizer's nested async blocks on its own).
+fn reconcile(
+    tc: Arc<TrufflesClient>,
+    ctx: Arc<Context>,
+) -> BoxFuture<'static, Result<Action, Error>> {
+    let span = tracing::info_span!("reconcile", client = %tc.name_any(), namespace = tc.namespace().unwrap_or_default());
+    async move {
+        let started = std::time::Instant::now();
+        let metrics_ctx = ctx.clone();
+        let ns = tc
+            .namespace()
+            .ok_or_else(|| Error::InvalidSpec("TrufflesClient must be namespaced".into()))?;
+        let api: Api<TrufflesClient> = Api::namespaced(ctx.client.clone(), &ns);
+        let result = finalizer(&api, FINALIZER, tc, move |event| async move {
+            match event {
+                Finalizer::Apply(tc) => apply(tc, ctx).await,
+                Finalizer::Cleanup(tc) => cleanup(tc, ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)));
+        let failure = result.as_ref().err().map(Error::reason);
+        metrics_ctx.metrics.observe(started.elapsed(), failure);
+        result
+    }
+    .instrument(span)
+    .boxed()
+}
+
+fn error_policy(tc: Arc<TrufflesClient>, error: &Error, _ctx: Arc<Context>) -> Action {
+    let error = error.inner();
+    warn!(client = %tc.name_any(), reason = error.reason(), %error, "reconcile failed");
+    Action::requeue(retry_delay(error))
+}
+
+/// Reconciles a live TrufflesClient and always records the outcome in status.
+async fn apply(tc: Arc<TrufflesClient>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let (tc, ctx) = (tc.as_ref(), ctx.as_ref());
+    let result = provision(tc, ctx).await;
+    let outcome = match &result {
+        Ok(outcome) => outcome.clone(),
+        Err(e) => Outcome::failed(e),
+    };
+    let previous_phase = tc.status.as_ref().and_then(|s| s.phase);
+    let new_status = status::build(tc, &outcome, now());
+    patch_status(tc, ctx, &new_status).await?;
+    publish_transition(
+        tc,
+        ctx,
+        previous_phase,
+        outcome.phase(previous_phase),
+        &outcome,
+    )
+    .await;
+    result.map(|_| Action::await_change())
+}
+
+fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// The pipeline of a live tenant; each step is a call into its own file.
+async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error> {
+    let name = tc.name_any();
+    let ns = tc.namespace().unwrap_or_default();
+    let tenant = TenantDb::for_client(&name)?;
+
+    // dereference
+    dereference::check_referenced_secrets(tc, ctx, &ns).await?;
+    let credentials = dereference::existing_credentials(ctx, &ns, &name).await?;
+
+    // validate
+    validate::validate(tc)?;
+
+    let billing = dereference::billing(ctx, &ns, &name).await?;
+    if let Some(retirement) = retire::due(tc, &billing) {
+        if retirement == retire::Due::AutoDeletion {
+            publish(
+                ctx,
+                tc,
+                EventType::Normal,
+                "AutoDeletion",
+                "unpaid past the Subscription's autoDelete period: purging",
+            )
+            .await;
+        }
+        return retire(tc, ctx, &tenant).await;
+    }
+
+    // provision: the database, then the vector store
+    let database = database::provision(tc, ctx, &tenant, &credentials).await?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let vector_store = vectors::ensure(tc, &name, &secrets).await?;
+
+    // build
+    let inputs = BuildInputs {
+        backup_key: database.backup_key,
+        client_id: database.client_id.to_string(),
+        schema: tenant.schema.clone(),
+        database_url: database::tenant_database_url(ctx, &tenant, &credentials.db_password),
+        webhook_secret: credentials.webhook_secret,
+        pii_key: credentials.pii_key,
+        redis_url: ctx.settings.runtime_redis_url.clone(),
+        default_image: ctx.settings.default_image.clone(),
+        billing_suspended: billing.suspended,
+    };
+    let objects = build::build(tc, &inputs)?;
+
+    // apply and prune
+    let deployment = apply_objects(ctx, &ns, &name, objects).await?;
+
+    // status
+    let suspended = tc.spec.state == TenantState::Suspended || inputs.billing_suspended;
+    let db_status = if suspended {
+        ClientStatus::Suspended
+    } else {
+        ClientStatus::Active
+    };
+    platform::set_status(&ctx.pool, database.client_id, db_status).await?;
+    Ok(Outcome::provisioned(
+        inputs.client_id,
+        tenant.schema,
+        Names(&name).webhook(),
+        suspended,
+        inputs.billing_suspended,
+        vector_store,
+        &deployment,
+    ))
+}
