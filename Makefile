@@ -13,10 +13,13 @@ test: check binaries
 binaries: toolchain
 	$(CARGO) build --workspace --bins --locked
 
-## Formatting and lints (warnings are errors).
+## Formatting, lints (warnings are errors), and the code's shape: no import
+## cycle between the files of bot-runtime or the operator, no source file over
+## 700 lines, no comment citing a document outside the repository.
 check: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) test --locked -p truffles-tests --test structure
 
 toolchain:
 	scripts/ensure-toolchain.sh

@@ -1,4 +1,4 @@
-//! The tenant's audit trail and error log (SPEC: "Everything is logged and can
+//! The tenant's audit trail and error log ("Everything is logged and can
 //! be reconstructed"). Error rows keep the input so it can be replayed.
 
 use serde_json::Value;
@@ -46,7 +46,7 @@ pub async fn error<'e>(
     message: &str,
     input: Option<Value>,
 ) {
-    // The error and its audit row in one statement (SPEC: action `error`).
+    // The error and its audit row in one statement (audit action `error`).
     let stored = sqlx::query(
         "WITH e AS (INSERT INTO error_logs (stage, level, error_type, message, input_data)
                     VALUES ($1, $2, $3, $4, $5) RETURNING id)
@@ -74,7 +74,7 @@ pub fn raw_input(body: &[u8]) -> Value {
     serde_json::json!({"raw": text, "bytes": body.len(), "truncated": body.len() > CAP})
 }
 
-/// How long error rows keep the customer's input (SPEC "Security": logs are
+/// How long error rows keep the customer's input (docs/architecture.md, "Product rules": logs are
 /// anonymized after 7 days).
 pub const ERROR_INPUT_RETENTION: std::time::Duration =
     std::time::Duration::from_secs(7 * 24 * 3600);

@@ -1,4 +1,4 @@
-//! Circuit breakers per tenant and external service (SPEC: open after 3
+//! Circuit breakers per tenant and external service (docs/architecture.md, "Errors and fallbacks": open after 3
 //! failures in 1 minute, half-open after 30 s). State lives in Redis so every
 //! replica of the tenant shares it, and in-process while Redis is down.
 

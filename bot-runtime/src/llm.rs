@@ -1,5 +1,5 @@
 //! The OpenAI-compatible LLM (async-openai) behind the fallback chain of the
-//! SPEC: primary model → fallback model → (caller) static text → apology +
+//! The fallback chain (docs/architecture.md): primary model → fallback model → (caller) static text → apology +
 //! handover. Each model has its own circuit breaker; every call has the
 //! tenant's timeout.
 

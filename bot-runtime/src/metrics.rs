@@ -1,4 +1,4 @@
-//! Prometheus metrics of the runtime (SPEC: messages, response time, errors,
+//! Prometheus metrics of the runtime (docs/architecture.md, "Product rules": messages, response time, errors,
 //! handovers, RAG hits), labelled by tenant so one dashboard covers all.
 
 use prometheus_client::encoding::EncodeLabelSet;

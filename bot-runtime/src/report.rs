@@ -14,7 +14,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sqlx::{AssertSqlSafe, PgPool};
 
-/// The SPEC's alert thresholds, flagged in the report as well.
+/// The alert thresholds (docs/architecture.md, "Product rules"), flagged in the report as well.
 pub const HANDOVER_RATE_WARN: f64 = 0.30;
 pub const RAG_HIT_RATE_WARN: f64 = 0.50;
 pub const ERROR_RATE_WARN: f64 = 0.05;
@@ -99,7 +99,7 @@ impl ClientStats {
         self.last_backup
             .is_some_and(|(at, _)| day.end - at <= Duration::hours(BACKUP_MAX_AGE_HOURS))
     }
-    /// What needs a look, in the SPEC's thresholds.
+    /// What needs a look, in the alert thresholds.
     pub fn warnings(&self, day: &Day) -> Vec<String> {
         let mut out = Vec::new();
         let pct = |r: f64| format!("{:.0}%", r * 100.0);

@@ -127,7 +127,7 @@ impl Runtime {
         Ok(Some(report))
     }
 
-    /// SPEC step 9: counts an error by level and stores it (error_logs with the
+    /// The error handler (docs/architecture.md, "Errors and fallbacks"): counts an error by level and stores it (error_logs with the
     /// input for replay, and an `error` audit row).
     pub async fn report(
         &self,

@@ -1,6 +1,6 @@
 //! The fallback classifier's second half: when keywords find no intent and
 //! no LLM answers, the message is compared with example phrases per intent
-//! through the tenant's embedding model (SPEC: works without any LLM).
+//! through the tenant's embedding model (the bot works without any LLM).
 
 use anyhow::Result;
 use tokio::sync::OnceCell;

@@ -8,7 +8,7 @@ use crate::decide::Language;
 pub enum Phrase {
     Greeting,
     HandoverNotice,
-    /// The last step of the fallback chain (SPEC: hardcoded apology).
+    /// The last step of the fallback chain (docs/architecture.md, "Errors and fallbacks": the hardcoded apology).
     Apology,
     NoAnswer,
     Clarify,

@@ -1,4 +1,4 @@
-//! Backups (SPEC "Backup"): the tenant's job, as its own database role, writes
+//! Backups (docs/architecture.md, "Platform jobs"): the tenant's job, as its own database role, writes
 //! an encrypted archive and records it; a restore gives back exactly what was
 //! saved, or nothing at all when the file or the key is wrong; retention
 //! prunes; purging the tenant shreds its key.

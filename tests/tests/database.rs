@@ -66,7 +66,7 @@ async fn platform_migrations_apply_twice_and_seed_prompt_templates() -> Result<(
     );
     assert!(templates.contains(&"classify".to_string()), "{templates:?}");
 
-    // Constraints encode the SPEC's vocabularies.
+    // Constraints encode the data model's vocabularies.
     let bad_status = sqlx::query("INSERT INTO platform.clients (name, namespace, company_name, status, schema_name) VALUES ('x', 'ns', 'X', 'paused', 'tenant_x')")
         .execute(&db.pool)
         .await

@@ -563,7 +563,7 @@ async fn the_bot_answers_a_price_question_from_the_synced_documents() -> Result<
 }
 
 /// No LLM at all: keywords, then similarity to example phrases through the
-/// embedding model, still route the conversation (SPEC: works without any LLM).
+/// embedding model, still route the conversation (the bot works without any LLM).
 #[tokio::test]
 async fn without_an_llm_example_phrases_recognise_what_keywords_miss() -> Result<()> {
     let rt = TenantRuntime::new(

@@ -1,4 +1,4 @@
-//! Personal data in the operational logs (SPEC "Security"): error rows keep
+//! Personal data in the operational logs (docs/architecture.md, "Product rules"): error rows keep
 //! the customer's input for replay for 7 days, then the retention job strips it
 //! and masks phone numbers. The application logs are checked in end_to_end.rs.
 //! One person's export and erasure (GDPR, Kazakhstan's personal-data law).

@@ -1,4 +1,4 @@
-//! Customer channels (SPEC step 3): WhatsApp through ChatFlow, a Telegram bot,
+//! Customer channels (docs/architecture.md, "How a message flows"): WhatsApp through ChatFlow, a Telegram bot,
 //! Instagram Direct. Each one turns its webhook into [`Inbound`] messages and
 //! sends [`Outgoing`] replies within its limits; the pipeline, memory,
 //! handover, deduplication and rate limits are the same for all of them.

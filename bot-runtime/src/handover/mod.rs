@@ -1,4 +1,4 @@
-//! Handover to a human (SPEC "Handover adapters", "Bot mode", "Return to bot").
+//! Handover to a human (docs/architecture.md, "Handover").
 //!
 //! The pipeline opens a handover (at most one open per conversation) and
 //! queues the card for managers in the same transaction; the notifier
@@ -9,6 +9,7 @@
 //! the bot / resolve. States: pending → notified → active → resolved | timeout.
 
 pub mod adapter;
+pub mod business_account;
 pub mod crm;
 pub mod email;
 pub mod notifier;
@@ -559,4 +560,24 @@ impl Managers {
             .iter()
             .find(|a| adapter_name(a.kind()) == name)
     }
+}
+
+/// A manager answering from the business's own account holds the open
+/// handover: it is active, with the first response now.
+pub async fn held_by(
+    tx: &mut PgConnection,
+    conversation_id: Uuid,
+    manager: &Manager,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE handovers SET status = 'active', manager_id = coalesce(manager_id, $2),
+                manager_name = coalesce(manager_name, $3), first_response_at = coalesce(first_response_at, now())
+         WHERE conversation_id = $1 AND status IN ('pending', 'notified', 'active')",
+    )
+    .bind(conversation_id)
+    .bind(&manager.id)
+    .bind(&manager.name)
+    .execute(tx)
+    .await?;
+    Ok(())
 }

@@ -273,7 +273,7 @@ pub fn notice_text(notice: &Notice) -> String {
     }
 }
 
-/// Resolution types of SPEC, with the managers' labels.
+/// Resolution types (docs/architecture.md, "Handover"), with the managers' labels.
 pub const RESOLUTIONS: [(&str, &str); 4] = [
     ("solved", "✅ Решено"),
     ("transferred", "↪️ Передано"),

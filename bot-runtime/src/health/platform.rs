@@ -1,4 +1,4 @@
-//! The platform's health check (`truffles-bot health`, SPEC "Operations"):
+//! The platform's health check (`truffles-bot health`, docs/architecture.md, "Platform jobs"):
 //! PostgreSQL, Redis, Qdrant, the LLM API and the ChatFlow API probed every
 //! `interval` (5 minutes), `truffles_dependency_up` exported, and the admin
 //! told in Telegram once when a dependency has been down for longer than

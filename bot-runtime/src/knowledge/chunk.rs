@@ -1,4 +1,4 @@
-//! Documents into chunks (SPEC: ≈500 tokens, 50 overlap): Markdown, text,
+//! Documents into chunks (≈500 tokens, 50 overlap by default: knowledge.chunking): Markdown, text,
 //! HTML pages (through Markdown) and Word documents split by headings first,
 //! PDFs by paragraphs (text-splitter, tokens counted with tiktoken's
 //! cl100k), CSV and spreadsheet price lists one row per fact with the header

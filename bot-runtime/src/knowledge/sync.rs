@@ -1,4 +1,4 @@
-//! Knowledge sync (SPEC "Knowledge sync"): new documents are chunked, embedded
+//! Knowledge sync (docs/architecture.md, "Knowledge"): new documents are chunked, embedded
 //! and stored; changed ones (content hash differs) replaced; removed ones
 //! deleted; each change audited. Nothing changed → no embedding calls. A
 //! lost vector store is rebuilt by the same run.

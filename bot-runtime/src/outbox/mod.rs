@@ -1,4 +1,4 @@
-//! Sending replies (SPEC step 8): the outbox row is written with the decision,
+//! Sending replies (docs/architecture.md, "How a message flows"): the outbox row is written with the decision,
 //! then sent here through the conversation's channel with retries and
 //! exponential backoff. The idempotency key (the customer's message id) is
 //! ChatFlow's `msg_id`, so a retry after a lost response does not message the

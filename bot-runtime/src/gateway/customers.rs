@@ -1,16 +1,13 @@
-//! The webhook gateway (SPEC pipeline step 1): authenticate, validate,
-//! rate-limit, deduplicate, store durably, acknowledge. Nothing slow happens
-//! before the 200: ChatFlow reports "webhook error" when an endpoint is slow.
-//! Each channel authenticates its own way (ChatFlow: the secret URL and an
-//! optional signature; Telegram: its secret-token header; Instagram: Meta's
-//! signature), then every event takes the same path ([`admit`]).
+//! Customers' webhooks: each channel authenticates its own way (ChatFlow: the
+//! secret URL and an optional signature; Telegram: its secret-token header;
+//! Instagram: Meta's signature), then every event takes the same path (`admit`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,14 +22,16 @@ use crate::channels::{self, Channel, Inbound, instagram, telegram};
 use crate::pii::log_tag;
 use crate::runtime::Runtime;
 
-/// Header carrying `sha256=<hex HMAC-SHA256 of the body>` when the tenant
-/// configured a signature key.
+use super::auth::authorized;
+use super::reply::{not_found, reply};
+
 pub const SIGNATURE_HEADER: &str = "x-signature-256";
 const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
-pub fn router(rt: Arc<Runtime>) -> Router {
-    let limit = rt.config.tuning.max_body_bytes;
+/// The customers' channels: ChatFlow's secret URL, the Telegram bot's
+/// webhook, Instagram's handshake and deliveries.
+pub fn routes() -> Router<Arc<Runtime>> {
     Router::new()
         .route("/t/{tenant}/webhook/{secret}", get(probe).post(webhook))
         .route(
@@ -43,223 +42,6 @@ pub fn router(rt: Arc<Runtime>) -> Router {
             "/t/{tenant}/instagram",
             get(instagram_verify).post(instagram_webhook),
         )
-        .route(
-            "/t/{tenant}/admin/knowledge/sync",
-            axum::routing::post(knowledge_sync),
-        )
-        .route(
-            "/t/{tenant}/admin/person/{request}",
-            axum::routing::post(person_request),
-        )
-        .route(
-            "/t/{tenant}/admin/knowledge/upload/{source}/{filename}",
-            axum::routing::put(upload_document)
-                .delete(delete_document)
-                // The source's own limit (knowledge.sources[].upload.maxSizeMib, at
-                // most 100) is checked in the handler.
-                .layer(DefaultBodyLimit::max(100 * 1024 * 1024)),
-        )
-        .route(
-            "/t/{tenant}/handover/telegram",
-            axum::routing::post(crate::handover::updates::telegram_webhook),
-        )
-        .route(
-            "/t/{tenant}/handover/{id}/reply",
-            axum::routing::post(crate::handover::updates::reply_webhook),
-        )
-        .route("/healthz", get(live))
-        .route("/livez", get(live))
-        .route("/readyz", get(crate::health::ready))
-        .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(rt)
-}
-
-fn reply(status: StatusCode, body: Value) -> Response {
-    (status, axum::Json(body)).into_response()
-}
-
-async fn live() -> &'static str {
-    "ok"
-}
-
-async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
-    (
-        [(
-            "content-type",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        rt.metrics.render(),
-    )
-        .into_response()
-}
-
-/// The tenant's own URL with its secret, compared in constant time. Anything
-/// else is an indistinguishable 404 (no tenant enumeration).
-fn authorized(rt: &Runtime, tenant: &str, secret: &str) -> bool {
-    let secret_ok: bool = secret
-        .as_bytes()
-        .ct_eq(rt.config.webhook_secret.as_bytes())
-        .into();
-    secret_ok && tenant == rt.config.client_name
-}
-
-/// `POST /t/<name>/admin/knowledge/sync` with `Authorization: Bearer <webhook
-/// secret>`: the knowledge-sync CronJob asks the runtime (which holds the Edge
-/// shard) to sync now. Answers the sync report.
-async fn knowledge_sync(
-    State(rt): State<Arc<Runtime>>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if !admin_authorized(&rt, &tenant, &headers) {
-        return not_found();
-    }
-    match rt.sync_knowledge().await {
-        Ok(Some(report)) => reply(StatusCode::OK, json!(report)),
-        Ok(None) => reply(
-            StatusCode::CONFLICT,
-            json!({"error": "this runtime has no knowledge base (no embeddings endpoint configured)"}),
-        ),
-        Err(e) => {
-            let message = format!("{e:#}");
-            rt.report(
-                "knowledge_sync",
-                Level::Critical,
-                "sync_failed",
-                &message,
-                None,
-            )
-            .await;
-            reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": message}))
-        }
-    }
-}
-
-/// `PUT /t/<name>/admin/knowledge/upload/<source>/<file name>` with the file as
-/// the body and the admin bearer: stores the document in an upload source and
-/// syncs, so the answer says whether it was indexed (or why not).
-async fn upload_document(
-    State(rt): State<Arc<Runtime>>,
-    Path((tenant, source, filename)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    use crate::knowledge::upload::{self, UploadError};
-    if !admin_authorized(&rt, &tenant, &headers) {
-        return not_found();
-    }
-    let sources = &rt.config.spec.knowledge.sources;
-    let checked =
-        upload::source(sources, &source).and_then(|s| upload::check(s, &filename, body.len()));
-    let refused = |e: UploadError| {
-        let status = match e {
-            UploadError::NoSuchSource(_) => StatusCode::NOT_FOUND,
-            UploadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            UploadError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        reply(status, json!({"error": e.to_string()}))
-    };
-    if let Err(e) = checked {
-        return refused(e);
-    }
-    if let Err(e) = upload::store(&rt.db, &source, &filename, &body).await {
-        tracing::error!(error = %e, "storing an upload failed");
-        return refused(e);
-    }
-    synced(&rt, json!({"stored": filename, "bytes": body.len()})).await
-}
-
-/// `DELETE` of the same path: the document leaves the knowledge base.
-async fn delete_document(
-    State(rt): State<Arc<Runtime>>,
-    Path((tenant, source, filename)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    if !admin_authorized(&rt, &tenant, &headers) {
-        return not_found();
-    }
-    match crate::knowledge::upload::delete(&rt.db, &source, &filename).await {
-        Ok(true) => synced(&rt, json!({"deleted": filename})).await,
-        Ok(false) => not_found(),
-        Err(e) => {
-            tracing::error!(error = %e, "deleting an upload failed");
-            reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": "the database is unavailable; nothing was changed, try again"}),
-            )
-        }
-    }
-}
-
-/// Runs a sync after an upload change and answers with both.
-async fn synced(rt: &Runtime, done: Value) -> Response {
-    match rt.sync_knowledge().await {
-        Ok(report) => reply(StatusCode::OK, json!({"upload": done, "sync": report})),
-        // Stored: the next sync (hourly, or the CronJob) indexes it.
-        Err(e) => reply(
-            StatusCode::ACCEPTED,
-            json!({"upload": done, "sync_error": format!("{e:#}")}),
-        ),
-    }
-}
-
-/// Admin calls carry `Authorization: Bearer <webhook secret>`.
-fn admin_authorized(rt: &Runtime, tenant: &str, headers: &HeaderMap) -> bool {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    authorized(rt, tenant, bearer)
-}
-
-/// `POST /t/<name>/admin/person/export|erase` with `{"phone": "..."}` (in the
-/// body, so the number stays out of URLs and access logs) and the admin bearer:
-/// one end user's data, or its erasure (see [`crate::person`]).
-async fn person_request(
-    State(rt): State<Arc<Runtime>>,
-    Path((tenant, request)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if !admin_authorized(&rt, &tenant, &headers) {
-        return not_found();
-    }
-    let Some(phone) = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v.get("phone")?.as_str().map(str::to_owned))
-    else {
-        return reply(
-            StatusCode::BAD_REQUEST,
-            json!({"error": "the body must be {\"phone\": \"+7 701 …\"}"}),
-        );
-    };
-    let result = match request.as_str() {
-        "export" => crate::person::export(&rt.db, &rt.pii, &phone).await,
-        "erase" => crate::person::erase(&rt.db, &rt.pii, &rt.cache, &phone)
-            .await
-            .map(|erased| json!({"erased": erased})),
-        _ => return not_found(),
-    };
-    match result {
-        Ok(body) => reply(StatusCode::OK, body),
-        Err(e @ crate::person::PersonError::NotAPhone(_)) => {
-            reply(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, request, "person request failed");
-            reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": "the database is unavailable; nothing was changed, try again"}),
-            )
-        }
-    }
-}
-
-fn not_found() -> Response {
-    reply(StatusCode::NOT_FOUND, json!({"error": "not found"}))
 }
 
 /// ChatFlow's UI checks the URL with a GET.

@@ -1,0 +1,409 @@
+//! Response generation: text of a message (voice transcribed), the intent,
+//! the decision, and the answer through the fallback chain.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::audit::Level;
+use crate::channels::{self, Channel, Inbound, MediaKind};
+use crate::decide::{self, Action, Classification, Language};
+use crate::llm::{LlmError, Turn};
+use crate::runtime::Runtime;
+use crate::texts::{Phrase, phrase};
+
+const FACTS: usize = 5;
+
+/// A customer's message as text for the bot, and whether anything in it was
+/// understood (an untranscribed voice note is not).
+pub(super) async fn normalize(rt: &Runtime, m: &Inbound) -> (String, bool) {
+    let mut parts = Vec::new();
+    let mut understood = false;
+    if let Some(text) = &m.text {
+        parts.push(text.clone());
+        understood = true;
+    }
+    if let Some(media) = &m.media {
+        match media.kind {
+            MediaKind::Voice | MediaKind::Audio => match transcribe(rt, m.channel, media).await {
+                Some(text) => {
+                    parts.push(text);
+                    understood = true;
+                }
+                None => parts.push("[голосовое сообщение]".into()),
+            },
+            MediaKind::Image => parts.push("[фото]".into()),
+            MediaKind::Video => parts.push("[видео]".into()),
+            MediaKind::Document => parts.push(format!(
+                "[документ: {}]",
+                media.file_name.as_deref().unwrap_or("файл")
+            )),
+            MediaKind::Other => parts.push("[вложение]".into()),
+        }
+        if let Some(caption) = &media.caption
+            && m.text.as_deref() != Some(caption)
+        {
+            parts.push(caption.clone());
+            understood = true;
+        }
+        understood |= media.kind != MediaKind::Voice && media.kind != MediaKind::Audio;
+    }
+    (parts.join("\n"), understood)
+}
+
+/// Speech-to-text of a voice note; `None` when not configured or failing.
+pub(super) async fn transcribe(
+    rt: &Runtime,
+    channel: Channel,
+    media: &channels::Media,
+) -> Option<String> {
+    const MAX_AUDIO: usize = 25 * 1024 * 1024;
+    if !rt.llm.configured() {
+        return None;
+    }
+    let audio = match (&media.url, &media.file_id, &rt.channels.telegram) {
+        (Some(url), _, _) => match rt
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+        {
+            Ok(r) => r.bytes().await.ok()?.to_vec(),
+            Err(e) => {
+                tracing::warn!(error = %e.without_url(), "could not download a voice message");
+                return None;
+            }
+        },
+        // Telegram names files by id; the download URL carries the bot token.
+        (None, Some(id), Some(telegram)) if channel == Channel::Telegram => {
+            match telegram.download(id, MAX_AUDIO as u32).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not download a voice message");
+                    return None;
+                }
+            }
+        }
+        _ => return None,
+    };
+    if audio.len() > MAX_AUDIO {
+        return None;
+    }
+    match rt.llm.transcribe(audio, "voice.ogg").await {
+        Ok(text) => text,
+        Err(e) => {
+            tracing::warn!(error = %e, "speech-to-text failed");
+            None
+        }
+    }
+}
+
+/// What the bot answers to a turn.
+#[derive(Debug)]
+pub(super) struct Decision {
+    pub(super) reply: String,
+    pub(super) intent: String,
+    pub(super) confidence: f32,
+    pub(super) language: Language,
+    pub(super) action: &'static str,
+    pub(super) handover: Option<(&'static str, String)>,
+    pub(super) model: Option<String>,
+    pub(super) facts: usize,
+}
+
+/// The last turns as a transcript for the manager, in the customer's words.
+pub(super) fn context_summary(history: &[Turn], text: &str) -> String {
+    let mut lines: Vec<String> = history
+        .iter()
+        .rev()
+        .take(6)
+        .rev()
+        .map(|t| {
+            format!(
+                "{}: {}",
+                if t.role == "user" {
+                    "Клиент"
+                } else {
+                    "Бот"
+                },
+                t.content
+            )
+        })
+        .collect();
+    lines.push(format!("Клиент: {text}"));
+    let summary = lines.join("\n");
+    summary
+        .chars()
+        .rev()
+        .take(1500)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
+}
+
+pub(crate) fn default_language(rt: &Runtime) -> Language {
+    rt.config
+        .spec
+        .languages
+        .first()
+        .and_then(|l| serde_json::to_value(l).ok())
+        .and_then(|v| v.as_str().and_then(Language::from_code))
+        .unwrap_or(Language::Ru)
+}
+
+pub(super) fn language_name(l: Language) -> &'static str {
+    match l {
+        Language::Ru => "Russian",
+        Language::Kk => "Kazakh",
+        Language::En => "English",
+    }
+}
+
+/// The tenant's prompt: the spec's override, then its prompts table.
+pub(super) async fn prompt(rt: &Runtime, name: &str) -> Option<String> {
+    if let Some(p) = rt.config.spec.prompts.iter().find(|p| p.name == name) {
+        return Some(p.text.clone());
+    }
+    sqlx::query_scalar("SELECT text FROM prompts WHERE name = $1 AND is_active")
+        .bind(name)
+        .fetch_optional(&rt.db)
+        .await
+        .ok()
+        .flatten()
+}
+
+pub(super) fn fill(template: &str, rt: &Runtime, context: &str) -> String {
+    template
+        .replace("{company}", &rt.config.spec.company_name)
+        .replace("{context}", context)
+}
+
+/// A fixed phrase, or the tenant's own text for it in Russian.
+pub(super) async fn tenant_phrase(
+    rt: &Runtime,
+    p: Phrase,
+    prompt_name: &str,
+    language: Language,
+) -> String {
+    if language == Language::Ru
+        && let Some(text) = prompt(rt, prompt_name).await
+    {
+        return text;
+    }
+    phrase(p, language).to_owned()
+}
+
+pub(super) async fn classify(rt: &Runtime, text: &str, history: &[Turn]) -> Classification {
+    if rt.llm.configured() {
+        let system = prompt(rt, "classify").await.unwrap_or_else(|| {
+            "Classify the customer's last message. Answer JSON {\"intent\", \"confidence\", \"language\", \"entities\"}.".into()
+        });
+        match rt
+            .llm
+            .complete(&fill(&system, rt, ""), history, text, true, Some(0.0))
+            .await
+        {
+            Ok(c) => match decide::parse_classification(&c.text) {
+                Some(parsed) => return parsed,
+                None => {
+                    tracing::warn!("the LLM's classification is not valid JSON; using keywords")
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "classification falls back to keywords"),
+        }
+    }
+    let by_keywords = decide::classify_by_keywords(text);
+    // Keywords found nothing specific: ask the embedding model which example
+    // phrase the message is closest to.
+    if matches!(by_keywords.intent.as_str(), "question_other" | "unclear")
+        && let Some(examples) = &rt.examples
+    {
+        match examples.classify(text).await {
+            Ok(Some(c)) => return c,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "example-phrase classification failed")
+            }
+        }
+    }
+    by_keywords
+}
+
+pub(super) async fn recent_clarifications(rt: &Runtime, conversation_id: Uuid) -> Result<usize> {
+    let intents: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT metadata->>'action' FROM messages WHERE conversation_id = $1 AND role = 'assistant'
+         ORDER BY created_at DESC LIMIT 2",
+    )
+    .bind(conversation_id)
+    .fetch_all(&rt.db)
+    .await?;
+    Ok(intents
+        .iter()
+        .take_while(|a| a.as_deref() == Some("clarify"))
+        .count())
+}
+
+pub(super) async fn decide(
+    rt: &Runtime,
+    conversation_id: Uuid,
+    text: &str,
+    history: &[Turn],
+    user_language: Option<Language>,
+) -> Result<Decision> {
+    let spec = &rt.config.spec;
+    let guess = decide::detect_language(text)
+        .or(user_language)
+        .unwrap_or_else(|| default_language(rt));
+    if let Some(keyword) = decide::handover_keyword(text, &spec.handover.keywords) {
+        return Ok(Decision {
+            reply: tenant_phrase(rt, Phrase::HandoverNotice, "handover_notice", guess).await,
+            intent: "human_request".into(),
+            confidence: 1.0,
+            language: guess,
+            action: "handover",
+            handover: Some(("keyword", keyword)),
+            model: None,
+            facts: 0,
+        });
+    }
+    let c = classify(rt, text, history).await;
+    // Letters decide over the model's guess: Kazakh has letters Russian lacks.
+    let language = decide::detect_language(text)
+        .or(c.language)
+        .or(user_language)
+        .unwrap_or(guess);
+    let clarifications = recent_clarifications(rt, conversation_id).await?;
+    let action = decide::route(&c, &spec.handover.intents, clarifications);
+    let mut d = Decision {
+        reply: String::new(),
+        intent: c.intent.clone(),
+        confidence: c.confidence,
+        language,
+        action: "",
+        handover: None,
+        model: None,
+        facts: 0,
+    };
+    match action {
+        Action::Handover { trigger, value } => {
+            d.action = "handover";
+            d.reply = tenant_phrase(rt, Phrase::HandoverNotice, "handover_notice", language).await;
+            d.handover = Some((trigger, value));
+        }
+        Action::Greet | Action::Clarify | Action::Decline => {
+            // (action label, the tenant's prompt, the fixed phrase without an LLM)
+            let (label, prompt_name, fallback) = match action {
+                Action::Greet => ("greet", "greeting", Phrase::Greeting),
+                Action::Clarify => ("clarify", "clarify", Phrase::Clarify),
+                _ => ("decline", "off_topic", Phrase::OffTopic),
+            };
+            d.action = label;
+            (d.reply, d.model) = generate(rt, prompt_name, text, history, language, fallback).await;
+        }
+        Action::Answer => answer(rt, text, history, &mut d).await,
+    }
+    Ok(d)
+}
+
+/// Greeting, clarification or decline: the LLM with the tenant's prompt, the
+/// fixed phrase when the LLM is absent or failing (not worth a handover).
+pub(super) async fn generate(
+    rt: &Runtime,
+    prompt_name: &str,
+    text: &str,
+    history: &[Turn],
+    language: Language,
+    fallback: Phrase,
+) -> (String, Option<String>) {
+    if rt.llm.configured()
+        && let Some(template) = prompt(rt, prompt_name).await
+    {
+        let system = format!(
+            "{}\nReply in {}.",
+            fill(&template, rt, ""),
+            language_name(language)
+        );
+        if let Ok(c) = rt.llm.complete(&system, history, text, false, None).await {
+            return (c.text, Some(c.model));
+        }
+    }
+    (phrase(fallback, language).to_owned(), None)
+}
+
+/// A question: retrieve facts, answer only from them. The fallback
+/// chain ends here: primary → fallback model → the tenant's static text →
+/// the hardcoded apology, with an automatic handover.
+pub(super) async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut Decision) {
+    d.action = "answer";
+    let facts = match rt.knowledge.search(text, FACTS).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "knowledge lookup failed");
+            rt.report(
+                "rag",
+                Level::Warning,
+                "knowledge_unavailable",
+                &format!("{e:#}"),
+                Some(json!({"query": text})),
+            )
+            .await;
+            Vec::new()
+        }
+    };
+    rt.metrics.rag(!facts.is_empty());
+    d.facts = facts.len();
+    if !rt.llm.configured() {
+        // Retrieval-only: the best passage itself, or an honest "don't know".
+        d.reply = match facts.first() {
+            Some(f) => f.content.clone(),
+            None => phrase(Phrase::NoAnswer, d.language).into(),
+        };
+        return;
+    }
+    let context = if facts.is_empty() {
+        "(нет данных)".to_owned()
+    } else {
+        facts
+            .iter()
+            .map(|f| format!("- {}", f.content))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let template = prompt(rt, "answer")
+        .await
+        .unwrap_or_else(|| "Answer only from these facts:\n{context}".into());
+    let system = format!(
+        "{}\nReply in {}.",
+        fill(&template, rt, &context),
+        language_name(d.language)
+    );
+    match rt.llm.complete(&system, history, text, false, None).await {
+        Ok(c) => {
+            d.reply = c.text;
+            d.model = Some(c.model);
+        }
+        Err(e) => {
+            let level = if matches!(e, LlmError::Exhausted) {
+                Level::Critical
+            } else {
+                Level::Warning
+            };
+            rt.report(
+                "llm",
+                level,
+                "llm_unavailable",
+                &e.to_string(),
+                Some(json!({"query": text})),
+            )
+            .await;
+            d.action = "fallback";
+            d.reply = tenant_phrase(rt, Phrase::Apology, "fallback_critical", d.language).await;
+            d.handover = Some(("error", "llm_unavailable".into()));
+        }
+    }
+}

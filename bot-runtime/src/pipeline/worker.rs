@@ -1,0 +1,119 @@
+//! The inbox workers: claim, process, and on failure retry with backoff or
+//! give up with the apology (the last step of the fallback chain).
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tracing::{Instrument, info_span};
+
+use super::claim::{Claimed, claim};
+use super::commit::recipient;
+use super::respond::default_language;
+use super::turn::handle;
+use crate::audit::Level;
+use crate::channels::{self, Inbound, Outgoing};
+use crate::decide::{self};
+use crate::outbox;
+use crate::runtime::Runtime;
+use crate::texts::{Phrase, phrase};
+
+pub async fn run_worker(rt: Arc<Runtime>, worker: usize) {
+    let tuning = rt.config.tuning.clone();
+    loop {
+        match claim(&rt).await {
+            Ok(Some(rows)) => {
+                process(&rt, rows).await;
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(worker, error = %e, "could not claim inbox events"),
+        }
+        tokio::select! {
+            // A new event: give the customer's burst the window to complete.
+            () = rt.inbox_wake.notified() => tokio::time::sleep(tuning.coalesce_window).await,
+            () = tokio::time::sleep(tuning.poll_interval) => {}
+        }
+    }
+}
+
+pub(super) async fn process(rt: &Runtime, rows: Vec<Claimed>) {
+    let last_id = rows
+        .last()
+        .and_then(|r| channels::parse(r.channel, &r.payload).ok())
+        .map(|m| m.message_id);
+    let span = info_span!("turn", tenant = %rt.config.client_name, message_id = last_id.as_deref().unwrap_or(""));
+    async {
+        if let Err(e) = handle(rt, &rows).await {
+            fail(rt, &rows, &e).await;
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Puts a failed turn back with backoff, or gives up after the last attempt:
+/// recorded with its input for replay, and the customer gets the apology.
+pub(super) async fn fail(rt: &Runtime, rows: &[Claimed], error: &anyhow::Error) {
+    let attempts = rows.iter().map(|r| r.attempts).max().unwrap_or(1);
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let give_up = attempts >= rt.config.tuning.max_inbox_attempts;
+    let message = format!("{error:#}");
+    tracing::error!(attempts, give_up, error = %message, "turn failed");
+    let backoff = outbox::backoff_seconds(attempts);
+    let updated = sqlx::query(
+        "UPDATE inbox SET status = CASE WHEN $2 THEN 'failed' ELSE 'pending' END,
+                          next_attempt_at = now() + make_interval(secs => $3), last_error = $4
+         WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .bind(give_up)
+    .bind(backoff)
+    .bind(&message)
+    .execute(&rt.db)
+    .await;
+    if let Err(e) = updated {
+        // The lease runs out and the turn is retried anyway.
+        tracing::error!(error = %e, "could not record the failure");
+    }
+    let input = json!(rows.iter().map(|r| &r.payload).collect::<Vec<_>>());
+    let level = if give_up {
+        Level::Critical
+    } else {
+        Level::Warning
+    };
+    rt.report("pipeline", level, "turn_failed", &message, Some(input))
+        .await;
+    if give_up
+        && let Some(last) = rows
+            .last()
+            .and_then(|r| channels::parse(r.channel, &r.payload).ok())
+    {
+        apologize(rt, &last).await;
+    }
+}
+
+/// The last step of the fallback chain when a turn cannot be processed at all.
+pub(super) async fn apologize(rt: &Runtime, last: &Inbound) {
+    let language = last
+        .text
+        .as_deref()
+        .and_then(decide::detect_language)
+        .unwrap_or_else(|| default_language(rt));
+    let apology = Outgoing::Text {
+        text: phrase(Phrase::Apology, language).into(),
+    };
+    let queued = outbox::queue(
+        &rt.db,
+        &rt.pii,
+        None,
+        None,
+        recipient(last),
+        &apology,
+        &last.message_id,
+    )
+    .await;
+    match queued {
+        Ok(()) => rt.outbox_wake.notify_one(),
+        Err(e) => tracing::error!(error = %e, "could not queue the apology"),
+    }
+}
