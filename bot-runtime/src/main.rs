@@ -34,7 +34,7 @@ enum Command {
     },
     /// The platform's health check: PostgreSQL, Redis, Qdrant, the LLM and
     /// ChatFlow APIs, with Telegram alerts to the admin and /metrics.
-    Health(Box<truffles_bot::health::platform::HealthArgs>),
+    Health(Box<truffles_bot::platform::health::HealthArgs>),
     /// The backup CronJob: the tenant's conversations and messages of the period
     /// (the whole schema on the full-backup day), encrypted, to the backup
     /// storage; recorded in platform.backups; expired backups pruned.
@@ -47,7 +47,7 @@ enum Command {
     Person(Box<truffles_bot::person::PersonArgs>),
     /// The platform's daily e-mail report: per client the day's figures,
     /// new error kinds and backup state.
-    Report(Box<truffles_bot::report::ReportArgs>),
+    Report(Box<truffles_bot::platform::report::ReportArgs>),
 }
 
 #[tokio::main]
@@ -70,11 +70,11 @@ async fn main() -> Result<()> {
                 signal = shutdown_signal() => signal,
             }
         }
-        Command::Health(args) => truffles_bot::health::platform::run(*args).await,
+        Command::Health(args) => truffles_bot::platform::health::run(*args).await,
         Command::Backup(args) => truffles_bot::backup::command::backup(*args).await,
         Command::Restore(args) => truffles_bot::backup::command::restore(*args).await,
         Command::Person(args) => truffles_bot::person::run(*args).await,
-        Command::Report(args) => truffles_bot::report::run(*args).await,
+        Command::Report(args) => truffles_bot::platform::report::run(*args).await,
         Command::KnowledgeSync {
             client_name,
             webhook_secret,

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use truffles_bot::health::platform::{AdminTelegram, HealthArgs, HealthCheck, Probes};
+use truffles_bot::platform::health::{AdminTelegram, HealthArgs, HealthCheck, Probes};
 use truffles_tests::fakes::{FakeChatflow, FakeLlm};
 use truffles_tests::managers::FakeTelegram;
 use truffles_tests::{env_var, free_port};
@@ -162,7 +162,7 @@ async fn once_mode_fails_when_something_is_down() -> Result<()> {
         metrics_addr: ([127, 0, 0, 1], 0).into(),
         once: true,
     };
-    let error = truffles_bot::health::platform::run(args.clone())
+    let error = truffles_bot::platform::health::run(args.clone())
         .await
         .expect_err("nothing listens on the Redis port");
     assert!(
@@ -170,7 +170,7 @@ async fn once_mode_fails_when_something_is_down() -> Result<()> {
         "{error}"
     );
     let redis = start_redis(port, None)?;
-    let result = truffles_bot::health::platform::run(args).await;
+    let result = truffles_bot::platform::health::run(args).await;
     stop(redis);
     result
 }

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, FixedOffset, Utc};
 use serde_json::json;
 use sqlx::PgPool;
-use truffles_bot::report::{self, Day};
+use truffles_bot::platform::report::{self, Day};
 use truffles_migrations::TenantDb;
 use truffles_operator::tenant::platform::upsert_client;
 use truffles_tests::TestDatabase;

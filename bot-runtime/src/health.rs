@@ -2,9 +2,8 @@
 //! required (events cannot be stored without it); the others are reported so
 //! a degraded runtime is visible, while it keeps answering.
 //!
-//! [`platform`] is the platform's own health check (`truffles-bot health`).
-
-pub mod platform;
+//! The platform's own health check (`truffles-bot health`) is
+//! `platform::health`.
 
 use std::sync::Arc;
 
