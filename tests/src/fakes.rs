@@ -48,6 +48,8 @@ struct ChatflowState {
     instance_id: String,
     sent: Vec<Sent>,
     failures_left: u32,
+    /// Sends whose text contains this fail, as many times as the count says.
+    failing_text: Option<(String, u32)>,
     calls: u32,
 }
 
@@ -93,6 +95,13 @@ impl FakeChatflow {
         lock(&self.state).failures_left = n;
     }
 
+    /// The next `n` sends of a message containing `text` fail with HTTP 502;
+    /// other messages go through (a test about one message is not disturbed
+    /// by another send that happens to come first).
+    pub fn fail_next_of(&self, text: &str, n: u32) {
+        lock(&self.state).failing_text = Some((text.to_owned(), n));
+    }
+
     /// Waits until `n` messages were accepted.
     pub async fn wait_sent(&self, n: usize, within: Duration) -> anyhow::Result<Vec<Sent>> {
         let deadline = tokio::time::Instant::now() + within;
@@ -118,8 +127,17 @@ async fn send_text(
 ) -> impl IntoResponse {
     let mut s = lock(&state);
     s.calls += 1;
-    if s.failures_left > 0 {
-        s.failures_left -= 1;
+    let text_fails = match (&mut s.failing_text, q.get("msg")) {
+        (Some((needle, left)), Some(msg)) if *left > 0 && msg.contains(needle.as_str()) => {
+            *left -= 1;
+            true
+        }
+        _ => false,
+    };
+    if text_fails || s.failures_left > 0 {
+        if !text_fails {
+            s.failures_left -= 1;
+        }
         return (
             StatusCode::BAD_GATEWAY,
             Json(json!({"success": false, "message": "upstream error"})),

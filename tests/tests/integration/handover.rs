@@ -590,7 +590,8 @@ async fn an_undelivered_manager_reply_is_reported_in_the_topic() -> Result<()> {
     customer_says(&rt, &running, "U1", "оператор").await?;
     rt.chatflow.wait_sent(1, WAIT).await?;
     let card = tg.wait_message("🔔", WAIT).await?;
-    rt.chatflow.fail_next(2);
+    // Both attempts of the manager's reply fail (max_send_attempts 2).
+    rt.chatflow.fail_next_of("Ваш заказ готов", 2);
     tg.manager_writes(
         card.thread.context("topic")?,
         501,
@@ -598,6 +599,13 @@ async fn an_undelivered_manager_reply_is_reported_in_the_topic() -> Result<()> {
         "Ваш заказ готов",
     );
     let report = tg.wait_message("⚠️ Не доставлено клиенту", WAIT).await?;
+    assert!(
+        !rt.chatflow
+            .sent()
+            .iter()
+            .any(|s| s.msg.contains("Ваш заказ готов")),
+        "the reply never reached the customer"
+    );
     assert!(report.text.contains("Ваш заказ готов"), "{}", report.text);
     assert_eq!(report.thread, card.thread);
     Ok(())
