@@ -12,6 +12,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use truffles_crds::contract::{env, path};
 
 use anyhow::{Context, Result, bail};
 use truffles_crds::TrufflesClientSpec;
@@ -27,21 +28,10 @@ pub use crate::llm::LlmConfig;
 use crate::pii::parse_key;
 
 /// Where the runtime finds what its pod mounts (the operator's Deployment).
-pub const CONFIG_FILE: &str = "/etc/truffles/client.json";
-pub const DATA_DIR: &str = "/var/lib/truffles";
-pub const KNOWLEDGE_DIR: &str = "/etc/truffles/knowledge";
-pub const SECRETS_DIR: &str = "/etc/truffles/secrets";
+pub use truffles_crds::contract::path::{
+    CONFIG_FILE, DATA_DIR, KNOWLEDGE_DIR, SECRETS_DIR, SETTINGS as PATH_SETTINGS,
+};
 
-/// Every path setting as (variable, default): a process outside a pod (the
-/// development supervisor) points each at its own copy of the mounts.
-pub const PATH_SETTINGS: [(&str, &str); 4] = [
-    ("TRUFFLES_CONFIG_FILE", CONFIG_FILE),
-    ("TRUFFLES_DATA_DIR", DATA_DIR),
-    ("TRUFFLES_KNOWLEDGE_DIR", KNOWLEDGE_DIR),
-    ("TRUFFLES_SECRETS_DIR", SECRETS_DIR),
-];
-
-/// Timings of the pipeline; the defaults suit production, tests shorten them.
 #[derive(Clone, Debug)]
 pub struct Tuning {
     /// Messages a customer sends within this window become one turn.
@@ -115,38 +105,38 @@ pub struct Config {
 /// `truffles-bot serve` arguments; every one can come from the environment.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    #[arg(long, env = "TRUFFLES_CLIENT_NAME")]
+    #[arg(long, env = env::CLIENT_NAME)]
     pub client_name: String,
     #[arg(
         long,
-        env = "TRUFFLES_CONFIG_FILE",
+        env = env::CONFIG_FILE,
         default_value = CONFIG_FILE
     )]
     pub config_file: PathBuf,
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = env::DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    #[arg(long, env = env::REDIS_URL, hide_env_values = true)]
     pub redis_url: Option<String>,
-    #[arg(long, env = "TRUFFLES_WEBHOOK_SECRET", hide_env_values = true)]
+    #[arg(long, env = env::WEBHOOK_SECRET, hide_env_values = true)]
     pub webhook_secret: String,
-    #[arg(long, env = "TRUFFLES_PII_KEY", hide_env_values = true)]
+    #[arg(long, env = env::PII_KEY, hide_env_values = true)]
     pub pii_key: String,
-    #[arg(long, env = "CHATFLOW_TOKEN", hide_env_values = true)]
+    #[arg(long, env = env::CHATFLOW_TOKEN, hide_env_values = true)]
     pub chatflow_token: Option<String>,
-    #[arg(long, env = "CHATFLOW_SIGNATURE_KEY", hide_env_values = true)]
+    #[arg(long, env = env::CHATFLOW_SIGNATURE_KEY, hide_env_values = true)]
     pub chatflow_signature_key: Option<String>,
-    #[arg(long, env = "TELEGRAM_BOT_TOKEN", hide_env_values = true)]
+    #[arg(long, env = env::TELEGRAM_BOT_TOKEN, hide_env_values = true)]
     pub telegram_bot_token: Option<String>,
-    #[arg(long, env = "INSTAGRAM_ACCESS_TOKEN", hide_env_values = true)]
+    #[arg(long, env = env::INSTAGRAM_ACCESS_TOKEN, hide_env_values = true)]
     pub instagram_access_token: Option<String>,
-    #[arg(long, env = "INSTAGRAM_APP_SECRET", hide_env_values = true)]
+    #[arg(long, env = env::INSTAGRAM_APP_SECRET, hide_env_values = true)]
     pub instagram_app_secret: Option<String>,
-    #[arg(long, env = "INSTAGRAM_VERIFY_TOKEN", hide_env_values = true)]
+    #[arg(long, env = env::INSTAGRAM_VERIFY_TOKEN, hide_env_values = true)]
     pub instagram_verify_token: Option<String>,
-    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    #[arg(long, env = env::OPENAI_API_KEY, hide_env_values = true)]
     pub openai_api_key: Option<String>,
     /// The Qdrant server's API key (`knowledge.vectorStore.apiKeySecretRef`).
-    #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
+    #[arg(long, env = env::QDRANT_API_KEY, hide_env_values = true)]
     pub qdrant_api_key: Option<String>,
     /// Speech-to-text model; voice messages get a placeholder without it.
     #[arg(long, env = "TRUFFLES_TRANSCRIPTION_MODEL")]
@@ -159,12 +149,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TRUFFLES_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
     /// The runtime's volume (the Qdrant Edge shard lives in `knowledge/`).
-    #[arg(long, env = "TRUFFLES_DATA_DIR", default_value = DATA_DIR)]
+    #[arg(long, env = env::DATA_DIR, default_value = DATA_DIR)]
     pub data_dir: PathBuf,
     /// Where the operator mounts ConfigMap knowledge sources, one folder each.
     #[arg(
         long,
-        env = "TRUFFLES_KNOWLEDGE_DIR",
+        env = env::KNOWLEDGE_DIR,
         default_value = KNOWLEDGE_DIR
     )]
     pub knowledge_dir: PathBuf,
@@ -178,12 +168,12 @@ pub struct ServeArgs {
     /// (`handover/`, `handover-fallback/`, a file per key).
     #[arg(
         long,
-        env = "TRUFFLES_SECRETS_DIR",
+        env = env::SECRETS_DIR,
         default_value = SECRETS_DIR
     )]
     pub secrets_dir: PathBuf,
     /// The tenant's public base URL (https://host), when it has an Ingress.
-    #[arg(long, env = "TRUFFLES_PUBLIC_URL")]
+    #[arg(long, env = env::PUBLIC_URL)]
     pub public_url: Option<String>,
 }
 
@@ -346,12 +336,12 @@ pub fn handover_config(spec: &TrufflesClientSpec, secrets_dir: &std::path::Path)
         secrets: read_secrets(&secrets_dir.join(mount)),
     };
     HandoverConfig {
-        primary: adapter(&spec.handover.adapter, "handover"),
+        primary: adapter(&spec.handover.adapter, path::HANDOVER_SECRETS),
         fallback: spec
             .handover
             .fallback
             .as_ref()
-            .map(|f| adapter(f, "handover-fallback")),
+            .map(|f| adapter(f, path::HANDOVER_FALLBACK_SECRETS)),
         // Telegram allows about 20 messages a minute in a group.
         telegram_per_minute: 20,
     }

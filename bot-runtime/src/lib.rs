@@ -6,6 +6,7 @@ pub mod backup;
 pub mod breaker;
 pub mod cache;
 pub mod channels;
+pub mod cli;
 pub mod config;
 pub mod decide;
 pub mod gateway;

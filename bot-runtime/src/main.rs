@@ -1,54 +1,12 @@
 //! `truffles-bot`: one tenant's runtime and the jobs its CronJobs run.
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
-use truffles_bot::config::{Config, ServeArgs};
+use clap::Parser;
+use truffles_bot::cli::{Cli, Command, KnowledgeSyncArgs};
+use truffles_bot::config::Config;
 use truffles_bot::runtime::Runtime;
 use truffles_bot::serve;
-
-#[derive(Parser)]
-#[command(
-    name = "truffles-bot",
-    version,
-    about = "Truffles per-tenant bot runtime"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// The webhook server, message pipeline, outbox and knowledge base of one tenant.
-    Serve(Box<ServeArgs>),
-    /// The knowledge-sync CronJob: asks the tenant's runtime (which holds the
-    /// Qdrant Edge shard) to sync now and prints the report.
-    KnowledgeSync {
-        #[arg(long, env = "TRUFFLES_CLIENT_NAME")]
-        client_name: String,
-        #[arg(long, env = "TRUFFLES_WEBHOOK_SECRET", hide_env_values = true)]
-        webhook_secret: String,
-        /// The runtime's Service (default `http://<client>-bot:8080`).
-        #[arg(long, env = "TRUFFLES_RUNTIME_URL")]
-        runtime_url: Option<String>,
-    },
-    /// The platform's health check: PostgreSQL, Redis, Qdrant, the LLM and
-    /// ChatFlow APIs, with Telegram alerts to the admin and /metrics.
-    Health(Box<truffles_bot::platform::health::HealthArgs>),
-    /// The backup CronJob: the tenant's conversations and messages of the period
-    /// (the whole schema on the full-backup day), encrypted, to the backup
-    /// storage; recorded in platform.backups; expired backups pruned.
-    Backup(Box<truffles_bot::backup::command::BackupArgs>),
-    /// Loads one backup into temporary tables and writes it as JSON and CSV for
-    /// the client; the live tables are not touched.
-    Restore(Box<truffles_bot::backup::command::RestoreArgs>),
-    /// One end user's rights: `export` everything about them as JSON, or
-    /// `erase` them from the database and Redis (audited).
-    Person(Box<truffles_bot::person::PersonArgs>),
-    /// The platform's daily e-mail report: per client the day's figures,
-    /// new error kinds and backup state.
-    Report(Box<truffles_bot::platform::report::ReportArgs>),
-}
+use truffles_crds::contract::RUNTIME_PORT;
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -75,12 +33,13 @@ async fn main() -> Result<()> {
         Command::Restore(args) => truffles_bot::backup::command::restore(*args).await,
         Command::Person(args) => truffles_bot::person::run(*args).await,
         Command::Report(args) => truffles_bot::platform::report::run(*args).await,
-        Command::KnowledgeSync {
+        Command::KnowledgeSync(KnowledgeSyncArgs {
             client_name,
             webhook_secret,
             runtime_url,
-        } => {
-            let base = runtime_url.unwrap_or_else(|| format!("http://{client_name}-bot:8080"));
+        }) => {
+            let base =
+                runtime_url.unwrap_or_else(|| format!("http://{client_name}-bot:{RUNTIME_PORT}"));
             let url = format!(
                 "{}/t/{client_name}/admin/knowledge/sync",
                 base.trim_end_matches('/')

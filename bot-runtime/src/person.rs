@@ -15,6 +15,7 @@
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use truffles_crds::contract::env;
 use uuid::Uuid;
 
 use crate::cache::Cache;
@@ -301,13 +302,13 @@ pub struct PersonArgs {
     pub request: String,
     #[arg(long)]
     pub phone: String,
-    #[arg(long, env = "TRUFFLES_CLIENT_NAME")]
+    #[arg(long, env = env::CLIENT_NAME)]
     pub client_name: String,
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = env::DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
-    #[arg(long, env = "TRUFFLES_PII_KEY", hide_env_values = true)]
+    #[arg(long, env = env::PII_KEY, hide_env_values = true)]
     pub pii_key: String,
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    #[arg(long, env = env::REDIS_URL, hide_env_values = true)]
     pub redis_url: Option<String>,
 }
 

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod common;
+pub mod contract;
 pub mod subscription;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

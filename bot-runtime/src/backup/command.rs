@@ -2,6 +2,7 @@
 //! summary lines a CronJob's log and exit code carry.
 
 use std::path::PathBuf;
+use truffles_crds::contract::env;
 
 use anyhow::{Context, Result};
 use chrono::{Utc, Weekday};
@@ -11,19 +12,19 @@ use super::{DataKey, Job, Kind, Storage};
 
 #[derive(clap::Args, Debug)]
 pub struct StorageArgs {
-    #[arg(long, env = "TRUFFLES_CLIENT_NAME")]
+    #[arg(long, env = env::CLIENT_NAME)]
     pub client_name: String,
     /// The tenant's role (its runtime Secret's DATABASE_URL).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = env::DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
     /// The tenant's data key, 64 hex characters (its runtime Secret).
-    #[arg(long, env = "TRUFFLES_BACKUP_KEY", hide_env_values = true)]
+    #[arg(long, env = env::BACKUP_KEY, hide_env_values = true)]
     pub backup_key: String,
     /// `file:///var/lib/truffles/backups` or `s3://bucket/prefix` (S3 settings
     /// from the standard AWS_* variables).
     #[arg(
         long,
-        env = "TRUFFLES_BACKUP_URL",
+        env = env::BACKUP_URL,
         default_value = "file:///var/lib/truffles/backups"
     )]
     pub storage_url: String,
@@ -33,7 +34,7 @@ pub struct StorageArgs {
 pub struct BackupArgs {
     #[command(flatten)]
     pub storage: StorageArgs,
-    #[arg(long, env = "TRUFFLES_BACKUP_RETENTION_DAYS", default_value_t = 30)]
+    #[arg(long, env = env::BACKUP_RETENTION_DAYS, default_value_t = 30)]
     pub retention_days: u32,
     /// daily, weekly (the whole schema) or manual; by default weekly on the
     /// full-backup day and daily otherwise.

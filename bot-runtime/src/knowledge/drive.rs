@@ -11,6 +11,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use truffles_crds::contract::path;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -27,9 +28,9 @@ const MAX_DEPTH: usize = 5;
 /// Where the operator mounts a Drive source's credentials.
 pub fn credentials_path(secrets_dir: &Path, source: &str) -> PathBuf {
     secrets_dir
-        .join("knowledge")
+        .join(path::DRIVE_SECRETS)
         .join(source)
-        .join("credentials.json")
+        .join(path::DRIVE_CREDENTIALS_FILE)
 }
 
 /// The fields of a service-account key file the flow needs.

@@ -4,6 +4,7 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::ListParams;
+use truffles_crds::contract::env;
 use truffles_crds::subscription::BillingState;
 use truffles_crds::{Subscription, TrufflesClient};
 
@@ -59,13 +60,13 @@ pub async fn existing_credentials(
     let existing = secrets.get_opt(&Names(name).runtime()).await?;
     let read = |key: &str| existing.as_ref().and_then(|s| secret_text(s, key));
     // The password lives only inside the tenant's DATABASE_URL.
-    let existing_password = read("DATABASE_URL")
+    let existing_password = read(env::DATABASE_URL)
         .and_then(|url| url::Url::parse(&url).ok())
         .and_then(|url| url.password().map(str::to_owned));
     let new_password = existing_password.is_none();
     let db_password = existing_password.unwrap_or_else(random_token);
-    let webhook_secret = read("TRUFFLES_WEBHOOK_SECRET").unwrap_or_else(random_token);
-    let pii_key = read("TRUFFLES_PII_KEY").unwrap_or_else(random_token);
+    let webhook_secret = read(env::WEBHOOK_SECRET).unwrap_or_else(random_token);
+    let pii_key = read(env::PII_KEY).unwrap_or_else(random_token);
     Ok(Credentials {
         db_password,
         webhook_secret,

@@ -177,7 +177,6 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
     let inputs = BuildInputs {
         backup_key: database.backup_key,
         client_id: database.client_id.to_string(),
-        schema: tenant.schema.clone(),
         database_url: database::tenant_database_url(ctx, &tenant, &credentials.db_password),
         webhook_secret: credentials.webhook_secret,
         pii_key: credentials.pii_key,

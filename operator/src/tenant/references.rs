@@ -4,30 +4,31 @@
 
 use truffles_crds::TrufflesClient;
 use truffles_crds::common::SecretKeyRef;
+use truffles_crds::contract::{env, path};
 
 /// Secret keys the tenant's spec refers to; the runtime reads them as environment.
 pub fn referenced_secret_keys(tc: &TrufflesClient) -> Vec<(&'static str, &SecretKeyRef)> {
     let spec = &tc.spec;
     let mut refs = Vec::new();
     if let Some(w) = &spec.channels.whatsapp {
-        refs.push(("CHATFLOW_TOKEN", &w.token_secret_ref));
+        refs.push((env::CHATFLOW_TOKEN, &w.token_secret_ref));
         if let Some(s) = &w.signature_secret_ref {
-            refs.push(("CHATFLOW_SIGNATURE_KEY", s));
+            refs.push((env::CHATFLOW_SIGNATURE_KEY, s));
         }
     }
     if let Some(t) = &spec.channels.telegram {
-        refs.push(("TELEGRAM_BOT_TOKEN", &t.bot_token_secret_ref));
+        refs.push((env::TELEGRAM_BOT_TOKEN, &t.bot_token_secret_ref));
     }
     if let Some(i) = &spec.channels.instagram {
-        refs.push(("INSTAGRAM_ACCESS_TOKEN", &i.access_token_secret_ref));
-        refs.push(("INSTAGRAM_APP_SECRET", &i.app_secret_ref));
-        refs.push(("INSTAGRAM_VERIFY_TOKEN", &i.verify_token_secret_ref));
+        refs.push((env::INSTAGRAM_ACCESS_TOKEN, &i.access_token_secret_ref));
+        refs.push((env::INSTAGRAM_APP_SECRET, &i.app_secret_ref));
+        refs.push((env::INSTAGRAM_VERIFY_TOKEN, &i.verify_token_secret_ref));
     }
     if let Some(k) = &spec.llm.api_key_secret_ref {
-        refs.push(("OPENAI_API_KEY", k));
+        refs.push((env::OPENAI_API_KEY, k));
     }
     if let Some(k) = &spec.knowledge.vector_store.api_key_secret_ref {
-        refs.push(("QDRANT_API_KEY", k));
+        refs.push((env::QDRANT_API_KEY, k));
     }
     refs
 }
@@ -54,14 +55,14 @@ pub fn referenced_secrets(tc: &TrufflesClient) -> Vec<(&'static str, &str)> {
     let handover = &tc.spec.handover;
     let mut out = Vec::new();
     if let Some(s) = &handover.adapter.secret_ref {
-        out.push(("handover", s.name.as_str()));
+        out.push((path::HANDOVER_SECRETS, s.name.as_str()));
     }
     if let Some(s) = handover
         .fallback
         .as_ref()
         .and_then(|f| f.secret_ref.as_ref())
     {
-        out.push(("handover-fallback", s.name.as_str()));
+        out.push((path::HANDOVER_FALLBACK_SECRETS, s.name.as_str()));
     }
     out
 }

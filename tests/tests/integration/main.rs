@@ -8,6 +8,7 @@ mod backup;
 mod billing;
 mod channels;
 mod chart;
+mod contract;
 mod database;
 mod end_to_end;
 mod handover;

@@ -7,12 +7,13 @@ use k8s_openapi::api::core::v1::{
 use kube::ResourceExt;
 use truffles_crds::TrufflesClient;
 use truffles_crds::client::BackupStorage;
+use truffles_crds::contract::{env, path};
 
 /// Where the backup job writes: its environment, and the volume for
 /// Filesystem storage. S3 credentials stay in the client's Secret, read by
 /// reference; `truffles-bot backup` hands the AWS_* variables to object_store.
 pub fn backup_storage(tc: &TrufflesClient) -> (Vec<EnvVar>, Option<(Volume, VolumeMount)>) {
-    const MOUNT: &str = "/var/lib/truffles/backups";
+    const MOUNT: &str = path::BACKUP_DIR;
     let spec = &tc.spec.backup;
     let plain = |name: &str, value: String| EnvVar {
         name: name.into(),
@@ -32,30 +33,30 @@ pub fn backup_storage(tc: &TrufflesClient) -> (Vec<EnvVar>, Option<(Volume, Volu
         ..EnvVar::default()
     };
     let mut env = vec![plain(
-        "TRUFFLES_BACKUP_RETENTION_DAYS",
+        env::BACKUP_RETENTION_DAYS,
         spec.retention_days.to_string(),
     )];
     match (spec.storage, &spec.s3) {
         (BackupStorage::S3, Some(s3)) => {
             let prefix = s3.prefix.as_deref().unwrap_or("").trim_matches('/');
             env.push(plain(
-                "TRUFFLES_BACKUP_URL",
+                env::BACKUP_URL,
                 format!("s3://{}/{prefix}", s3.bucket),
             ));
-            env.push(plain("AWS_REGION", s3.region.clone()));
+            env.push(plain(env::AWS_REGION, s3.region.clone()));
             if let Some(endpoint) = &s3.endpoint {
-                env.push(plain("AWS_ENDPOINT", endpoint.clone()));
+                env.push(plain(env::AWS_ENDPOINT, endpoint.clone()));
                 if endpoint.starts_with("http://") {
-                    env.push(plain("AWS_ALLOW_HTTP", "true".into()));
+                    env.push(plain(env::AWS_ALLOW_HTTP, "true".into()));
                 }
             }
             let creds = &s3.credentials_secret_ref.name;
-            env.push(secret("AWS_ACCESS_KEY_ID", creds, "accessKeyId"));
-            env.push(secret("AWS_SECRET_ACCESS_KEY", creds, "secretAccessKey"));
+            env.push(secret(env::AWS_ACCESS_KEY_ID, creds, "accessKeyId"));
+            env.push(secret(env::AWS_SECRET_ACCESS_KEY, creds, "secretAccessKey"));
             (env, None)
         }
         _ => {
-            env.push(plain("TRUFFLES_BACKUP_URL", format!("file://{MOUNT}")));
+            env.push(plain(env::BACKUP_URL, format!("file://{MOUNT}")));
             let volume = Volume {
                 name: "backups".into(),
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use truffles_crds::TrufflesClient;
 
 /// Port of the runtime's HTTP server.
-pub const RUNTIME_PORT: i32 = 8080;
+pub const RUNTIME_PORT: i32 = truffles_crds::contract::RUNTIME_PORT as i32;
 /// Label every object of a tenant carries; pruning lists by it.
 pub const CLIENT_LABEL: &str = "truffles.kz/client";
 /// Annotation with the hash of the runtime's configuration; a change rolls the pods.

@@ -16,6 +16,7 @@ pub mod pod;
 mod tests;
 
 use std::collections::BTreeMap;
+use truffles_crds::contract::{env, path};
 
 use self::backup::backup_storage;
 use self::meta::{config_hash, owner_reference, selector_labels};
@@ -46,8 +47,6 @@ pub use names::{Names, instagram_callback_url, public_url, webhook_url};
 pub struct BuildInputs {
     /// Id of the client row in the platform database.
     pub client_id: String,
-    /// Database schema of the tenant.
-    pub schema: String,
     /// `postgres://` URL of the platform database as the tenant's role.
     pub database_url: String,
     /// Secret path segment of the webhook URL.
@@ -98,7 +97,7 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
 
     let runtime_config = ConfigMap {
         metadata: meta(names.runtime()),
-        data: Some(runtime_config_data(tc, inputs)?),
+        data: Some(runtime_config_data(tc)?),
         ..ConfigMap::default()
     };
     let runtime_secret = Secret {
@@ -107,19 +106,19 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
         data: Some(
             BTreeMap::from([
                 (
-                    "DATABASE_URL".into(),
+                    env::DATABASE_URL.into(),
                     ByteString(inputs.database_url.clone().into_bytes()),
                 ),
                 (
-                    "TRUFFLES_WEBHOOK_SECRET".into(),
+                    env::WEBHOOK_SECRET.into(),
                     ByteString(inputs.webhook_secret.clone().into_bytes()),
                 ),
                 (
-                    "TRUFFLES_PII_KEY".into(),
+                    env::PII_KEY.into(),
                     ByteString(inputs.pii_key.clone().into_bytes()),
                 ),
                 (
-                    "TRUFFLES_BACKUP_KEY".into(),
+                    env::BACKUP_KEY.into(),
                     ByteString(inputs.backup_key.clone().into_bytes()),
                 ),
             ])
@@ -128,7 +127,7 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
                 inputs
                     .redis_url
                     .as_ref()
-                    .map(|url| ("REDIS_URL".into(), ByteString(url.clone().into_bytes()))),
+                    .map(|url| (env::REDIS_URL.into(), ByteString(url.clone().into_bytes()))),
             )
             .collect(),
         ),
@@ -317,26 +316,18 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
     })
 }
 
-fn runtime_config_data(
-    tc: &TrufflesClient,
-    inputs: &BuildInputs,
-) -> Result<BTreeMap<String, String>, InvalidSpec> {
+fn runtime_config_data(tc: &TrufflesClient) -> Result<BTreeMap<String, String>, InvalidSpec> {
     // The spec holds only references to Secrets, never their values.
     let spec_json = serde_json::to_string_pretty(&tc.spec)
         .map_err(|e| InvalidSpec(format!("spec does not serialize: {e}")))?;
     Ok(BTreeMap::from([
-        ("TRUFFLES_CLIENT_NAME".into(), tc.name_any()),
-        ("TRUFFLES_CLIENT_ID".into(), inputs.client_id.clone()),
-        ("TRUFFLES_SCHEMA".into(), inputs.schema.clone()),
-        (
-            "TRUFFLES_CONFIG_FILE".into(),
-            "/etc/truffles/client.json".into(),
-        ),
-        ("RUST_LOG".into(), tc.spec.runtime.log_level.clone()),
-        ("client.json".into(), spec_json),
+        (env::CLIENT_NAME.into(), tc.name_any()),
+        (env::CONFIG_FILE.into(), path::CONFIG_FILE.into()),
+        (env::LOG_FILTER.into(), tc.spec.runtime.log_level.clone()),
+        (path::CONFIG_FILE_KEY.into(), spec_json),
     ])
     .into_iter()
     // Telegram's webhook for the managers' group and the CRMs' reply URL.
-    .chain(public_url(tc).map(|u| ("TRUFFLES_PUBLIC_URL".into(), u)))
+    .chain(public_url(tc).map(|u| (env::PUBLIC_URL.into(), u)))
     .collect())
 }

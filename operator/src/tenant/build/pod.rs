@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use truffles_crds::TrufflesClient;
 use truffles_crds::client::VectorBackend;
+use truffles_crds::contract::path;
 
 pub fn pod_spec(tc: &TrufflesClient, image: &str, args: Vec<String>, serve: bool) -> PodSpec {
     let name = tc.name_any();
@@ -41,7 +42,7 @@ pub fn pod_spec(tc: &TrufflesClient, image: &str, args: Vec<String>, serve: bool
     }];
     let mut mounts = vec![VolumeMount {
         name: "config".into(),
-        mount_path: "/etc/truffles".into(),
+        mount_path: path::CONFIG_DIR.into(),
         read_only: Some(true),
         ..VolumeMount::default()
     }];
@@ -61,7 +62,7 @@ pub fn pod_spec(tc: &TrufflesClient, image: &str, args: Vec<String>, serve: bool
     });
     mounts.push(VolumeMount {
         name: "data".into(),
-        mount_path: "/var/lib/truffles".into(),
+        mount_path: path::DATA_DIR.into(),
         ..VolumeMount::default()
     });
     // Knowledge kept in git: each ConfigMap source at /etc/truffles/knowledge/<source>.
@@ -82,7 +83,7 @@ pub fn pod_spec(tc: &TrufflesClient, image: &str, args: Vec<String>, serve: bool
         });
         mounts.push(VolumeMount {
             name: volume,
-            mount_path: format!("/etc/truffles/knowledge/{}", source.name),
+            mount_path: format!("{}/{}", path::KNOWLEDGE_DIR, source.name),
             read_only: Some(true),
             ..VolumeMount::default()
         });
@@ -96,7 +97,7 @@ pub fn pod_spec(tc: &TrufflesClient, image: &str, args: Vec<String>, serve: bool
                 secret_name: Some(key.name.clone()),
                 items: Some(vec![KeyToPath {
                     key: key.key.clone(),
-                    path: "credentials.json".into(),
+                    path: path::DRIVE_CREDENTIALS_FILE.into(),
                     mode: None,
                 }]),
                 ..SecretVolumeSource::default()
@@ -105,7 +106,7 @@ pub fn pod_spec(tc: &TrufflesClient, image: &str, args: Vec<String>, serve: bool
         });
         mounts.push(VolumeMount {
             name: volume,
-            mount_path: format!("/etc/truffles/secrets/knowledge/{source}"),
+            mount_path: format!("{}/{}/{source}", path::SECRETS_DIR, path::DRIVE_SECRETS),
             read_only: Some(true),
             ..VolumeMount::default()
         });
@@ -121,7 +122,7 @@ pub fn pod_spec(tc: &TrufflesClient, image: &str, args: Vec<String>, serve: bool
         });
         mounts.push(VolumeMount {
             name: mount.into(),
-            mount_path: format!("/etc/truffles/secrets/{mount}"),
+            mount_path: format!("{}/{mount}", path::SECRETS_DIR),
             read_only: Some(true),
             ..VolumeMount::default()
         });

@@ -21,7 +21,6 @@ fn example(file: &str, namespace: &str) -> TrufflesClient {
 fn inputs() -> BuildInputs {
     BuildInputs {
         client_id: "5d1c".into(),
-        schema: "tenant_flower_shop".into(),
         database_url: "postgres://tenant_flower_shop:pw@db:5432/truffles_platform".into(),
         webhook_secret: "s3cr3t".into(),
         pii_key: "ab".repeat(32),
