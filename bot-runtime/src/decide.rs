@@ -269,6 +269,60 @@ pub fn classify_by_keywords(text: &str) -> Classification {
     }
 }
 
+/// Why a conversation goes to a human (`handovers.trigger_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// The classified intent is one the tenant hands over (or a human request).
+    Intent,
+    /// A handover keyword ("менеджер", "оператор", ...).
+    Keyword,
+    /// A manager took the conversation (WhatsApp Web, the Instagram app).
+    Manual,
+    /// The bot could not answer (every model failed).
+    Error,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Intent => "intent",
+            Self::Keyword => "keyword",
+            Self::Manual => "manual",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// What the bot's reply to a turn was (`messages.metadata.action`; the count
+/// of consecutive clarifications is read back from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyKind {
+    Greeting,
+    Answer,
+    Clarification,
+    Decline,
+    /// The notice that a manager will answer.
+    Handover,
+    /// The static text or apology after every model failed.
+    Fallback,
+    /// A voice note that could not be transcribed: the customer is asked to write.
+    VoiceNotUnderstood,
+}
+
+impl ReplyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Greeting => "greet",
+            Self::Answer => "answer",
+            Self::Clarification => "clarify",
+            Self::Decline => "decline",
+            Self::Handover => "handover",
+            Self::Fallback => "fallback",
+            Self::VoiceNotUnderstood => "voice_not_understood",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Greet,
@@ -277,7 +331,7 @@ pub enum Action {
     Clarify,
     Decline,
     Handover {
-        trigger: &'static str,
+        trigger: Trigger,
         value: String,
     },
 }
@@ -292,7 +346,7 @@ pub fn route(
     let intent = c.intent.as_str();
     if handover_intents.iter().any(|i| i == intent) || intent == "human_request" {
         return Action::Handover {
-            trigger: "intent",
+            trigger: Trigger::Intent,
             value: intent.to_owned(),
         };
     }
@@ -300,7 +354,7 @@ pub fn route(
         "greeting" => Action::Greet,
         "off_topic" => Action::Decline,
         "unclear" if failed_clarifications >= 2 => Action::Handover {
-            trigger: "intent",
+            trigger: Trigger::Intent,
             value: "unclear".into(),
         },
         "unclear" => Action::Clarify,
@@ -408,14 +462,14 @@ mod tests {
         assert_eq!(
             route(&c("unclear"), &hi, 2),
             Action::Handover {
-                trigger: "intent",
+                trigger: Trigger::Intent,
                 value: "unclear".into()
             }
         );
         assert_eq!(
             route(&c("complaint"), &hi, 0),
             Action::Handover {
-                trigger: "intent",
+                trigger: Trigger::Intent,
                 value: "complaint".into()
             }
         );
@@ -423,7 +477,7 @@ mod tests {
         assert_eq!(
             route(&c("human_request"), &[], 0),
             Action::Handover {
-                trigger: "intent",
+                trigger: Trigger::Intent,
                 value: "human_request".into()
             }
         );

@@ -13,6 +13,40 @@ use serde_json::Value;
 use truffles_crds::client::{HandoverAdapter, HandoverAdapterType};
 use uuid::Uuid;
 
+/// Who acted on a handover: a manager in the Telegram group, in a CRM, or on
+/// the business's own account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manager {
+    pub id: String,
+    pub name: String,
+}
+
+/// How a manager closed a handover (`handovers.resolution_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    Solved,
+    Transferred,
+    Spam,
+    Other,
+}
+
+impl Resolution {
+    pub const ALL: [Resolution; 4] = [Self::Solved, Self::Transferred, Self::Spam, Self::Other];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Solved => "solved",
+            Self::Transferred => "transferred",
+            Self::Spam => "spam",
+            Self::Other => "other",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == code)
+    }
+}
+
 /// What the managers are told about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

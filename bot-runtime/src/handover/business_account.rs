@@ -7,6 +7,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::channels::Inbound;
+use crate::decide::Trigger;
 use crate::pipeline::respond::default_language;
 use crate::pipeline::store::conversation;
 use crate::runtime::Runtime;
@@ -32,7 +33,7 @@ pub async fn from_business_number(rt: &Runtime, m: &Inbound) -> Result<()> {
     let Some(user) = user else {
         return Ok(());
     };
-    let manager = super::telegram::Manager {
+    let manager = super::adapter::Manager {
         id: "whatsapp_web".into(),
         name: "WhatsApp Web".into(),
     };
@@ -65,7 +66,7 @@ pub async fn from_business_number(rt: &Runtime, m: &Inbound) -> Result<()> {
     }
     let request = super::Request {
         conversation_id: conv.id,
-        trigger: "manual",
+        trigger: Trigger::Manual,
         value: "whatsapp_web",
         context_summary: String::new(),
         // Nobody to notify: the manager is already talking.
@@ -73,7 +74,7 @@ pub async fn from_business_number(rt: &Runtime, m: &Inbound) -> Result<()> {
         language: default_language(rt).code(),
     };
     if super::open(&mut tx, &request).await? {
-        rt.metrics.handover("manual");
+        rt.metrics.handover(Trigger::Manual.as_str());
     }
     super::held_by(&mut tx, conv.id, &manager).await?;
     sqlx::query(

@@ -26,15 +26,17 @@ use uuid::Uuid;
 
 use crate::audit;
 use crate::channels::{Channel, Outgoing};
+use crate::decide::Trigger;
 use crate::outbox;
 use crate::pii::Pii;
-use adapter::{Adapter, AdapterConfig, Broken, HandoverView, Kind, WhatsappWeb};
-use telegram::{Manager, Telegram};
+use adapter::{
+    Adapter, AdapterConfig, Broken, HandoverView, Kind, Manager, Resolution, WhatsappWeb,
+};
+use telegram::Telegram;
 
 pub struct Request<'a> {
     pub conversation_id: Uuid,
-    /// intent | keyword | manual | timeout | error
-    pub trigger: &'a str,
+    pub trigger: Trigger,
     pub value: &'a str,
     pub context_summary: String,
     pub adapter: HandoverAdapterType,
@@ -61,7 +63,7 @@ pub async fn open(tx: &mut PgConnection, req: &Request<'_>) -> sqlx::Result<bool
          RETURNING id",
     )
     .bind(req.conversation_id)
-    .bind(req.trigger)
+    .bind(req.trigger.as_str())
     .bind(req.value)
     .bind(&req.context_summary)
     .bind(adapter_name(req.adapter))
@@ -78,7 +80,7 @@ pub async fn open(tx: &mut PgConnection, req: &Request<'_>) -> sqlx::Result<bool
             &mut *tx,
             "handover",
             "system",
-            json!({"handover_id": id, "conversation_id": req.conversation_id, "event": "opened", "trigger": req.trigger, "value": req.value}),
+            json!({"handover_id": id, "conversation_id": req.conversation_id, "event": "opened", "trigger": req.trigger.as_str(), "value": req.value}),
         )
         .await?;
         if notify {
@@ -253,7 +255,7 @@ pub async fn take(db: &PgPool, id: Uuid, manager: &Manager) -> sqlx::Result<Take
 pub struct Closing<'a> {
     /// `resolved` (a manager) or `timeout`.
     pub status: &'a str,
-    pub resolution: Option<&'a str>,
+    pub resolution: Option<Resolution>,
     pub notes: Option<&'a str>,
     /// Who closed it; `None` for the timeout.
     pub manager: Option<&'a Manager>,
@@ -315,7 +317,7 @@ async fn close_in(
     )
     .bind(id)
     .bind(how.status)
-    .bind(how.resolution)
+    .bind(how.resolution.map(Resolution::as_str))
     .bind(how.notes)
     .bind(how.manager.map(|m| m.id.as_str()))
     .bind(how.manager.map(|m| m.name.as_str()))
@@ -333,12 +335,16 @@ async fn close_in(
         } else {
             "system"
         },
-        json!({"handover_id": id, "event": how.status, "resolution": how.resolution,
+        json!({"handover_id": id, "event": how.status, "resolution": how.resolution.map(Resolution::as_str),
                "manager_id": how.manager.map(|m| m.id.as_str())}),
     )
     .await?;
     let text = match how.manager {
-        Some(m) => format!("{} ({})", m.name, how.resolution.unwrap_or("закрыто")),
+        Some(m) => format!(
+            "{} ({})",
+            m.name,
+            how.resolution.map_or("закрыто", Resolution::as_str)
+        ),
         None => how.notes.unwrap_or("время вышло").to_owned(),
     };
     queue_notice(

@@ -17,8 +17,9 @@ use teloxide::{ApiError, Bot, RequestError};
 use truffles_crds::client::{HandoverAdapterType, TelegramHandover};
 use uuid::Uuid;
 
+use super::adapter::Manager;
 use super::adapter::{
-    Adapter, AdapterConfig, AdapterError, Delivered, Delivery, Kind, Notice, secret,
+    Adapter, AdapterConfig, AdapterError, Delivered, Delivery, Kind, Notice, Resolution, secret,
 };
 
 const SERVICE: &str = "Telegram";
@@ -274,12 +275,14 @@ pub fn notice_text(notice: &Notice) -> String {
 }
 
 /// Resolution types (docs/architecture.md, "Handover"), with the managers' labels.
-pub const RESOLUTIONS: [(&str, &str); 4] = [
-    ("solved", "✅ Решено"),
-    ("transferred", "↪️ Передано"),
-    ("spam", "🚫 Спам"),
-    ("other", "… Другое"),
-];
+fn resolution_button(r: Resolution) -> &'static str {
+    match r {
+        Resolution::Solved => "✅ Решено",
+        Resolution::Transferred => "↪️ Передано",
+        Resolution::Spam => "🚫 Спам",
+        Resolution::Other => "… Другое",
+    }
+}
 
 fn buttons(handover: Uuid) -> InlineKeyboardMarkup {
     InlineKeyboardMarkup::new([
@@ -287,32 +290,27 @@ fn buttons(handover: Uuid) -> InlineKeyboardMarkup {
             InlineKeyboardButton::callback("✋ Взять", format!("take:{handover}")),
             InlineKeyboardButton::callback("🤖 Вернуть боту", format!("return:{handover}")),
         ],
-        RESOLUTIONS
-            .iter()
-            .map(|(code, label)| {
-                InlineKeyboardButton::callback(*label, format!("resolve:{handover}:{code}"))
+        Resolution::ALL
+            .into_iter()
+            .map(|r| {
+                InlineKeyboardButton::callback(
+                    resolution_button(r),
+                    format!("resolve:{handover}:{}", r.as_str()),
+                )
             })
             .collect(),
     ])
 }
 
-/// Who did something in the managers' group.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Manager {
-    pub id: String,
-    pub name: String,
-}
-
-impl Manager {
-    fn from_user(user: &User) -> Self {
-        let name = match &user.username {
-            Some(username) => format!("{} (@{username})", user.full_name()),
-            None => user.full_name(),
-        };
-        Self {
-            id: format!("tg:{}", user.id.0),
-            name,
-        }
+/// A manager in the Telegram group.
+fn manager_of(user: &User) -> Manager {
+    let name = match &user.username {
+        Some(username) => format!("{} (@{username})", user.full_name()),
+        None => user.full_name(),
+    };
+    Manager {
+        id: format!("tg:{}", user.id.0),
+        name,
     }
 }
 
@@ -331,7 +329,7 @@ pub enum ManagerUpdate {
     },
     Resolve {
         handover: Uuid,
-        resolution: String,
+        resolution: Resolution,
         manager: Manager,
         query: String,
     },
@@ -372,7 +370,7 @@ fn read_button(q: &CallbackQuery, chat: ChatId) -> Option<ManagerUpdate> {
     let mut parts = data.split(':');
     let action = parts.next()?;
     let handover = Uuid::parse_str(parts.next()?).ok()?;
-    let manager = Manager::from_user(&q.from);
+    let manager = manager_of(&q.from);
     let query = q.id.0.clone();
     match action {
         "take" => Some(ManagerUpdate::Take {
@@ -386,16 +384,13 @@ fn read_button(q: &CallbackQuery, chat: ChatId) -> Option<ManagerUpdate> {
             query,
         }),
         "resolve" => {
-            let resolution = parts.next()?;
-            RESOLUTIONS
-                .iter()
-                .any(|(code, _)| *code == resolution)
-                .then(|| ManagerUpdate::Resolve {
-                    handover,
-                    resolution: resolution.to_owned(),
-                    manager,
-                    query,
-                })
+            let resolution = Resolution::parse(parts.next()?)?;
+            Some(ManagerUpdate::Resolve {
+                handover,
+                resolution,
+                manager,
+                query,
+            })
         }
         _ => None,
     }
@@ -411,7 +406,7 @@ fn read_message(m: &Message, chat: ChatId, use_topics: bool) -> Option<ManagerUp
     } else {
         m.reply_to_message()?.id.0.to_string()
     };
-    let manager = Manager::from_user(from);
+    let manager = manager_of(from);
     let text = m.text().or_else(|| m.caption()).map(str::trim);
     match text {
         Some(t) if t == "/close" || t.starts_with("/close@") || t.starts_with("/close ") => {

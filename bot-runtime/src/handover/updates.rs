@@ -13,7 +13,8 @@ use subtle::ConstantTimeEq;
 use teloxide::types::Update;
 use uuid::Uuid;
 
-use super::telegram::{Manager, ManagerUpdate, Telegram, read_update, webhook_token};
+use super::adapter::{Manager, Resolution};
+use super::telegram::{ManagerUpdate, Telegram, read_update, webhook_token};
 use super::{Closed, Closing, Relayed, Taken, by_external_ref, close, relay, take};
 use crate::audit::{Level, raw_input};
 use crate::runtime::Runtime;
@@ -173,7 +174,7 @@ pub async fn handle_update(
             resolution,
             ..
         } => {
-            let outcome = finish(rt, handover, &manager, Some(&resolution)).await?;
+            let outcome = finish(rt, handover, &manager, Some(resolution)).await?;
             if let Some(q) = query {
                 telegram
                     .answer(q, &closed_text(&outcome), outcome != Closed::Closed)
@@ -239,7 +240,7 @@ async fn finish(
     rt: &Runtime,
     id: Uuid,
     manager: &Manager,
-    resolution: Option<&str>,
+    resolution: Option<Resolution>,
 ) -> sqlx::Result<Closed> {
     let how = Closing {
         status: "resolved",
@@ -334,16 +335,16 @@ pub async fn reply_webhook(
             json!({"error": "nothing to do: give `text`, `close` or both"}),
         );
     }
-    if let Some(r) = &reply.resolution
-        && !super::telegram::RESOLUTIONS
-            .iter()
-            .any(|(code, _)| code == r)
-    {
-        return answer(
-            StatusCode::BAD_REQUEST,
-            json!({"error": "resolution must be solved, transferred, spam or other"}),
-        );
-    }
+    let resolution = match reply.resolution.as_deref().map(Resolution::parse) {
+        None => None,
+        Some(Some(r)) => Some(r),
+        Some(None) => {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "resolution must be solved, transferred, spam or other"}),
+            );
+        }
+    };
     let manager = match &reply.manager {
         Some(m) => Manager {
             id: format!("crm:{}", m.id),
@@ -370,7 +371,7 @@ pub async fn reply_webhook(
         if reply.close && !matches!(relayed, Some(Relayed::Held(_) | Relayed::Unknown)) {
             let how = Closing {
                 status: "resolved",
-                resolution: reply.resolution.as_deref(),
+                resolution,
                 notes: None,
                 manager: Some(&manager),
             };

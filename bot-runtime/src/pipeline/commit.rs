@@ -75,7 +75,7 @@ pub(super) async fn commit_reply(
     text: &str,
 ) -> Result<()> {
     let mut tx = rt.db.begin().await?;
-    let meta = json!({"action": d.action, "model": d.model, "facts": d.facts});
+    let meta = json!({"action": d.action.as_str(), "model": d.model, "facts": d.facts});
     let reply_id: Uuid = sqlx::query_scalar(
         "INSERT INTO messages (conversation_id, role, content, intent, confidence, language, metadata, processed_at)
          VALUES ($1, 'assistant', $2, $3, $4, $5, $6, now()) RETURNING id",
@@ -104,14 +104,14 @@ pub(super) async fn commit_reply(
     if let Some((trigger, value)) = &d.handover {
         let request = handover::Request {
             conversation_id: conv.id,
-            trigger,
+            trigger: *trigger,
             value,
             context_summary: context_summary(history, text),
             adapter: rt.config.spec.handover.adapter.adapter_type,
             language: d.language.code(),
         };
         if handover::open(&mut tx, &request).await? {
-            rt.metrics.handover(trigger);
+            rt.metrics.handover(trigger.as_str());
         }
     }
     sqlx::query("UPDATE messages SET processed_at = now(), intent = $2, confidence = $3, language = $4 WHERE external_id = ANY($1)")
@@ -130,6 +130,6 @@ pub(super) async fn commit_reply(
     tx.commit().await?;
     rt.outbox_wake.notify_one();
     rt.manager_wake.notify_one();
-    tracing::info!(intent = %d.intent, action = d.action, "reply queued");
+    tracing::info!(intent = %d.intent, action = d.action.as_str(), "reply queued");
     Ok(())
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::audit::Level;
 use crate::channels::{self, Channel, Inbound, MediaKind};
-use crate::decide::{self, Action, Classification, Language};
+use crate::decide::{self, Action, Classification, Language, ReplyKind, Trigger};
 use crate::llm::{LlmError, Turn};
 use crate::runtime::Runtime;
 use crate::texts::{Phrase, phrase};
@@ -109,8 +109,8 @@ pub(super) struct Decision {
     pub(super) intent: String,
     pub(super) confidence: f32,
     pub(super) language: Language,
-    pub(super) action: &'static str,
-    pub(super) handover: Option<(&'static str, String)>,
+    pub(super) action: ReplyKind,
+    pub(super) handover: Option<(Trigger, String)>,
     pub(super) model: Option<String>,
     pub(super) facts: usize,
 }
@@ -244,7 +244,7 @@ pub(super) async fn recent_clarifications(rt: &Runtime, conversation_id: Uuid) -
     .await?;
     Ok(intents
         .iter()
-        .take_while(|a| a.as_deref() == Some("clarify"))
+        .take_while(|a| a.as_deref() == Some(ReplyKind::Clarification.as_str()))
         .count())
 }
 
@@ -265,8 +265,8 @@ pub(super) async fn decide(
             intent: "human_request".into(),
             confidence: 1.0,
             language: guess,
-            action: "handover",
-            handover: Some(("keyword", keyword)),
+            action: ReplyKind::Handover,
+            handover: Some((Trigger::Keyword, keyword)),
             model: None,
             facts: 0,
         });
@@ -284,25 +284,26 @@ pub(super) async fn decide(
         intent: c.intent.clone(),
         confidence: c.confidence,
         language,
-        action: "",
+        // Every branch below says what the reply is.
+        action: ReplyKind::Answer,
         handover: None,
         model: None,
         facts: 0,
     };
     match action {
         Action::Handover { trigger, value } => {
-            d.action = "handover";
+            d.action = ReplyKind::Handover;
             d.reply = tenant_phrase(rt, Phrase::HandoverNotice, "handover_notice", language).await;
             d.handover = Some((trigger, value));
         }
         Action::Greet | Action::Clarify | Action::Decline => {
-            // (action label, the tenant's prompt, the fixed phrase without an LLM)
-            let (label, prompt_name, fallback) = match action {
-                Action::Greet => ("greet", "greeting", Phrase::Greeting),
-                Action::Clarify => ("clarify", "clarify", Phrase::Clarify),
-                _ => ("decline", "off_topic", Phrase::OffTopic),
+            // (what the reply is, the tenant's prompt, the fixed phrase without an LLM)
+            let (kind, prompt_name, fallback) = match action {
+                Action::Greet => (ReplyKind::Greeting, "greeting", Phrase::Greeting),
+                Action::Clarify => (ReplyKind::Clarification, "clarify", Phrase::Clarify),
+                _ => (ReplyKind::Decline, "off_topic", Phrase::OffTopic),
             };
-            d.action = label;
+            d.action = kind;
             (d.reply, d.model) = generate(rt, prompt_name, text, history, language, fallback).await;
         }
         Action::Answer => answer(rt, text, history, &mut d).await,
@@ -339,7 +340,7 @@ pub(super) async fn generate(
 /// chain ends here: primary → fallback model → the tenant's static text →
 /// the hardcoded apology, with an automatic handover.
 pub(super) async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut Decision) {
-    d.action = "answer";
+    d.action = ReplyKind::Answer;
     let facts = match rt.knowledge.search(text, FACTS).await {
         Ok(f) => f,
         Err(e) => {
@@ -401,9 +402,9 @@ pub(super) async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut D
                 Some(json!({"query": text})),
             )
             .await;
-            d.action = "fallback";
+            d.action = ReplyKind::Fallback;
             d.reply = tenant_phrase(rt, Phrase::Apology, "fallback_critical", d.language).await;
-            d.handover = Some(("error", "llm_unavailable".into()));
+            d.handover = Some((Trigger::Error, "llm_unavailable".into()));
         }
     }
 }

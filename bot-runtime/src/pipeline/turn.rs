@@ -12,7 +12,7 @@ use super::respond::{Decision, decide, default_language, normalize};
 use super::store::{conversation, memory, remember, upsert_user};
 use crate::audit::{self, Level};
 use crate::channels::{self, Inbound};
-use crate::decide::Language;
+use crate::decide::{Language, ReplyKind};
 use crate::handover;
 use crate::pii::log_tag;
 use crate::runtime::Runtime;
@@ -128,7 +128,7 @@ pub(super) async fn handle(rt: &Runtime, rows: &[Claimed]) -> Result<()> {
             intent: "greeting".into(),
             confidence: 1.0,
             language,
-            action: "greet",
+            action: ReplyKind::Greeting,
             handover: None,
             model: None,
             facts: 0,
@@ -142,7 +142,7 @@ pub(super) async fn handle(rt: &Runtime, rows: &[Claimed]) -> Result<()> {
             intent: "unclear".into(),
             confidence: 0.0,
             language,
-            action: "voice_not_understood",
+            action: ReplyKind::VoiceNotUnderstood,
             handover: None,
             model: None,
             facts: 0,
