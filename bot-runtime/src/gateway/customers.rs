@@ -22,7 +22,7 @@ use crate::channels::{self, Channel, Inbound, instagram, telegram};
 use crate::pii::log_tag;
 use crate::runtime::Runtime;
 
-use super::auth::authorized;
+use super::auth::secret_matches;
 use super::reply::{not_found, reply};
 
 pub const SIGNATURE_HEADER: &str = "x-signature-256";
@@ -47,9 +47,9 @@ pub fn routes() -> Router<Arc<Runtime>> {
 /// ChatFlow's UI checks the URL with a GET.
 async fn probe(
     State(rt): State<Arc<Runtime>>,
-    Path((tenant, secret)): Path<(String, String)>,
+    Path((_tenant, secret)): Path<(String, String)>,
 ) -> Response {
-    if !authorized(&rt, &tenant, &secret) {
+    if !secret_matches(&rt, &secret) {
         return not_found();
     }
     reply(StatusCode::OK, json!({"status": "ok"}))
@@ -74,11 +74,11 @@ pub fn signature_valid(key: &[u8], body: &[u8], header: Option<&str>) -> bool {
 
 async fn webhook(
     State(rt): State<Arc<Runtime>>,
-    Path((tenant, secret)): Path<(String, String)>,
+    Path((_tenant, secret)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !authorized(&rt, &tenant, &secret) {
+    if !secret_matches(&rt, &secret) {
         rt.metrics.webhook("not_found");
         return not_found();
     }
@@ -186,12 +186,11 @@ async fn admit(rt: &Runtime, channel: Channel, value: Value) -> (Response, &'sta
 /// secret token given to `setWebhook`; anything else is a 404.
 async fn telegram_webhook(
     State(rt): State<Arc<Runtime>>,
-    Path(tenant): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let token_ok = telegram::token_ok(&headers, &rt.config.webhook_secret, CUSTOMER_BOT);
-    if rt.channels.telegram.is_none() || !token_ok || tenant != rt.config.client_name {
+    if rt.channels.telegram.is_none() || !token_ok {
         rt.metrics.webhook("not_found");
         return not_found();
     }
@@ -224,7 +223,6 @@ struct Verification {
 /// `GET /t/<name>/instagram`: Meta's subscription handshake.
 async fn instagram_verify(
     State(rt): State<Arc<Runtime>>,
-    Path(tenant): Path<String>,
     axum::extract::Query(q): axum::extract::Query<Verification>,
 ) -> Response {
     let Some(instagram) = rt.channels.instagram.as_ref() else {
@@ -238,7 +236,7 @@ async fn instagram_verify(
         .ct_eq(instagram.verify_token().as_bytes())
         .into();
     match (q.mode.as_deref(), q.challenge) {
-        (Some("subscribe"), Some(challenge)) if token_ok && tenant == rt.config.client_name => {
+        (Some("subscribe"), Some(challenge)) if token_ok => {
             tracing::info!("Instagram webhook subscription verified");
             (StatusCode::OK, challenge).into_response()
         }
@@ -254,16 +252,12 @@ async fn instagram_verify(
 /// are then duplicates.
 async fn instagram_webhook(
     State(rt): State<Arc<Runtime>>,
-    Path(tenant): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let Some(instagram) = rt.channels.instagram.as_ref() else {
         return not_found();
     };
-    if tenant != rt.config.client_name {
-        return not_found();
-    }
     let span = info_span!("webhook", tenant = %rt.config.client_name, channel = "instagram", message_id = tracing::field::Empty);
     async {
         // Meta's header always carries the "sha256=" prefix.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 
 pub use customers::{
     CUSTOMER_BOT, SIGNATURE_HEADER, poll_telegram, register_telegram_webhook, signature_valid,
@@ -22,10 +23,18 @@ use crate::runtime::Runtime;
 
 pub fn router(rt: Arc<Runtime>) -> Router {
     let limit = rt.config.tuning.max_body_bytes;
+    // The tenant in the path is checked once for the channels' and the
+    // managers' routes; admin calls check it with their bearer (`auth::Admin`).
+    let tenant_routes =
+        customers::routes()
+            .merge(handover_routes())
+            .route_layer(middleware::from_fn_with_state(
+                rt.clone(),
+                auth::this_tenant,
+            ));
     Router::new()
-        .merge(customers::routes())
+        .merge(tenant_routes)
         .merge(admin::routes())
-        .merge(handover_routes())
         .merge(probes::routes())
         .layer(DefaultBodyLimit::max(limit))
         .with_state(rt)

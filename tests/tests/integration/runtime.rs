@@ -366,6 +366,18 @@ async fn malformed_and_hostile_webhooks_are_refused_or_logged_never_fatal() -> R
         rt.post(&other, &chatflow_text("X", PHONE, "hi")).await?.0,
         404
     );
+    // Every other route under another tenant's name is the same 404, before
+    // any channel's own check (the gateway's tenant middleware).
+    for path in [
+        "telegram".to_owned(),
+        "instagram".to_owned(),
+        "handover/telegram".to_owned(),
+        format!("handover/{}/reply", uuid::Uuid::new_v4()),
+        "admin/knowledge/sync".to_owned(),
+    ] {
+        let url = format!("http://{}/t/other-shop/{path}", running.addr);
+        assert_eq!(rt.post(&url, &json!({})).await?.0, 404, "{path}");
+    }
 
     // Not JSON, invalid UTF-8: 400 with a reason, kept for replay.
     let (status, body) = rt.post_raw(&url, b"{\"message\": \"hi\"".to_vec()).await?;
