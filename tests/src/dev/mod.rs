@@ -21,7 +21,6 @@ use serde_json::Value;
 use truffles_crds::TrufflesClient;
 
 use crate::fakes::FakeChatflow;
-use crate::free_port;
 use crate::managers::{FakeService, FakeTelegram, SmtpServer, eventually};
 use localize::{Endpoints, LocalOptions, Need};
 use supervisor::{LocalProcess, LocalRuntime, Supervisor, binary};
@@ -107,10 +106,10 @@ impl Platform {
                     uuid::Uuid::new_v4().simple()
                 ),
             ),
-            (
-                "TRUFFLES_METRICS_ADDR".to_owned(),
-                format!("127.0.0.1:{}", free_port()?),
-            ),
+            // Port 0: the kernel picks a free one as the operator binds (a
+            // port chosen here first could be taken by then; nobody here
+            // scrapes the operator).
+            ("TRUFFLES_METRICS_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
             ("KUBECONFIG".to_owned(), crate::env_var("KUBECONFIG")?),
             (
                 "RUST_LOG".to_owned(),

@@ -629,6 +629,11 @@ async fn reconcile(
             slot.restarts += 1;
             let backoff = Duration::from_secs(1 << slot.restarts.min(5)).min(MAX_BACKOFF);
             tracing::warn!(namespace = %key.0, deployment = %key.1, %status, ?backoff, log = %p.log.display(), "the runtime exited; restarting after a backoff");
+            // The port was free when it was chosen, but something else may
+            // have bound it before the runtime did: the next start gets another.
+            if std::fs::read_to_string(&p.log).is_ok_and(|l| l.contains("Address already in use")) {
+                ports.remove(&key);
+            }
             slot.process = None;
             slot.not_before = Instant::now() + backoff;
         }
