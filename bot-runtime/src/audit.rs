@@ -27,9 +27,22 @@ pub async fn record<'e>(
     actor: &str,
     details: Value,
 ) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO audit_log (action, actor, details) VALUES ($1, $2, $3)")
+    record_by(db, action, actor, None, details).await
+}
+
+/// An admin's act, with the credential it came with (`actor_id`: the admin
+/// token, the previous one during a rotation, or the command line).
+pub async fn record_by<'e>(
+    db: impl PgExecutor<'e>,
+    action: &str,
+    actor: &str,
+    actor_id: Option<&str>,
+    details: Value,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO audit_log (action, actor, actor_id, details) VALUES ($1, $2, $3, $4)")
         .bind(action)
         .bind(actor)
+        .bind(actor_id)
         .bind(details)
         .execute(db)
         .await?;

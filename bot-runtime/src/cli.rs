@@ -47,9 +47,9 @@ pub enum Command {
 pub struct KnowledgeSyncArgs {
     #[arg(long, env = env::CLIENT_NAME)]
     pub client_name: String,
-    #[arg(long, env = env::WEBHOOK_SECRET, hide_env_values = true)]
-    pub webhook_secret: String,
-    /// The runtime's Service (default `http://<client>-bot:8080`).
+    #[arg(long, env = env::ADMIN_TOKEN, hide_env_values = true)]
+    pub admin_token: String,
+    /// The runtime's admin port (default `http://<client>-bot:8081`).
     #[arg(long, env = "TRUFFLES_RUNTIME_URL")]
     pub runtime_url: Option<String>,
 }

@@ -4,7 +4,9 @@
 //! Environment (set by the operator's Deployment):
 //! - `TRUFFLES_CLIENT_NAME`, `TRUFFLES_CONFIG_FILE` (the ConfigMap's `client.json`)
 //! - `DATABASE_URL` (the tenant's role), `TRUFFLES_WEBHOOK_SECRET`, `TRUFFLES_PII_KEY`
-//!   (64 hex characters), `REDIS_URL` (optional: without it the runtime degrades)
+//!   (64 hex characters), `REDIS_URL` (optional: without it the runtime degrades),
+//!   `TRUFFLES_ADMIN_TOKEN` (the admin API's bearer); after a rotation the
+//!   previous webhook secret and admin token with the time they stop counting
 //! - `CHATFLOW_TOKEN`, `CHATFLOW_SIGNATURE_KEY` (optional), `OPENAI_API_KEY` (optional)
 //! - `TELEGRAM_BOT_TOKEN` (the customers' Telegram bot), `INSTAGRAM_ACCESS_TOKEN`,
 //!   `INSTAGRAM_APP_SECRET`, `INSTAGRAM_VERIFY_TOKEN`, for the channels the spec enables
@@ -21,6 +23,7 @@ use truffles_crds::client::VectorBackend;
 pub use crate::channels::chatflow::ChatflowConfig;
 pub use crate::channels::instagram::InstagramConfig;
 pub use crate::channels::telegram::TelegramConfig;
+use crate::credential::Accepted;
 use crate::handover::HandoverConfig;
 use crate::handover::adapter::{AdapterConfig, read_secrets};
 use crate::knowledge::{KnowledgeConfig, QdrantConfig, default_min_score};
@@ -83,7 +86,10 @@ pub struct Config {
     pub spec: TrufflesClientSpec,
     pub database_url: String,
     pub redis_url: Option<String>,
-    pub webhook_secret: String,
+    /// ChatFlow's URL segment (and the root of the Telegram webhook tokens).
+    pub webhook_secret: Accepted,
+    /// The admin API's bearer.
+    pub admin_token: Accepted,
     /// Key for the phone numbers' lookup hash and encryption.
     pub pii_key: [u8; 32],
     pub chatflow: Option<ChatflowConfig>,
@@ -93,6 +99,8 @@ pub struct Config {
     /// `None`: no embeddings endpoint, so no knowledge base.
     pub knowledge: Option<KnowledgeConfig>,
     pub listen: SocketAddr,
+    /// The admin API's own listener (not routed by the Ingress).
+    pub admin_listen: SocketAddr,
     pub tuning: Tuning,
     /// The handover adapters with their Secrets.
     pub handover: HandoverConfig,
@@ -119,6 +127,16 @@ pub struct ServeArgs {
     pub redis_url: Option<String>,
     #[arg(long, env = env::WEBHOOK_SECRET, hide_env_values = true)]
     pub webhook_secret: String,
+    #[arg(long, env = env::WEBHOOK_SECRET_PREVIOUS, hide_env_values = true)]
+    pub webhook_secret_previous: Option<String>,
+    #[arg(long, env = env::WEBHOOK_SECRET_PREVIOUS_UNTIL)]
+    pub webhook_secret_previous_until: Option<String>,
+    #[arg(long, env = env::ADMIN_TOKEN, hide_env_values = true)]
+    pub admin_token: String,
+    #[arg(long, env = env::ADMIN_TOKEN_PREVIOUS, hide_env_values = true)]
+    pub admin_token_previous: Option<String>,
+    #[arg(long, env = env::ADMIN_TOKEN_PREVIOUS_UNTIL)]
+    pub admin_token_previous_until: Option<String>,
     #[arg(long, env = env::PII_KEY, hide_env_values = true)]
     pub pii_key: String,
     #[arg(long, env = env::CHATFLOW_TOKEN, hide_env_values = true)]
@@ -143,6 +161,8 @@ pub struct ServeArgs {
     pub transcription_model: Option<String>,
     #[arg(long, env = "TRUFFLES_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    #[arg(long, env = "TRUFFLES_ADMIN_LISTEN", default_value = "0.0.0.0:8081")]
+    pub admin_listen: SocketAddr,
     #[arg(long, env = "TRUFFLES_COALESCE_MS", default_value_t = 1500)]
     pub coalesce_ms: u64,
     /// PostgreSQL connections of this process.
@@ -245,7 +265,16 @@ impl Config {
             client_name: args.client_name,
             database_url: args.database_url,
             redis_url: args.redis_url.filter(|u| !u.is_empty()),
-            webhook_secret: args.webhook_secret,
+            webhook_secret: Accepted::new(
+                args.webhook_secret,
+                args.webhook_secret_previous,
+                args.webhook_secret_previous_until.as_deref(),
+            ),
+            admin_token: Accepted::new(
+                args.admin_token,
+                args.admin_token_previous,
+                args.admin_token_previous_until.as_deref(),
+            ),
             pii_key: parse_key(&args.pii_key)?,
             chatflow,
             telegram,
@@ -253,6 +282,7 @@ impl Config {
             llm,
             knowledge,
             listen: args.listen,
+            admin_listen: args.admin_listen,
             tuning: Tuning {
                 coalesce_window: Duration::from_millis(args.coalesce_ms),
                 db_connections: args.db_connections.max(2),

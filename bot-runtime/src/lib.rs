@@ -8,6 +8,7 @@ pub mod cache;
 pub mod channels;
 pub mod cli;
 pub mod config;
+pub mod credential;
 pub mod decide;
 pub mod gateway;
 pub mod handover;

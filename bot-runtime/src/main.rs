@@ -6,7 +6,7 @@ use truffles_bot::cli::{Cli, Command, KnowledgeSyncArgs};
 use truffles_bot::config::Config;
 use truffles_bot::runtime::Runtime;
 use truffles_bot::serve;
-use truffles_crds::contract::RUNTIME_PORT;
+use truffles_crds::contract::ADMIN_PORT;
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -35,18 +35,18 @@ async fn main() -> Result<()> {
         Command::Report(args) => truffles_bot::platform::report::run(*args).await,
         Command::KnowledgeSync(KnowledgeSyncArgs {
             client_name,
-            webhook_secret,
+            admin_token,
             runtime_url,
         }) => {
             let base =
-                runtime_url.unwrap_or_else(|| format!("http://{client_name}-bot:{RUNTIME_PORT}"));
+                runtime_url.unwrap_or_else(|| format!("http://{client_name}-bot:{ADMIN_PORT}"));
             let url = format!(
                 "{}/t/{client_name}/admin/knowledge/sync",
                 base.trim_end_matches('/')
             );
             let response = reqwest::Client::new()
                 .post(&url)
-                .bearer_auth(webhook_secret)
+                .bearer_auth(admin_token)
                 .timeout(std::time::Duration::from_secs(3600))
                 .send()
                 .await

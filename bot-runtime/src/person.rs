@@ -95,7 +95,13 @@ type CustomerRow = (Value, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Everything about the person, as one JSON document (phone numbers and
 /// addresses decrypted: it is theirs).
-pub async fn export(db: &PgPool, pii: &Pii, phone: &str) -> Result<Value, PersonError> {
+/// `actor` names who asked (the admin credential, or `cli`) in the audit row.
+pub async fn export(
+    db: &PgPool,
+    pii: &Pii,
+    actor: &str,
+    phone: &str,
+) -> Result<Value, PersonError> {
     let subject = find(db, pii, phone).await?;
     let rows: Vec<CustomerRow> = sqlx::query_as(
         "SELECT to_jsonb(u) - 'remote_jid' - 'phone_hash' - 'phone_encrypted' - 'address_encrypted'
@@ -122,10 +128,11 @@ pub async fn export(db: &PgPool, pii: &Pii, phone: &str) -> Result<Value, Person
             user
         })
         .collect();
-    crate::audit::record(
+    crate::audit::record_by(
         db,
         "gdpr",
         "admin",
+        Some(actor),
         json!({"request": "export", "customers": customers.len()}),
     )
     .await
@@ -156,6 +163,7 @@ pub async fn erase(
     db: &PgPool,
     pii: &Pii,
     cache: &Cache,
+    actor: &str,
     phone: &str,
 ) -> Result<Erased, PersonError> {
     let subject = find(db, pii, phone).await?;
@@ -239,10 +247,11 @@ pub async fn erase(
         error_rows,
         cache_cleared: false,
     };
-    crate::audit::record(
+    crate::audit::record_by(
         &mut *tx,
         "gdpr",
         "admin",
+        Some(actor),
         json!({"request": "erase", "erased": erased}),
     )
     .await
@@ -320,9 +329,9 @@ pub async fn run(args: PersonArgs) -> anyhow::Result<()> {
         .context("connecting to the tenant's database")?;
     let out = if args.request == "erase" {
         let cache = Cache::new(&args.client_name, args.redis_url.as_deref())?;
-        json!({"erased": erase(&db, &pii, &cache, &args.phone).await?})
+        json!({"erased": erase(&db, &pii, &cache, "cli", &args.phone).await?})
     } else {
-        export(&db, &pii, &args.phone).await?
+        export(&db, &pii, "cli", &args.phone).await?
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

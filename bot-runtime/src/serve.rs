@@ -19,7 +19,10 @@ const INBOX_WORKERS: usize = 8;
 /// A started runtime. Dropping it stops every task at once (as a killed pod
 /// would): work in flight is finished by the next start.
 pub struct Running {
+    /// The public listener (webhooks, managers' replies, probes).
     pub addr: SocketAddr,
+    /// The admin API's listener.
+    pub admin_addr: SocketAddr,
     pub runtime: Arc<Runtime>,
     tasks: JoinSet<Result<()>>,
 }
@@ -35,16 +38,26 @@ impl Running {
     }
 }
 
-/// Binds the HTTP listener and starts the workers.
+/// Binds the public and the admin listeners and starts the workers.
 pub async fn start(runtime: Runtime) -> Result<Running> {
     let runtime = Arc::new(runtime);
     let listener = tokio::net::TcpListener::bind(runtime.config.listen)
         .await
         .with_context(|| format!("binding {}", runtime.config.listen))?;
     let addr = listener.local_addr()?;
+    let admin_listener = tokio::net::TcpListener::bind(runtime.config.admin_listen)
+        .await
+        .with_context(|| format!("binding {}", runtime.config.admin_listen))?;
+    let admin_addr = admin_listener.local_addr()?;
     let mut tasks = JoinSet::new();
     let app = gateway::router(runtime.clone());
     tasks.spawn(async move { axum::serve(listener, app).await.context("HTTP server") });
+    let admin = gateway::admin_router(runtime.clone());
+    tasks.spawn(async move {
+        axum::serve(admin_listener, admin)
+            .await
+            .context("admin HTTP server")
+    });
     for worker in 0..INBOX_WORKERS {
         let rt = runtime.clone();
         tasks.spawn(async move {
@@ -129,6 +142,7 @@ pub async fn start(runtime: Runtime) -> Result<Running> {
     tracing::info!(%addr, tenant = %runtime.config.client_name, "runtime started");
     Ok(Running {
         addr,
+        admin_addr,
         runtime,
         tasks,
     })

@@ -17,6 +17,13 @@ pub mod env {
     // The runtime Secret the operator generates (`envFrom`).
     pub const DATABASE_URL: &str = "DATABASE_URL";
     pub const WEBHOOK_SECRET: &str = "TRUFFLES_WEBHOOK_SECRET";
+    /// A rotated webhook secret, accepted until `…_UNTIL` (Unix seconds).
+    pub const WEBHOOK_SECRET_PREVIOUS: &str = "TRUFFLES_WEBHOOK_SECRET_PREVIOUS";
+    pub const WEBHOOK_SECRET_PREVIOUS_UNTIL: &str = "TRUFFLES_WEBHOOK_SECRET_PREVIOUS_UNTIL";
+    /// The bearer of the runtime's admin API (its own port, never in a URL).
+    pub const ADMIN_TOKEN: &str = "TRUFFLES_ADMIN_TOKEN";
+    pub const ADMIN_TOKEN_PREVIOUS: &str = "TRUFFLES_ADMIN_TOKEN_PREVIOUS";
+    pub const ADMIN_TOKEN_PREVIOUS_UNTIL: &str = "TRUFFLES_ADMIN_TOKEN_PREVIOUS_UNTIL";
     pub const PII_KEY: &str = "TRUFFLES_PII_KEY";
     pub const BACKUP_KEY: &str = "TRUFFLES_BACKUP_KEY";
     pub const REDIS_URL: &str = "REDIS_URL";
@@ -92,5 +99,10 @@ pub mod path {
     ];
 }
 
-/// The runtime's HTTP port (webhooks, admin calls, probes, metrics).
+/// The runtime's public HTTP port (webhooks, managers' replies, probes,
+/// metrics): the one the tenant's Ingress routes to.
 pub const RUNTIME_PORT: u16 = 8080;
+/// The runtime's admin API (knowledge sync and uploads, person requests):
+/// its own Service port, never routed by the Ingress, reached only from the
+/// tenant's own CronJobs and the platform's namespace (NetworkPolicy).
+pub const ADMIN_PORT: u16 = 8081;

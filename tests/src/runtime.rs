@@ -10,6 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool};
 use truffles_bot::config::{
     ChatflowConfig, Config, InstagramConfig, TelegramConfig, Tuning, handover_config, llm_config,
 };
+use truffles_bot::credential::Accepted;
 use truffles_bot::handover::HandoverConfig;
 use truffles_bot::knowledge::{Fact, Knowledge, SearchFuture};
 use truffles_bot::runtime::Runtime;
@@ -23,6 +24,8 @@ pub const CHATFLOW_TOKEN: &str = "cf-token-123";
 pub const INSTANCE_ID: &str = "inst-42";
 pub const LLM_KEY: &str = "sk-test-key";
 pub const WEBHOOK_SECRET: &str = "9f1c3e5a7b2d4f6081a3c5e7b9d1f3a5";
+/// The admin API's bearer; distinct from the webhook secret, which it never accepts.
+pub const ADMIN_TOKEN: &str = "adm-4b7e1d9c2a6f8e0d3b5c7a9e1f2d4c6b";
 pub const PII_KEY: [u8; 32] = [7; 32];
 pub const TELEGRAM_BOT_TOKEN: &str = "777111:customer-bot-token";
 pub const INSTAGRAM_ACCESS_TOKEN: &str = "IGQV-page-access-token";
@@ -148,7 +151,8 @@ impl TenantRuntime {
             client_name: self.name.clone(),
             database_url: self.database_url.clone(),
             redis_url: Some(env_var("REDIS_URL")?),
-            webhook_secret: WEBHOOK_SECRET.into(),
+            webhook_secret: Accepted::new(WEBHOOK_SECRET.into(), None, None),
+            admin_token: Accepted::new(ADMIN_TOKEN.into(), None, None),
             pii_key: PII_KEY,
             chatflow: channels.whatsapp.map(|w| ChatflowConfig {
                 base_url: w.api_base_url,
@@ -171,6 +175,7 @@ impl TenantRuntime {
             llm,
             knowledge: None,
             listen: "127.0.0.1:0".parse()?,
+            admin_listen: "127.0.0.1:0".parse()?,
             handover: HandoverConfig {
                 // Tests do not wait out Telegram's pace.
                 telegram_per_minute: 1200,

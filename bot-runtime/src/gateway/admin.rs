@@ -4,21 +4,22 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::audit::Level;
 use crate::runtime::Runtime;
 
-use super::auth::Admin;
+use super::auth::{self, AdminActor, AdminGate};
 use super::reply::{not_found, reply};
 
-/// The platform's admin calls (the knowledge-sync CronJob, `truffles-bot`
-/// person requests, uploads). Every route takes [`Admin`], so none is served
-/// without the admin bearer.
-pub fn routes() -> Router<Arc<Runtime>> {
+/// The platform's admin calls (the knowledge-sync CronJob, person requests,
+/// uploads), served on the admin listener only. The gate (`auth::admin`)
+/// covers every route and runs before any body is read.
+pub fn routes(gate: Arc<AdminGate>) -> Router<Arc<Runtime>> {
     Router::new()
         .route(
             "/t/{tenant}/admin/knowledge/sync",
@@ -36,12 +37,13 @@ pub fn routes() -> Router<Arc<Runtime>> {
                 // most 100) is checked in the handler.
                 .layer(DefaultBodyLimit::max(100 * 1024 * 1024)),
         )
+        .route_layer(middleware::from_fn_with_state(gate, auth::admin))
 }
 
-/// `POST /t/<name>/admin/knowledge/sync` with `Authorization: Bearer <webhook
-/// secret>`: the knowledge-sync CronJob asks the runtime (which holds the Edge
+/// `POST /t/<name>/admin/knowledge/sync` with `Authorization: Bearer <admin
+/// token>`: the knowledge-sync CronJob asks the runtime (which holds the Edge
 /// shard) to sync now. Answers the sync report.
-async fn knowledge_sync(_: Admin, State(rt): State<Arc<Runtime>>) -> Response {
+async fn knowledge_sync(State(rt): State<Arc<Runtime>>) -> Response {
     match rt.sync_knowledge().await {
         Ok(Some(report)) => reply(StatusCode::OK, json!(report)),
         Ok(None) => reply(
@@ -64,10 +66,10 @@ async fn knowledge_sync(_: Admin, State(rt): State<Arc<Runtime>>) -> Response {
 }
 
 /// `PUT /t/<name>/admin/knowledge/upload/<source>/<file name>` with the file as
-/// the body and the admin bearer: stores the document in an upload source and
+/// the body and the admin token: stores the document in an upload source and
 /// syncs, so the answer says whether it was indexed (or why not).
 async fn upload_document(
-    _: Admin,
+    Extension(actor): Extension<AdminActor>,
     State(rt): State<Arc<Runtime>>,
     Path((_tenant, source, filename)): Path<(String, String, String)>,
     body: Bytes,
@@ -88,7 +90,7 @@ async fn upload_document(
     if let Err(e) = checked {
         return refused(e);
     }
-    if let Err(e) = upload::store(&rt.db, &source, &filename, &body).await {
+    if let Err(e) = upload::store(&rt.db, actor.as_str(), &source, &filename, &body).await {
         tracing::error!(error = %e, "storing an upload failed");
         return refused(e);
     }
@@ -97,11 +99,11 @@ async fn upload_document(
 
 /// `DELETE` of the same path: the document leaves the knowledge base.
 async fn delete_document(
-    _: Admin,
+    Extension(actor): Extension<AdminActor>,
     State(rt): State<Arc<Runtime>>,
     Path((_tenant, source, filename)): Path<(String, String, String)>,
 ) -> Response {
-    match crate::knowledge::upload::delete(&rt.db, &source, &filename).await {
+    match crate::knowledge::upload::delete(&rt.db, actor.as_str(), &source, &filename).await {
         Ok(true) => synced(&rt, json!({"deleted": filename})).await,
         Ok(false) => not_found(),
         Err(e) => {
@@ -127,10 +129,10 @@ async fn synced(rt: &Runtime, done: Value) -> Response {
 }
 
 /// `POST /t/<name>/admin/person/export|erase` with `{"phone": "..."}` (in the
-/// body, so the number stays out of URLs and access logs) and the admin bearer:
+/// body, so the number stays out of URLs and access logs) and the admin token:
 /// one end user's data, or its erasure (see [`crate::person`]).
 async fn person_request(
-    _: Admin,
+    Extension(actor): Extension<AdminActor>,
     State(rt): State<Arc<Runtime>>,
     Path((_tenant, request)): Path<(String, String)>,
     body: Bytes,
@@ -145,8 +147,8 @@ async fn person_request(
         );
     };
     let result = match request.as_str() {
-        "export" => crate::person::export(&rt.db, &rt.pii, &phone).await,
-        "erase" => crate::person::erase(&rt.db, &rt.pii, &rt.cache, &phone)
+        "export" => crate::person::export(&rt.db, &rt.pii, actor.as_str(), &phone).await,
+        "erase" => crate::person::erase(&rt.db, &rt.pii, &rt.cache, actor.as_str(), &phone)
             .await
             .map(|erased| json!({"erased": erased})),
         _ => return not_found(),

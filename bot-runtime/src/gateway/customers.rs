@@ -189,7 +189,7 @@ async fn telegram_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let token_ok = telegram::token_ok(&headers, &rt.config.webhook_secret, CUSTOMER_BOT);
+    let token_ok = telegram::token_ok(&headers, rt.config.webhook_secret.current(), CUSTOMER_BOT);
     if rt.channels.telegram.is_none() || !token_ok {
         rt.metrics.webhook("not_found");
         return not_found();
@@ -412,7 +412,7 @@ pub async fn register_telegram_webhook(rt: Arc<Runtime>, base: String) {
         base.trim_end_matches('/'),
         rt.config.client_name
     );
-    let token = telegram::webhook_token(&rt.config.webhook_secret, CUSTOMER_BOT);
+    let token = telegram::webhook_token(rt.config.webhook_secret.current(), CUSTOMER_BOT);
     let mut wait = Duration::from_secs(5);
     loop {
         match bot.set_webhook(&url, &token).await {

@@ -21,10 +21,12 @@ pub use customers::{
 
 use crate::runtime::Runtime;
 
+/// The public listener's routes (what the tenant's Ingress publishes): the
+/// customers' channels, the managers' replies and the probes. No admin route.
 pub fn router(rt: Arc<Runtime>) -> Router {
     let limit = rt.config.tuning.max_body_bytes;
     // The tenant in the path is checked once for the channels' and the
-    // managers' routes; admin calls check it with their bearer (`auth::Admin`).
+    // managers' routes.
     let tenant_routes =
         customers::routes()
             .merge(handover_routes())
@@ -34,9 +36,19 @@ pub fn router(rt: Arc<Runtime>) -> Router {
             ));
     Router::new()
         .merge(tenant_routes)
-        .merge(admin::routes())
         .merge(probes::routes())
         .layer(DefaultBodyLimit::max(limit))
+        .with_state(rt)
+}
+
+/// The admin listener's routes (its own port and Service port, never routed by
+/// the Ingress): the admin API behind its token, and the probes.
+pub fn admin_router(rt: Arc<Runtime>) -> Router {
+    let gate = Arc::new(auth::AdminGate::new(rt.clone()));
+    Router::new()
+        .merge(admin::routes(gate))
+        .merge(probes::routes())
+        .layer(DefaultBodyLimit::max(rt.config.tuning.max_body_bytes))
         .with_state(rt)
 }
 

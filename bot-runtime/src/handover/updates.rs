@@ -55,7 +55,7 @@ pub async fn register_webhook(rt: Arc<Runtime>, telegram: Arc<Telegram>, base: S
         base.trim_end_matches('/'),
         rt.config.client_name
     );
-    let token = webhook_token(&rt.config.webhook_secret);
+    let token = webhook_token(rt.config.webhook_secret.current());
     let mut wait = std::time::Duration::from_secs(5);
     loop {
         match telegram.set_webhook(&url, &token).await {
@@ -81,7 +81,7 @@ pub async fn telegram_webhook(
     };
     let token_ok = crate::channels::telegram::token_ok(
         &headers,
-        &rt.config.webhook_secret,
+        rt.config.webhook_secret.current(),
         super::telegram::MANAGERS_BOT,
     );
     if !token_ok {

@@ -53,6 +53,7 @@ pub fn check(source: &KnowledgeSource, filename: &str, size: usize) -> Result<()
 /// Stores (or replaces) a file; audited without its content.
 pub async fn store(
     db: &PgPool,
+    actor: &str,
     source: &str,
     filename: &str,
     content: &[u8],
@@ -67,10 +68,11 @@ pub async fn store(
     .bind(content)
     .execute(&mut *tx)
     .await?;
-    crate::audit::record(
+    crate::audit::record_by(
         &mut *tx,
         "knowledge_sync",
         "admin",
+        Some(actor),
         serde_json::json!({"upload": filename, "source": source, "bytes": content.len()}),
     )
     .await?;
@@ -79,7 +81,12 @@ pub async fn store(
 }
 
 /// Deletes a file; false when there was none.
-pub async fn delete(db: &PgPool, source: &str, filename: &str) -> Result<bool, UploadError> {
+pub async fn delete(
+    db: &PgPool,
+    actor: &str,
+    source: &str,
+    filename: &str,
+) -> Result<bool, UploadError> {
     let mut tx = db.begin().await?;
     let gone = sqlx::query("DELETE FROM uploads WHERE source = $1 AND filename = $2")
         .bind(source)
@@ -89,10 +96,11 @@ pub async fn delete(db: &PgPool, source: &str, filename: &str) -> Result<bool, U
         .rows_affected()
         > 0;
     if gone {
-        crate::audit::record(
+        crate::audit::record_by(
             &mut *tx,
             "knowledge_sync",
             "admin",
+            Some(actor),
             serde_json::json!({"upload_deleted": filename, "source": source}),
         )
         .await?;

@@ -8,7 +8,7 @@ use truffles_crds::common::condition_type;
 use truffles_migrations::TenantDb;
 
 use super::context::Context;
-use super::dereference::Credentials;
+use super::custody::{self, InSecret, Kept};
 use super::error::Error;
 use super::keys;
 use super::platform::{self};
@@ -19,15 +19,18 @@ pub struct Provisioned {
     pub client_id: uuid::Uuid,
     /// The tenant's backup data key (64 hex characters).
     pub backup_key: String,
+    /// The tenant's credentials, as the platform keeps them.
+    pub credentials: Kept,
 }
 
-/// The client's record (created or updated from the spec), its schema and
-/// role when they are behind, and its backup data key.
+/// The client's record (created or updated from the spec), its credentials
+/// (see [`custody`]), its schema and role when they are behind, and its backup
+/// data key.
 pub async fn provision(
     tc: &TrufflesClient,
     ctx: &Context,
     tenant: &TenantDb,
-    credentials: &Credentials,
+    in_secret: InSecret,
 ) -> Result<Provisioned, Error> {
     let name = tc.name_any();
     let ns = tc.namespace().unwrap_or_default();
@@ -41,6 +44,18 @@ pub async fn provision(
         &config,
     )
     .await?;
+    let master = &ctx.settings.backup_master_key;
+    let kept = custody::load(&ctx.pool, record.id, master).await?;
+    let requests = custody::rotation_requests(tc.annotations());
+    let schema_exists = super::platform::schema_exists(&ctx.pool, tenant).await?;
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let decision = custody::decide(kept, in_secret, schema_exists, &requests, now)?;
+    // Stored before the role gets a new password: a crash in between leaves
+    // the password the role will be given, never one nobody knows.
+    if decision.store {
+        custody::store(&ctx.pool, record.id, master, &decision.kept).await?;
+    }
+    let credentials = decision.kept;
     // Provisioning takes catalog locks (roles, grants, DDL): do it only when the
     // schema is behind, the password is new, or it never completed.
     let provisioned = tc.status.as_ref().is_some_and(|s| {
@@ -48,7 +63,7 @@ pub async fn provision(
             .iter()
             .any(|c| c.type_ == condition_type::DATABASE_READY && c.status == "True")
     });
-    if credentials.new_password
+    if decision.new_password
         || !provisioned
         || !truffles_migrations::tenant_is_current(&ctx.pool, tenant).await?
     {
@@ -78,6 +93,7 @@ pub async fn provision(
     Ok(Provisioned {
         client_id: record.id,
         backup_key,
+        credentials,
     })
 }
 

@@ -1,5 +1,5 @@
 //! Reads what the spec refers to before anything is built: the Secrets it
-//! names, the tenant's generated credentials, and its Subscription's state.
+//! names, what the tenant's runtime Secret holds, and its Subscription's state.
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -10,6 +10,7 @@ use truffles_crds::{Subscription, TrufflesClient};
 
 use super::build::{self, Names};
 use super::context::Context;
+use super::custody::InSecret;
 use super::error::Error;
 use super::references;
 
@@ -41,37 +42,19 @@ pub async fn billing(ctx: &Context, ns: &str, name: &str) -> Result<Billing, Err
     }))
 }
 
-/// The tenant's generated credentials: kept in its runtime Secret, generated once.
-pub struct Credentials {
-    pub db_password: String,
-    pub webhook_secret: String,
-    /// Encrypts the tenant's phone numbers; losing it (purge) shreds them.
-    pub pii_key: String,
-    /// The password was generated now: the role must be (re)provisioned with it.
-    pub new_password: bool,
-}
-
-pub async fn existing_credentials(
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-) -> Result<Credentials, Error> {
+/// What the tenant's runtime Secret holds today, for [`super::custody`].
+pub async fn in_secret(ctx: &Context, ns: &str, name: &str) -> Result<InSecret, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let existing = secrets.get_opt(&Names(name).runtime()).await?;
     let read = |key: &str| existing.as_ref().and_then(|s| secret_text(s, key));
     // The password lives only inside the tenant's DATABASE_URL.
-    let existing_password = read(env::DATABASE_URL)
+    let db_password = read(env::DATABASE_URL)
         .and_then(|url| url::Url::parse(&url).ok())
         .and_then(|url| url.password().map(str::to_owned));
-    let new_password = existing_password.is_none();
-    let db_password = existing_password.unwrap_or_else(random_token);
-    let webhook_secret = read(env::WEBHOOK_SECRET).unwrap_or_else(random_token);
-    let pii_key = read(env::PII_KEY).unwrap_or_else(random_token);
-    Ok(Credentials {
+    Ok(InSecret {
+        pii_key: read(env::PII_KEY),
+        webhook_secret: read(env::WEBHOOK_SECRET),
         db_password,
-        webhook_secret,
-        pii_key,
-        new_password,
     })
 }
 

@@ -1,6 +1,7 @@
 //! What can go wrong in a reconcile, and how soon it is retried.
 use std::time::Duration;
 
+use super::custody;
 use super::keys;
 use super::platform::PlatformError;
 use super::validate::InvalidSpec;
@@ -27,6 +28,8 @@ pub enum Error {
     VectorStore(#[from] truffles_migrations::collection::CollectionError),
     #[error(transparent)]
     BackupKey(#[from] keys::KeyError),
+    #[error(transparent)]
+    Custody(#[from] custody::CustodyError),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -47,6 +50,11 @@ impl Error {
             Error::VectorStore(_) => "VectorStoreUnavailable",
             Error::BackupKey(keys::KeyError::Database(_)) => "DatabaseUnavailable",
             Error::BackupKey(_) => "BackupKeyUnavailable",
+            Error::Custody(custody::CustodyError::PiiKeyLost { .. }) => "CredentialsLost",
+            Error::Custody(custody::CustodyError::Key(keys::KeyError::Database(_))) => {
+                "DatabaseUnavailable"
+            }
+            Error::Custody(_) => "CredentialsUnavailable",
             Error::Finalizer(e) => match e.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(inner)
                 | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.reason(),
@@ -89,6 +97,7 @@ impl From<truffles_migrations::Error> for Error {
 pub fn retry_delay(error: &Error) -> Duration {
     let base = match error {
         Error::InvalidSpec(_)
+        | Error::Custody(custody::CustodyError::PiiKeyLost { .. })
         | Error::Platform(PlatformError::NameTaken { .. })
         | Error::VectorStore(truffles_migrations::collection::CollectionError::WrongSize {
             ..

@@ -26,7 +26,7 @@ pub enum KeyError {
     #[error("the backup master key must be 64 hexadecimal characters (32 bytes)")]
     BadMasterKey,
     #[error(
-        "the tenant's wrapped backup key does not open with this master key (was TRUFFLES_BACKUP_MASTER_KEY changed?)"
+        "a tenant key wrapped in the platform database does not open with this master key (was TRUFFLES_BACKUP_MASTER_KEY changed?)"
     )]
     Unwrap,
     #[error("reading or storing the tenant's backup key: {0}")]
@@ -47,6 +47,18 @@ impl MasterKey {
     /// Nonce and ciphertext of `data_key`, bound to the client (a wrapped key
     /// copied to another client's row does not open).
     pub fn wrap(&self, client_id: Uuid, data_key: &[u8; 32]) -> Vec<u8> {
+        self.seal(client_id.as_bytes(), data_key)
+    }
+
+    pub fn unwrap_key(&self, client_id: Uuid, wrapped: &[u8]) -> Result<[u8; 32], KeyError> {
+        self.open(client_id.as_bytes(), wrapped)?
+            .try_into()
+            .map_err(|_| KeyError::Unwrap)
+    }
+
+    /// Nonce and ciphertext of `plain`; `bound_to` (the client and what the
+    /// value is) must be the same to open it.
+    pub fn seal(&self, bound_to: &[u8], plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the operating system's random source is available");
         let sealed = self
@@ -54,30 +66,28 @@ impl MasterKey {
             .encrypt(
                 &Nonce::from(nonce),
                 Payload {
-                    msg: data_key,
-                    aad: client_id.as_bytes(),
+                    msg: plain,
+                    aad: bound_to,
                 },
             )
-            .expect("AES-GCM encrypts 32 bytes");
+            .expect("AES-GCM encrypts any message under 64 GiB");
         [nonce.as_slice(), &sealed].concat()
     }
 
-    pub fn unwrap_key(&self, client_id: Uuid, wrapped: &[u8]) -> Result<[u8; 32], KeyError> {
+    pub fn open(&self, bound_to: &[u8], wrapped: &[u8]) -> Result<Vec<u8>, KeyError> {
         let (nonce, sealed) = wrapped
             .split_at_checked(NONCE_LEN)
             .ok_or(KeyError::Unwrap)?;
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| KeyError::Unwrap)?;
-        let plain = self
-            .cipher()
+        self.cipher()
             .decrypt(
                 &Nonce::from(nonce),
                 Payload {
                     msg: sealed,
-                    aad: client_id.as_bytes(),
+                    aad: bound_to,
                 },
             )
-            .map_err(|_| KeyError::Unwrap)?;
-        plain.try_into().map_err(|_| KeyError::Unwrap)
+            .map_err(|_| KeyError::Unwrap)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod build;
 pub mod cache;
 pub mod context;
+pub mod custody;
 pub mod database;
 pub mod dereference;
 pub mod error;

@@ -213,12 +213,16 @@ pub async fn schema_exists(pool: &PgPool, tenant: &TenantDb) -> Result<bool, Pla
     )
 }
 
-/// Removes what identifies the tenant's data keys: without them its backups are unreadable.
+/// Removes the tenant's kept keys: without them its backups and any copy of
+/// its phone numbers are unreadable.
 pub async fn shred_keys(pool: &PgPool, client_id: Uuid) -> Result<(), PlatformError> {
-    sqlx::query("DELETE FROM platform.tenant_keys WHERE client_id = $1")
-        .bind(client_id)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "WITH credentials AS (DELETE FROM platform.tenant_credentials WHERE client_id = $1)
+         DELETE FROM platform.tenant_keys WHERE client_id = $1",
+    )
+    .bind(client_id)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

@@ -148,7 +148,7 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
 
     // dereference
     dereference::check_referenced_secrets(tc, ctx, &ns).await?;
-    let credentials = dereference::existing_credentials(ctx, &ns, &name).await?;
+    let in_secret = dereference::in_secret(ctx, &ns, &name).await?;
 
     // validate
     validate::validate(tc)?;
@@ -169,7 +169,8 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
     }
 
     // provision: the database, then the vector store
-    let database = database::provision(tc, ctx, &tenant, &credentials).await?;
+    let database = database::provision(tc, ctx, &tenant, in_secret).await?;
+    let credentials = database.credentials;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let vector_store = vectors::ensure(tc, &name, &secrets).await?;
 
@@ -179,6 +180,7 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
         client_id: database.client_id.to_string(),
         database_url: database::tenant_database_url(ctx, &tenant, &credentials.db_password),
         webhook_secret: credentials.webhook_secret,
+        admin_token: credentials.admin_token,
         pii_key: credentials.pii_key,
         redis_url: ctx.settings.runtime_redis_url.clone(),
         default_image: ctx.settings.default_image.clone(),

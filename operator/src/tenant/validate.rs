@@ -1,5 +1,6 @@
 //! Validate step: rules the CRD schema cannot express.
 
+use kube::ResourceExt;
 use truffles_crds::TrufflesClient;
 use truffles_crds::client::VectorBackend;
 
@@ -16,6 +17,10 @@ pub fn validate(tc: &TrufflesClient) -> Result<(), InvalidSpec> {
             "runtime.replicas is {} but the Edge vector store lives on one pod's volume: use replicas 1 or vectorStore.backend Qdrant",
             spec.runtime.replicas
         )));
+    }
+    let rotations = super::custody::rotation_requests(tc.annotations());
+    if let Some(message) = super::custody::unknown_rotation(&rotations) {
+        return Err(InvalidSpec(message));
     }
     Ok(())
 }

@@ -143,14 +143,14 @@ impl<'a> Scenario<'a> {
             .secret_text(
                 &self.tenant.namespace,
                 &format!("{}-runtime", self.tenant.name),
-                "TRUFFLES_WEBHOOK_SECRET",
+                "TRUFFLES_ADMIN_TOKEN",
             )
             .await?;
         let report: Value = self
             .http
             .post(format!(
                 "http://{}/t/{}/admin/knowledge/sync",
-                runtime.addr, self.tenant.name
+                runtime.admin_addr, self.tenant.name
             ))
             .bearer_auth(secret)
             .timeout(Duration::from_secs(300))

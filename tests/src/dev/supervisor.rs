@@ -253,8 +253,12 @@ pub fn render(deployment: &Deployment, objects: &Objects) -> Result<LocalPod, Re
 
 /// The process's environment on this machine: the pod's, with every path
 /// setting of the runtime pointed into `root` (where the mounts are written)
-/// and the container port replaced by `listen`.
-pub fn local_env(pod: &LocalPod, root: &Path, listen: SocketAddr) -> BTreeMap<String, String> {
+/// and the container ports replaced by `listen` (public, admin).
+pub fn local_env(
+    pod: &LocalPod,
+    root: &Path,
+    [listen, admin]: [SocketAddr; 2],
+) -> BTreeMap<String, String> {
     let mut env = pod.env.clone();
     for (var, default) in truffles_bot::config::PATH_SETTINGS {
         let inside = env.get(var).map_or(default, String::as_str);
@@ -262,6 +266,7 @@ pub fn local_env(pod: &LocalPod, root: &Path, listen: SocketAddr) -> BTreeMap<St
         env.insert(var.to_owned(), local.display().to_string());
     }
     env.insert("TRUFFLES_LISTEN".into(), listen.to_string());
+    env.insert("TRUFFLES_ADMIN_LISTEN".into(), admin.to_string());
     env
 }
 
@@ -358,6 +363,8 @@ pub struct LocalRuntime {
     /// The TrufflesClient's name.
     pub tenant: String,
     pub addr: SocketAddr,
+    /// The admin API's listener.
+    pub admin_addr: SocketAddr,
     /// Running now (false while stopped, crashed or not startable).
     pub running: bool,
     pub pid: Option<u32>,
@@ -484,7 +491,7 @@ async fn run(
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut slots: BTreeMap<Key, Slot> = BTreeMap::new();
-    let mut ports: HashMap<Key, u16> = HashMap::new();
+    let mut ports: HashMap<Key, [u16; 2]> = HashMap::new();
     loop {
         if *stopped.borrow() {
             break;
@@ -512,7 +519,7 @@ async fn reconcile(
     state_dir: &Path,
     runtimes: &Mutex<BTreeMap<Key, LocalRuntime>>,
     slots: &mut BTreeMap<Key, Slot>,
-    ports: &mut HashMap<Key, u16>,
+    ports: &mut HashMap<Key, [u16; 2]>,
 ) {
     let mut wanted: BTreeMap<Key, (String, Result<LocalPod, RenderError>)> = BTreeMap::new();
     // A namespace's ConfigMaps and Secrets, gathered once per pass.
@@ -566,9 +573,9 @@ async fn reconcile(
     });
 
     for (key, (tenant, pod)) in wanted {
-        let port = match ports.get(&key) {
+        let [port, admin_port] = match ports.get(&key) {
             Some(p) => *p,
-            None => match free_port() {
+            None => match free_port().and_then(|p| Ok([p, free_port()?])) {
                 Ok(p) => *ports.entry(key.clone()).or_insert(p),
                 Err(e) => {
                     tracing::error!(error = %e, "no free port");
@@ -577,6 +584,7 @@ async fn reconcile(
             },
         };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let admin_addr = SocketAddr::from(([127, 0, 0, 1], admin_port));
         let log = state_dir
             .join("logs")
             .join(format!("{}-{}.log", key.0, key.1));
@@ -584,6 +592,7 @@ async fn reconcile(
             namespace: key.0.clone(),
             tenant: tenant.clone(),
             addr,
+            admin_addr,
             running: false,
             pid: None,
             problem: None,
@@ -638,7 +647,7 @@ async fn reconcile(
             slot.not_before = Instant::now() + backoff;
         }
         if slot.process.is_none() && Instant::now() >= slot.not_before {
-            match start_pod(bot, state_dir, &key, &pod, addr, log) {
+            match start_pod(bot, state_dir, &key, &pod, [addr, admin_addr], log) {
                 Ok(p) => {
                     tracing::info!(namespace = %key.0, tenant = %tenant, %addr, pid = p.id().unwrap_or(0), "runtime started (truffles-bot serve)");
                     slot.process = Some(p);
@@ -666,7 +675,7 @@ fn start_pod(
     state_dir: &Path,
     key: &Key,
     pod: &LocalPod,
-    addr: SocketAddr,
+    addrs: [SocketAddr; 2],
     log: PathBuf,
 ) -> Result<LocalProcess> {
     let root = pod_dir(state_dir, key);
@@ -696,7 +705,7 @@ fn start_pod(
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o600))?;
     }
-    LocalProcess::spawn(bot, &pod.args, &local_env(pod, &root, addr), log)
+    LocalProcess::spawn(bot, &pod.args, &local_env(pod, &root, addrs), log)
 }
 
 #[cfg(test)]
@@ -808,7 +817,10 @@ mod tests {
         let env = local_env(
             &pod,
             Path::new("/tmp/pod"),
-            SocketAddr::from(([127, 0, 0, 1], 9000)),
+            [
+                SocketAddr::from(([127, 0, 0, 1], 9000)),
+                SocketAddr::from(([127, 0, 0, 1], 9001)),
+            ],
         );
         assert_eq!(
             env["TRUFFLES_CONFIG_FILE"],
@@ -821,5 +833,6 @@ mod tests {
             "/tmp/pod/etc/truffles/knowledge"
         );
         assert_eq!(env["TRUFFLES_LISTEN"], "127.0.0.1:9000");
+        assert_eq!(env["TRUFFLES_ADMIN_LISTEN"], "127.0.0.1:9001");
     }
 }

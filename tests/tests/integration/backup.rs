@@ -207,7 +207,7 @@ async fn a_person_erased_after_a_backup_is_left_out_of_its_restore() -> Result<(
 
     let pii = truffles_bot::pii::Pii::new(&truffles_tests::runtime::PII_KEY);
     let cache = truffles_bot::cache::Cache::new(&rt.name, None)?;
-    let erased = truffles_bot::person::erase(&rt.pool, &pii, &cache, PHONE).await?;
+    let erased = truffles_bot::person::erase(&rt.pool, &pii, &cache, "cli", PHONE).await?;
     assert_eq!(erased.customers, 1);
     // What the erasure keeps about itself: table names and row ids, nothing else.
     let listed: Vec<(String, i64)> =

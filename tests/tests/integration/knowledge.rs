@@ -524,9 +524,9 @@ async fn the_bot_answers_a_price_question_from_the_synced_documents() -> Result<
         .http
         .post(format!(
             "http://{}/t/{}/admin/knowledge/sync",
-            running.addr, rt.name
+            running.admin_addr, rt.name
         ))
-        .bearer_auth(truffles_tests::runtime::WEBHOOK_SECRET)
+        .bearer_auth(truffles_tests::runtime::ADMIN_TOKEN)
         .send()
         .await?;
     assert_eq!(sync.status().as_u16(), 200);
@@ -540,12 +540,16 @@ async fn the_bot_answers_a_price_question_from_the_synced_documents() -> Result<
         .http
         .post(format!(
             "http://{}/t/{}/admin/knowledge/sync",
-            running.addr, rt.name
+            running.admin_addr, rt.name
         ))
-        .bearer_auth("guess")
+        .bearer_auth(truffles_tests::runtime::WEBHOOK_SECRET)
         .send()
         .await?;
-    assert_eq!(wrong.status().as_u16(), 404);
+    assert_eq!(
+        wrong.status().as_u16(),
+        401,
+        "the webhook secret is no admin token"
+    );
 
     rt.post(
         &rt.webhook_url(&running),
@@ -681,7 +685,7 @@ async fn a_web_page_is_read_as_html_and_answers_from_its_text() -> Result<()> {
 
 #[tokio::test]
 async fn uploaded_documents_are_stored_indexed_and_deleted() -> Result<()> {
-    use truffles_tests::runtime::WEBHOOK_SECRET;
+    use truffles_tests::runtime::{ADMIN_TOKEN, WEBHOOK_SECRET};
     let rt = TenantRuntime::new(
         "kbup",
         json!({"knowledge": {"sources": [
@@ -696,29 +700,36 @@ async fn uploaded_documents_are_stored_indexed_and_deleted() -> Result<()> {
     let url = |source: &str, file: &str| {
         format!(
             "http://{}/t/{}/admin/knowledge/upload/{source}/{file}",
-            running.addr, rt.name
+            running.admin_addr, rt.name
         )
     };
     let policy = "# Возврат\n\nЦветы надлежащего качества возврату не подлежат. Если букет привезли повреждённым, пришлите фото в течение 2 часов — заменим бесплатно.";
     let put = |u: String, bearer: &'static str, body: Vec<u8>| {
         rt.http.put(u).bearer_auth(bearer).body(body).send()
     };
-    // Refused: wrong secret (404), a source that takes no uploads (404),
-    // a path in the name (400: axum decodes %2F into the segment), too large (413).
+    // Refused: a wrong token or the webhook secret (401), the public
+    // listener (no admin route there: 404), a source that takes no uploads
+    // (404), a path in the name (400: axum decodes %2F into the segment),
+    // too large (413).
+    for bearer in ["wrong", WEBHOOK_SECRET] {
+        assert_eq!(
+            put(url("manual", "returns.md"), bearer, policy.into())
+                .await?
+                .status(),
+            401
+        );
+    }
+    let public = url("manual", "returns.md")
+        .replace(&running.admin_addr.to_string(), &running.addr.to_string());
+    assert_eq!(put(public, ADMIN_TOKEN, policy.into()).await?.status(), 404);
     assert_eq!(
-        put(url("manual", "returns.md"), "wrong", policy.into())
+        put(url("catalog", "returns.md"), ADMIN_TOKEN, policy.into())
             .await?
             .status(),
         404
     );
     assert_eq!(
-        put(url("catalog", "returns.md"), WEBHOOK_SECRET, policy.into())
-            .await?
-            .status(),
-        404
-    );
-    assert_eq!(
-        put(url("manual", "..%2Fsecrets"), WEBHOOK_SECRET, policy.into())
+        put(url("manual", "..%2Fsecrets"), ADMIN_TOKEN, policy.into())
             .await?
             .status(),
         400
@@ -726,7 +737,7 @@ async fn uploaded_documents_are_stored_indexed_and_deleted() -> Result<()> {
     assert_eq!(
         put(
             url("manual", "big.md"),
-            WEBHOOK_SECRET,
+            ADMIN_TOKEN,
             vec![b'a'; 2 * 1024 * 1024]
         )
         .await?
@@ -735,10 +746,18 @@ async fn uploaded_documents_are_stored_indexed_and_deleted() -> Result<()> {
     );
 
     // Stored and indexed in one call; the answer says so.
-    let response = put(url("manual", "returns.md"), WEBHOOK_SECRET, policy.into()).await?;
+    let response = put(url("manual", "returns.md"), ADMIN_TOKEN, policy.into()).await?;
     assert_eq!(response.status(), 200);
     let answer: serde_json::Value = response.json().await?;
     assert_eq!(answer["sync"]["added"], 1, "{answer}");
+    // The audit row says which credential acted.
+    assert_eq!(
+        rt.count(
+            "SELECT count(*) FROM audit_log WHERE actor_id = 'admin-token' AND details ? 'upload'"
+        )
+        .await?,
+        1
+    );
     let kb = running.runtime.knowledge.clone();
     let facts = kb
         .search("Букет привезли сломанным, что делать?", 3)
@@ -755,21 +774,17 @@ async fn uploaded_documents_are_stored_indexed_and_deleted() -> Result<()> {
         1
     );
     // An unreadable file is stored, recorded as failed with the reason.
-    let scan: serde_json::Value = put(
-        url("manual", "scan.pdf"),
-        WEBHOOK_SECRET,
-        b"%PDF-1.7".to_vec(),
-    )
-    .await?
-    .json()
-    .await?;
+    let scan: serde_json::Value = put(url("manual", "scan.pdf"), ADMIN_TOKEN, b"%PDF-1.7".to_vec())
+        .await?
+        .json()
+        .await?;
     assert_eq!(scan["sync"]["failed"], 1, "{scan}");
 
     // Deleted: out of the knowledge base at once.
     let deleted = rt
         .http
         .delete(url("manual", "returns.md"))
-        .bearer_auth(WEBHOOK_SECRET)
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await?;
     assert_eq!(deleted.status(), 200);
@@ -785,7 +800,7 @@ async fn uploaded_documents_are_stored_indexed_and_deleted() -> Result<()> {
     let again = rt
         .http
         .delete(url("manual", "returns.md"))
-        .bearer_auth(WEBHOOK_SECRET)
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await?;
     assert_eq!(again.status(), 404);

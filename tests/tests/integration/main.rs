@@ -21,3 +21,4 @@ mod privacy;
 mod redis;
 mod report;
 mod runtime;
+mod security;

@@ -31,17 +31,17 @@ use truffles_tests::{
     wait_for, wait_for_event, wait_until, workspace_root,
 };
 
-const WAIT: Duration = Duration::from_secs(90);
+pub(crate) const WAIT: Duration = Duration::from_secs(90);
 
-struct Env {
-    ns: TestNamespace,
-    db: TestDatabase,
-    ctx: Arc<Context>,
+pub(crate) struct Env {
+    pub(crate) ns: TestNamespace,
+    pub(crate) db: TestDatabase,
+    pub(crate) ctx: Arc<Context>,
     operator: JoinHandle<()>,
 }
 
 impl Env {
-    async fn start(prefix: &str) -> Result<Self> {
+    pub(crate) async fn start(prefix: &str) -> Result<Self> {
         let client = kube_client().await?;
         install_crds(&client).await?;
         let ns = TestNamespace::create(&client, prefix).await?;
@@ -58,12 +58,12 @@ impl Env {
         })
     }
 
-    fn clients(&self) -> Api<TrufflesClient> {
+    pub(crate) fn clients(&self) -> Api<TrufflesClient> {
         self.ns.api()
     }
 
     /// Waits until the client's status satisfies `check`.
-    async fn wait_for(
+    pub(crate) async fn wait_for(
         &self,
         name: &str,
         what: &str,
@@ -73,14 +73,18 @@ impl Env {
     }
 
     /// Creates the client's credentials Secret and the client, and waits for Ready.
-    async fn onboard(&self, name: &str, extra_spec: serde_json::Value) -> Result<TrufflesClient> {
+    pub(crate) async fn onboard(
+        &self,
+        name: &str,
+        extra_spec: serde_json::Value,
+    ) -> Result<TrufflesClient> {
         create_raw::<Secret>(&self.ns, &secret_manifest(name)).await?;
         create_raw::<TrufflesClient>(&self.ns, &client_manifest(name, extra_spec)).await?;
         self.wait_ready(name).await
     }
 
     /// Merge-patches the client's spec, as `kubectl patch --type merge` does.
-    async fn patch_spec(&self, name: &str, spec: serde_json::Value) -> Result<()> {
+    pub(crate) async fn patch_spec(&self, name: &str, spec: serde_json::Value) -> Result<()> {
         let patch = json!({ "spec": spec });
         self.clients()
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -88,18 +92,28 @@ impl Env {
         Ok(())
     }
 
-    async fn wait_ready(&self, name: &str) -> Result<TrufflesClient> {
+    pub(crate) async fn wait_ready(&self, name: &str) -> Result<TrufflesClient> {
         self.wait_for(name, "Ready=True", |tc| condition_is(tc, "Ready", "True"))
             .await
     }
 
-    async fn finish(self) -> Result<()> {
+    /// Stops the controller (as a crashed operator pod would) until
+    /// [`Env::start_operator`]: what happens meanwhile is seen only after.
+    pub(crate) fn stop_operator(&mut self) {
+        self.operator.abort();
+    }
+
+    pub(crate) fn start_operator(&mut self) {
+        self.operator = tokio::spawn(tenant::run(self.ctx.clone()));
+    }
+
+    pub(crate) async fn finish(self) -> Result<()> {
         self.operator.abort();
         self.ns.delete().await
     }
 }
 
-fn condition_is(tc: &TrufflesClient, type_: &str, status: &str) -> bool {
+pub(crate) fn condition_is(tc: &TrufflesClient, type_: &str, status: &str) -> bool {
     tc.status.as_ref().is_some_and(|s| {
         s.conditions
             .iter()
@@ -107,7 +121,7 @@ fn condition_is(tc: &TrufflesClient, type_: &str, status: &str) -> bool {
     })
 }
 
-fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+pub(crate) fn secret_value(secret: &Secret, key: &str) -> Option<String> {
     secret
         .data
         .as_ref()?
@@ -812,8 +826,6 @@ async fn an_unreachable_database_is_reported_and_retried_not_crashed() -> Result
 /// serve`, which answers a customer through ChatFlow.
 #[tokio::test]
 async fn the_runtime_starts_from_what_the_operator_rendered() -> Result<()> {
-    use clap::Parser;
-    use truffles_bot::config::{Config, ServeArgs};
     use truffles_tests::fakes::FakeChatflow;
     use truffles_tests::runtime::chatflow_text;
 
@@ -823,54 +835,16 @@ async fn the_runtime_starts_from_what_the_operator_rendered() -> Result<()> {
         "tokenSecretRef": {"name": "live-shop-creds", "key": "token"}}});
     env.onboard("live-shop", json!({"channels": channels}))
         .await?;
-    let secret: Secret = env.ns.api().get("live-shop-runtime").await?;
-    let config: ConfigMap = env.ns.api().get("live-shop-runtime").await?;
-    let data = config.data.context("ConfigMap data")?;
-    let dir = std::env::temp_dir().join(format!("truffles-{}", env.ns.name));
-    std::fs::create_dir_all(&dir)?;
-    let client_json = dir.join("client.json");
-    std::fs::write(
-        &client_json,
-        data.get("client.json").context("client.json")?,
-    )?;
-
-    // What the Deployment's env would hold: the ConfigMap's and the Secret's
-    // variables, plus the referenced ChatFlow token.
-    let var =
-        |k: &str| secret_value(&secret, k).with_context(|| format!("{k} in the runtime Secret"));
-    let args = [
-        "serve".to_owned(),
-        format!(
-            "--client-name={}",
-            data.get("TRUFFLES_CLIENT_NAME").context("name")?
-        ),
-        format!("--config-file={}", client_json.display()),
-        format!("--database-url={}", var("DATABASE_URL")?),
-        format!("--redis-url={}", var("REDIS_URL")?),
-        format!("--webhook-secret={}", var("TRUFFLES_WEBHOOK_SECRET")?),
-        format!("--pii-key={}", var("TRUFFLES_PII_KEY")?),
-        "--chatflow-token=chatflow-token-value".to_owned(),
-        "--listen=127.0.0.1:0".to_owned(),
-        "--coalesce-ms=100".to_owned(),
-    ];
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(subcommand)]
-        command: Command,
-    }
-    #[derive(clap::Subcommand)]
-    enum Command {
-        Serve(ServeArgs),
-    }
-    let Command::Serve(serve) =
-        Cli::try_parse_from(std::iter::once("truffles-bot".to_owned()).chain(args))?.command;
-    let config = Config::load(serve)?;
-    assert!(config.llm.is_none(), "no LLM configured in this spec");
-    let running = truffles_bot::serve::start(truffles_bot::runtime::Runtime::new(
-        config,
-        Arc::new(truffles_bot::knowledge::NoKnowledge),
-    )?)
+    let (running, dir) = start_rendered_runtime(
+        &env,
+        "live-shop",
+        &["--chatflow-token=chatflow-token-value"],
+    )
     .await?;
+    assert!(
+        running.runtime.config.llm.is_none(),
+        "no LLM configured in this spec"
+    );
 
     // The URL the operator published for ChatFlow, with this runtime's address.
     let webhook: Secret = env.ns.api().get("live-shop-webhook").await?;
@@ -892,4 +866,75 @@ async fn the_runtime_starts_from_what_the_operator_rendered() -> Result<()> {
     drop(running);
     let _ = std::fs::remove_dir_all(dir);
     env.finish().await
+}
+
+/// Starts `truffles-bot serve` in this process from what the operator rendered
+/// for `name` (its ConfigMap and runtime Secret, as the Deployment's env would
+/// hold them), plus `extra` arguments for the referenced Secrets' keys.
+pub(crate) async fn start_rendered_runtime(
+    env: &Env,
+    name: &str,
+    extra: &[&str],
+) -> Result<(truffles_bot::serve::Running, std::path::PathBuf)> {
+    use clap::Parser;
+    use truffles_bot::config::{Config, ServeArgs};
+    let secret: Secret = env.ns.api().get(&format!("{name}-runtime")).await?;
+    let config: ConfigMap = env.ns.api().get(&format!("{name}-runtime")).await?;
+    let data = config.data.context("ConfigMap data")?;
+    let dir = std::env::temp_dir().join(format!(
+        "truffles-{}-{}",
+        env.ns.name,
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let client_json = dir.join("client.json");
+    std::fs::write(
+        &client_json,
+        data.get("client.json").context("client.json")?,
+    )?;
+    // Every key of the runtime Secret, as `envFrom` would pass it.
+    let from_secret = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(key, value)| {
+            let flag = key
+                .strip_prefix("TRUFFLES_")
+                .unwrap_or(key)
+                .to_lowercase()
+                .replace('_', "-");
+            format!("--{flag}={}", String::from_utf8_lossy(&value.0))
+        })
+        .filter(|arg| !arg.starts_with("--backup-key="));
+    let args = [
+        "serve".to_owned(),
+        format!(
+            "--client-name={}",
+            data.get("TRUFFLES_CLIENT_NAME").context("name")?
+        ),
+        format!("--config-file={}", client_json.display()),
+        "--listen=127.0.0.1:0".to_owned(),
+        "--admin-listen=127.0.0.1:0".to_owned(),
+        "--coalesce-ms=100".to_owned(),
+    ]
+    .into_iter()
+    .chain(from_secret)
+    .chain(extra.iter().map(|a| (*a).to_owned()));
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+    #[derive(clap::Subcommand)]
+    enum Command {
+        Serve(ServeArgs),
+    }
+    let Command::Serve(serve) =
+        Cli::try_parse_from(std::iter::once("truffles-bot".to_owned()).chain(args))?.command;
+    let running = truffles_bot::serve::start(truffles_bot::runtime::Runtime::new(
+        Config::load(serve)?,
+        Arc::new(truffles_bot::knowledge::NoKnowledge),
+    )?)
+    .await?;
+    Ok((running, dir))
 }

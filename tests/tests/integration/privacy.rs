@@ -6,7 +6,9 @@
 use anyhow::{Context, Result};
 use serde_json::json;
 use truffles_bot::audit::{ERROR_INPUT_RETENTION, anonymize_old_errors, anonymize_old_inbox};
-use truffles_tests::runtime::{TenantRuntime, WEBHOOK_SECRET, chatflow_text, price_list};
+use truffles_tests::runtime::{
+    ADMIN_TOKEN, TenantRuntime, WEBHOOK_SECRET, chatflow_text, price_list,
+};
 
 #[tokio::test]
 async fn old_error_rows_lose_the_customers_data() -> Result<()> {
@@ -185,7 +187,7 @@ async fn one_person_is_exported_then_erased_and_nothing_of_them_remains() -> Res
     let admin = |request: &str| {
         format!(
             "http://{}/t/{}/admin/person/{request}",
-            running.addr, rt.name
+            running.admin_addr, rt.name
         )
     };
     let call = |request: &str, bearer: &str, body: serde_json::Value| {
@@ -195,15 +197,17 @@ async fn one_person_is_exported_then_erased_and_nothing_of_them_remains() -> Res
             .json(&body)
             .send()
     };
-    // Refusals: wrong secret (indistinguishable 404), no phone, not a phone.
+    // Refusals: a wrong token or the webhook secret (401), no phone, not a phone.
+    for bearer in ["wrong", WEBHOOK_SECRET] {
+        assert_eq!(
+            call("erase", bearer, json!({"phone": ERASED}))
+                .await?
+                .status(),
+            401
+        );
+    }
     assert_eq!(
-        call("erase", "wrong", json!({"phone": ERASED}))
-            .await?
-            .status(),
-        404
-    );
-    assert_eq!(
-        call("erase", WEBHOOK_SECRET, json!({"number": ERASED}))
+        call("erase", ADMIN_TOKEN, json!({"number": ERASED}))
             .await?
             .status(),
         400
@@ -211,7 +215,7 @@ async fn one_person_is_exported_then_erased_and_nothing_of_them_remains() -> Res
     assert_eq!(
         call(
             "erase",
-            WEBHOOK_SECRET,
+            ADMIN_TOKEN,
             json!({"phone": "robert'); DROP TABLE users;--"})
         )
         .await?
@@ -222,7 +226,7 @@ async fn one_person_is_exported_then_erased_and_nothing_of_them_remains() -> Res
     // Export: theirs, all of it, and nobody else's.
     let export: serde_json::Value = call(
         "export",
-        WEBHOOK_SECRET,
+        ADMIN_TOKEN,
         json!({"phone": "+7 (701) 555-01-77"}),
     )
     .await?
@@ -242,7 +246,7 @@ async fn one_person_is_exported_then_erased_and_nothing_of_them_remains() -> Res
     );
 
     // Erase.
-    let erased: serde_json::Value = call("erase", WEBHOOK_SECRET, json!({"phone": ERASED}))
+    let erased: serde_json::Value = call("erase", ADMIN_TOKEN, json!({"phone": ERASED}))
         .await?
         .error_for_status()?
         .json()
@@ -279,7 +283,7 @@ async fn one_person_is_exported_then_erased_and_nothing_of_them_remains() -> Res
     assert_eq!(audits[1]["request"], "erase");
 
     // Idempotent, and the person writing again starts from nothing.
-    let again: serde_json::Value = call("erase", WEBHOOK_SECRET, json!({"phone": ERASED}))
+    let again: serde_json::Value = call("erase", ADMIN_TOKEN, json!({"phone": ERASED}))
         .await?
         .json()
         .await?;

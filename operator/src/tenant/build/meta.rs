@@ -8,8 +8,10 @@ use kube::Resource;
 use sha2::{Digest, Sha256};
 use truffles_crds::TrufflesClient;
 
-/// Port of the runtime's HTTP server.
+/// Port of the runtime's public HTTP server (the Ingress's backend).
 pub const RUNTIME_PORT: i32 = truffles_crds::contract::RUNTIME_PORT as i32;
+/// Port of the runtime's admin API (never an Ingress backend).
+pub const ADMIN_PORT: i32 = truffles_crds::contract::ADMIN_PORT as i32;
 /// Label every object of a tenant carries; pruning lists by it.
 pub const CLIENT_LABEL: &str = "truffles.kz/client";
 /// Annotation with the hash of the runtime's configuration; a change rolls the pods.

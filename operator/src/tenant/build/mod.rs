@@ -22,6 +22,7 @@ use self::backup::backup_storage;
 use self::meta::{config_hash, owner_reference, selector_labels};
 use self::names::ingress;
 use self::pod::pod_spec;
+use crate::tenant::custody::Rotating;
 use crate::tenant::validate::InvalidSpec;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
@@ -38,7 +39,7 @@ use kube::ResourceExt;
 use truffles_crds::TrufflesClient;
 use truffles_crds::client::{BackupStorage, TenantState, VectorBackend};
 
-pub use meta::RUNTIME_PORT;
+pub use meta::{ADMIN_PORT, RUNTIME_PORT};
 pub use meta::{CLIENT_LABEL, CONFIG_HASH_ANNOTATION, labels};
 pub use names::{Names, instagram_callback_url, public_url, webhook_url};
 
@@ -49,8 +50,10 @@ pub struct BuildInputs {
     pub client_id: String,
     /// `postgres://` URL of the platform database as the tenant's role.
     pub database_url: String,
-    /// Secret path segment of the webhook URL.
-    pub webhook_secret: String,
+    /// Secret path segment of the webhook URL (and the one before a rotation).
+    pub webhook_secret: Rotating,
+    /// Bearer of the runtime's admin API (and the one before a rotation).
+    pub admin_token: Rotating,
     /// The tenant's key for phone numbers at rest (64 hex characters).
     pub pii_key: String,
     /// The tenant's backup data key (64 hex characters; see `keys`).
@@ -110,10 +113,6 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
                     ByteString(inputs.database_url.clone().into_bytes()),
                 ),
                 (
-                    env::WEBHOOK_SECRET.into(),
-                    ByteString(inputs.webhook_secret.clone().into_bytes()),
-                ),
-                (
                     env::PII_KEY.into(),
                     ByteString(inputs.pii_key.clone().into_bytes()),
                 ),
@@ -123,6 +122,22 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
                 ),
             ])
             .into_iter()
+            .chain(rotating(
+                [
+                    env::WEBHOOK_SECRET,
+                    env::WEBHOOK_SECRET_PREVIOUS,
+                    env::WEBHOOK_SECRET_PREVIOUS_UNTIL,
+                ],
+                &inputs.webhook_secret,
+            ))
+            .chain(rotating(
+                [
+                    env::ADMIN_TOKEN,
+                    env::ADMIN_TOKEN_PREVIOUS,
+                    env::ADMIN_TOKEN_PREVIOUS_UNTIL,
+                ],
+                &inputs.admin_token,
+            ))
             .chain(
                 inputs
                     .redis_url
@@ -141,7 +156,7 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
         data: Some(
             std::iter::once((
                 "url".into(),
-                ByteString(webhook_url(tc, &inputs.webhook_secret).into_bytes()),
+                ByteString(webhook_url(tc, &inputs.webhook_secret.current).into_bytes()),
             ))
             .chain(
                 instagram_callback_url(tc)
@@ -199,12 +214,22 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
         metadata: meta(names.bot()),
         spec: Some(ServiceSpec {
             selector: Some(selector_labels(&name)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: RUNTIME_PORT,
-                target_port: Some(IntOrString::String("http".into())),
-                ..ServicePort::default()
-            }]),
+            // The Ingress routes to `http` only; `admin` is reached inside
+            // the cluster, as the NetworkPolicy allows.
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("http".into()),
+                    port: RUNTIME_PORT,
+                    target_port: Some(IntOrString::String("http".into())),
+                    ..ServicePort::default()
+                },
+                ServicePort {
+                    name: Some("admin".into()),
+                    port: ADMIN_PORT,
+                    target_port: Some(IntOrString::String("admin".into())),
+                    ..ServicePort::default()
+                },
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -314,6 +339,18 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
         backup_volume,
         data_volume,
     })
+}
+
+/// A rotating credential's Secret keys: its value, and the one before the
+/// last rotation with the time it stops being accepted.
+fn rotating(
+    [current, previous, until]: [&str; 3],
+    value: &Rotating,
+) -> impl Iterator<Item = (String, ByteString)> {
+    let text = |key: &str, v: String| (key.to_owned(), ByteString(v.into_bytes()));
+    std::iter::once(text(current, value.current.clone()))
+        .chain(value.previous.clone().map(|v| text(previous, v)))
+        .chain(value.previous_until.map(|t| text(until, t.to_string())))
 }
 
 fn runtime_config_data(tc: &TrufflesClient) -> Result<BTreeMap<String, String>, InvalidSpec> {

@@ -1,6 +1,6 @@
 //! The pod spec of the runtime and of the CronJobs that run `truffles-bot`.
 
-use super::meta::RUNTIME_PORT;
+use super::meta::{ADMIN_PORT, RUNTIME_PORT};
 use super::names::Names;
 use crate::tenant::references::{drive_credentials, referenced_secret_keys, referenced_secrets};
 use k8s_openapi::api::core::v1::{
@@ -159,11 +159,18 @@ pub fn pod_spec(tc: &TrufflesClient, image: &str, args: Vec<String>, serve: bool
             ]),
             env: Some(env),
             ports: serve.then(|| {
-                vec![ContainerPort {
-                    name: Some("http".into()),
-                    container_port: RUNTIME_PORT,
-                    ..ContainerPort::default()
-                }]
+                vec![
+                    ContainerPort {
+                        name: Some("http".into()),
+                        container_port: RUNTIME_PORT,
+                        ..ContainerPort::default()
+                    },
+                    ContainerPort {
+                        name: Some("admin".into()),
+                        container_port: ADMIN_PORT,
+                        ..ContainerPort::default()
+                    },
+                ]
             }),
             readiness_probe: serve.then(|| probe("/readyz")),
             liveness_probe: serve.then(|| probe("/livez")),

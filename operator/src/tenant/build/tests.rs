@@ -1,4 +1,5 @@
 use super::*;
+use crate::tenant::custody::Rotating;
 use crate::tenant::references::{referenced_secret_keys, referenced_secrets};
 use k8s_openapi::api::core::v1::{Container, EnvVar};
 use truffles_crds::client::TenantState;
@@ -22,7 +23,15 @@ fn inputs() -> BuildInputs {
     BuildInputs {
         client_id: "5d1c".into(),
         database_url: "postgres://tenant_flower_shop:pw@db:5432/truffles_platform".into(),
-        webhook_secret: "s3cr3t".into(),
+        webhook_secret: Rotating {
+            current: "s3cr3t".into(),
+            previous: Some("old-s3cr3t".into()),
+            previous_until: Some(1_900_000_000),
+        },
+        admin_token: Rotating {
+            current: "adm1n".into(),
+            ..Rotating::default()
+        },
         pii_key: "ab".repeat(32),
         backup_key: "cd".repeat(32),
         redis_url: Some("redis://:pw@redis:6379".into()),

@@ -1,0 +1,378 @@
+//! The tenant boundary, attacked: each test tries what a reader of an access
+//! log, a curious tenant or a careless `kubectl delete` would, against the
+//! real runtime, operator, PostgreSQL, Redis and API server, and checks it is
+//! refused and loses nothing. Each attempt is counted in [`ATTACKS`]; the last
+//! line of each test prints how many it tried.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::wait::conditions;
+use serde_json::json;
+use truffles_tests::fakes::FakeChatflow;
+use truffles_tests::runtime::{
+    ADMIN_TOKEN, TenantRuntime, WEBHOOK_SECRET, chatflow_text, price_list,
+};
+use truffles_tests::{condition_reason, wait_until};
+
+use super::operator::{Env, WAIT, secret_value, start_rendered_runtime};
+
+/// Attacks tried by this suite (all tests of the process).
+static ATTACKS: AtomicUsize = AtomicUsize::new(0);
+
+fn attack(what: &str) {
+    let n = ATTACKS.fetch_add(1, Ordering::Relaxed) + 1;
+    println!("attack {n}: {what}");
+}
+
+fn tried(test: &str) {
+    println!(
+        "security suite: {test}: {} attacks tried so far, each refused",
+        ATTACKS.load(Ordering::Relaxed)
+    );
+}
+
+/// The admin API answers its own token only, on its own listener only, and
+/// stops answering after a burst of wrong tokens.
+#[tokio::test]
+async fn the_admin_api_takes_its_own_token_on_its_own_port_only() -> Result<()> {
+    let rt = TenantRuntime::new("sec-admin", json!({})).await?;
+    let running = rt.start(rt.config()?, price_list()).await?;
+    let admin = |addr: std::net::SocketAddr, route: &str| {
+        format!("http://{addr}/t/{}/admin/{route}", rt.name)
+    };
+    let routes = [
+        ("POST", "person/export"),
+        ("POST", "person/erase"),
+        ("POST", "knowledge/sync"),
+        ("PUT", "knowledge/upload/manual/prices.md"),
+        ("DELETE", "knowledge/upload/manual/prices.md"),
+    ];
+    let call = |method: &str, url: String, bearer: &str| {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        rt.http
+            .request(method, url)
+            .bearer_auth(bearer)
+            .json(&json!({"phone": "+7 701 555 0101"}))
+            .send()
+    };
+    for (method, route) in routes {
+        attack(&format!(
+            "{method} admin/{route} with the webhook URL's secret"
+        ));
+        let status = call(method, admin(running.admin_addr, route), WEBHOOK_SECRET)
+            .await?
+            .status();
+        assert_eq!(status, 401, "{route}: the webhook secret is no admin token");
+        attack(&format!(
+            "{method} admin/{route} through the public listener"
+        ));
+        let status = call(method, admin(running.addr, route), ADMIN_TOKEN)
+            .await?
+            .status();
+        assert_eq!(status, 404, "{route} is not served on the public port");
+    }
+    // The admin token works (the export of nobody is an empty export).
+    let export = call(
+        "POST",
+        admin(running.admin_addr, "person/export"),
+        ADMIN_TOKEN,
+    )
+    .await?;
+    assert_eq!(export.status(), 200);
+    // Nothing of the refusals is stored.
+    assert_eq!(rt.count("SELECT count(*) FROM error_logs").await?, 0);
+    assert_eq!(
+        rt.count("SELECT count(*) FROM audit_log WHERE actor_id = 'admin-token'")
+            .await?,
+        1,
+        "the export is audited with the credential that asked"
+    );
+
+    // Guessing: past ten failures a minute every admin call is refused for a
+    // minute, the right token too.
+    attack("guessing the admin token by volume");
+    let mut statuses = Vec::new();
+    for guess in 0..12 {
+        let url = admin(running.admin_addr, "person/export");
+        statuses.push(call("POST", url, &format!("guess-{guess}")).await?.status());
+    }
+    assert!(
+        statuses.iter().filter(|s| s.as_u16() == 429).count() >= 1,
+        "{statuses:?}"
+    );
+    let locked = call(
+        "POST",
+        admin(running.admin_addr, "person/export"),
+        ADMIN_TOKEN,
+    )
+    .await?;
+    assert_eq!(locked.status(), 429);
+    let metrics = rt
+        .http
+        .get(format!("http://{}/metrics", running.addr))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(metrics.contains("admin_unauthorized"), "{metrics}");
+    tried("admin API");
+    Ok(())
+}
+
+/// A body is not read before the admin token is checked: a 50 MiB upload
+/// without a token is refused at once.
+#[tokio::test]
+async fn an_unauthenticated_admin_body_is_not_read() -> Result<()> {
+    let rt = TenantRuntime::new(
+        "sec-body",
+        json!({"knowledge": {"sources": [
+            {"name": "manual", "type": "policy", "upload": {"maxSizeMib": 100}}]}}),
+    )
+    .await?;
+    let running = rt.start(rt.config()?, price_list()).await?;
+    attack("a 50 MiB upload without the admin token");
+    // The head announces 50 MiB and no byte of it follows: only a server that
+    // answers before reading the body answers at all.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(running.admin_addr).await?;
+    let head = format!(
+        "PUT /t/{}/admin/knowledge/upload/manual/big.md HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WEBHOOK_SECRET}\r\nContent-Length: {}\r\n\r\n",
+        rt.name,
+        50 * 1024 * 1024
+    );
+    stream.write_all(head.as_bytes()).await?;
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .context("the refusal came before the body")??;
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert_eq!(rt.count("SELECT count(*) FROM uploads").await?, 0);
+    tried("admin body");
+    Ok(())
+}
+
+/// `kubectl delete secret <name>-runtime`: the Secret comes back with the same
+/// PII key and webhook secret; the old webhook URL still works and a customer
+/// who wrote before is the same customer after.
+#[tokio::test]
+async fn a_deleted_runtime_secret_returns_with_the_same_keys() -> Result<()> {
+    let env = Env::start("sec-custody").await?;
+    let chatflow = FakeChatflow::start("chatflow-token-value", "i-1").await?;
+    let channels = json!({"whatsapp": {"instanceId": "i-1", "apiBaseUrl": chatflow.url,
+        "tokenSecretRef": {"name": "kept-shop-creds", "key": "token"}}});
+    env.onboard("kept-shop", json!({"channels": channels}))
+        .await?;
+    let secrets: kube::Api<Secret> = env.ns.api();
+    let before = secrets.get("kept-shop-runtime").await?;
+    let webhook: Secret = secrets.get("kept-shop-webhook").await?;
+    let published = secret_value(&webhook, "url").context("url")?;
+    let path = published
+        .split_once("/t/")
+        .map(|(_, p)| format!("/t/{p}"))
+        .context("webhook path")?;
+    let write = |running: &truffles_bot::serve::Running, id: &str| {
+        let url = format!("http://{}{path}", running.addr);
+        let body = chatflow_text(id, "77015705511", "Здравствуйте");
+        async move { reqwest::Client::new().post(url).json(&body).send().await }
+    };
+    let extra = ["--chatflow-token=chatflow-token-value"];
+    let (running, dir) = start_rendered_runtime(&env, "kept-shop", &extra).await?;
+    assert_eq!(write(&running, "KEPT-1").await?.status(), 200);
+    chatflow.wait_sent(1, Duration::from_secs(30)).await?;
+    drop(running);
+
+    attack("deleting the tenant's runtime Secret");
+    secrets
+        .delete("kept-shop-runtime", &DeleteParams::default())
+        .await?;
+    let uid = before.metadata.uid.clone().unwrap_or_default();
+    let restored = wait_until(
+        &secrets,
+        "kept-shop-runtime",
+        "recreated",
+        WAIT,
+        |s: Option<&Secret>| s.is_some_and(|s| s.metadata.uid.as_deref() != Some(uid.as_str())),
+    )
+    .await?
+    .context("the runtime Secret came back")?;
+    for key in [
+        "TRUFFLES_PII_KEY",
+        "TRUFFLES_WEBHOOK_SECRET",
+        "TRUFFLES_ADMIN_TOKEN",
+        "DATABASE_URL",
+    ] {
+        assert_eq!(
+            secret_value(&restored, key),
+            secret_value(&before, key),
+            "{key} is the same"
+        );
+    }
+
+    attack("editing the tenant's PII key in its runtime Secret");
+    let edit = json!({"stringData": {"TRUFFLES_PII_KEY": "00".repeat(32)}});
+    secrets
+        .patch(
+            "kept-shop-runtime",
+            &PatchParams::default(),
+            &Patch::Merge(&edit),
+        )
+        .await?;
+    let pii = secret_value(&before, "TRUFFLES_PII_KEY").context("PII key")?;
+    wait_until(
+        &secrets,
+        "kept-shop-runtime",
+        "the PII key put back",
+        WAIT,
+        |s: Option<&Secret>| {
+            s.and_then(|s| secret_value(s, "TRUFFLES_PII_KEY"))
+                .as_deref()
+                == Some(pii.as_str())
+        },
+    )
+    .await?;
+
+    // The old URL works; the customer is recognised (one user, two messages).
+    let (running, dir2) = start_rendered_runtime(&env, "kept-shop", &extra).await?;
+    assert_eq!(write(&running, "KEPT-2").await?.status(), 200);
+    chatflow.wait_sent(2, Duration::from_secs(30)).await?;
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_kept_shop.users")
+        .fetch_one(&env.db.pool)
+        .await?;
+    assert_eq!(
+        users, 1,
+        "the customer who wrote before is the same customer"
+    );
+    drop(running);
+    for d in [dir, dir2] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    tried("key custody");
+    env.finish().await
+}
+
+/// With both copies of the PII key gone, the operator refuses to make a new
+/// one for a tenant with data: the reconcile fails with `CredentialsLost`
+/// and no runtime Secret with another key appears.
+#[tokio::test]
+async fn a_lost_pii_key_is_never_replaced() -> Result<()> {
+    let mut env = Env::start("sec-lost").await?;
+    env.onboard("lost-shop", json!({})).await?;
+    attack("losing both copies of the PII key");
+    // Both go while the operator is down, as in a restore gone wrong;
+    // otherwise it would take the Secret's key back into custody first.
+    env.stop_operator();
+    sqlx::query("DELETE FROM platform.tenant_credentials")
+        .execute(&env.db.pool)
+        .await?;
+    let secrets: kube::Api<Secret> = env.ns.api();
+    let before = secrets.get("lost-shop-runtime").await?;
+    secrets
+        .delete("lost-shop-runtime", &DeleteParams::default())
+        .await?;
+    wait_until(
+        &secrets,
+        "lost-shop-runtime",
+        "deleted",
+        WAIT,
+        conditions::is_deleted(&before.metadata.uid.clone().unwrap_or_default()),
+    )
+    .await?;
+    env.start_operator();
+    let tc = env
+        .wait_for("lost-shop", "CredentialsLost", |tc| {
+            condition_reason(tc, "Ready").as_deref() == Some("CredentialsLost")
+        })
+        .await?;
+    let message = serde_json::to_string(&tc.status)?;
+    assert!(message.contains("TRUFFLES_PII_KEY"), "{message}");
+    assert!(
+        secrets.get_opt("lost-shop-runtime").await?.is_none(),
+        "no Secret with a new key"
+    );
+    tried("lost key");
+    env.finish().await
+}
+
+/// Rotations asked for by annotation: the webhook secret keeps its old value
+/// for a window (ChatFlow's console is updated meanwhile), the database
+/// password changes and the old one stops working.
+#[tokio::test]
+async fn rotations_replace_the_webhook_secret_and_the_database_password() -> Result<()> {
+    let env = Env::start("sec-rotate").await?;
+    env.onboard("turn-shop", json!({})).await?;
+    let secrets: kube::Api<Secret> = env.ns.api();
+    let before = secrets.get("turn-shop-runtime").await?;
+    let old_secret = secret_value(&before, "TRUFFLES_WEBHOOK_SECRET").context("secret")?;
+    let old_url = secret_value(&before, "DATABASE_URL").context("url")?;
+    let annotate = json!({"metadata": {"annotations": {
+        "truffles.kz/rotate-webhook-secret": "2026-12-02",
+        "truffles.kz/rotate-database-password": "2026-12-02"}}});
+    env.clients()
+        .patch(
+            "turn-shop",
+            &PatchParams::default(),
+            &Patch::Merge(&annotate),
+        )
+        .await?;
+    let after = wait_until(
+        &secrets,
+        "turn-shop-runtime",
+        "rotated",
+        WAIT,
+        |s: Option<&Secret>| {
+            s.and_then(|s| secret_value(s, "TRUFFLES_WEBHOOK_SECRET_PREVIOUS"))
+                .is_some()
+        },
+    )
+    .await?
+    .context("the Secret")?;
+    let new_secret = secret_value(&after, "TRUFFLES_WEBHOOK_SECRET").context("secret")?;
+    assert_ne!(new_secret, old_secret);
+    assert_eq!(
+        secret_value(&after, "TRUFFLES_WEBHOOK_SECRET_PREVIOUS").as_deref(),
+        Some(old_secret.as_str())
+    );
+    let until: i64 = secret_value(&after, "TRUFFLES_WEBHOOK_SECRET_PREVIOUS_UNTIL")
+        .context("until")?
+        .parse()?;
+    let now = chrono::Utc::now().timestamp();
+    assert!(
+        (now + 23 * 3600..=now + 24 * 3600).contains(&until),
+        "{until}"
+    );
+    let new_url = secret_value(&after, "DATABASE_URL").context("url")?;
+    assert_ne!(new_url, old_url);
+    attack("connecting with the database password from before the rotation");
+    use sqlx::Connection;
+    assert!(sqlx::PgConnection::connect(&old_url).await.is_err());
+    sqlx::PgConnection::connect(&new_url).await?;
+
+    // Both URLs reach the runtime during the window.
+    let extra = ["--chatflow-token=chatflow-token-value"];
+    let (running, dir) = start_rendered_runtime(&env, "turn-shop", &extra).await?;
+    for secret in [&old_secret, &new_secret] {
+        let url = format!("http://{}/t/turn-shop/webhook/{secret}", running.addr);
+        let body = chatflow_text("ROT", "77015705512", "hi");
+        let status = reqwest::Client::new().post(url).json(&body).send().await?;
+        assert_eq!(status.status(), 200);
+    }
+    drop(running);
+    let _ = std::fs::remove_dir_all(dir);
+
+    // A typo in the annotation is an invalid spec, not a silent no-op.
+    let typo = json!({"metadata": {"annotations": {"truffles.kz/rotate-webhok-secret": "1"}}});
+    env.clients()
+        .patch("turn-shop", &PatchParams::default(), &Patch::Merge(&typo))
+        .await?;
+    env.wait_for("turn-shop", "InvalidSpec", |tc| {
+        condition_reason(tc, "Ready").as_deref() == Some("InvalidSpec")
+    })
+    .await?;
+    tried("rotation");
+    env.finish().await
+}
