@@ -115,8 +115,18 @@ pub async fn start(runtime: Runtime) -> Result<Running> {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
             loop {
                 every.tick().await;
-                if let Err(e) = rt.sync_knowledge().await {
-                    tracing::error!(error = %format!("{e:#}"), "knowledge sync failed");
+                // Its own task: even a panic in a sync is that sync's failure,
+                // not the end of the process.
+                let sync = tokio::spawn({
+                    let rt = rt.clone();
+                    async move { rt.sync_knowledge().await }
+                });
+                match sync.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %format!("{e:#}"), "knowledge sync failed")
+                    }
+                    Err(e) => tracing::error!(error = %e, "knowledge sync panicked"),
                 }
             }
         });

@@ -25,13 +25,27 @@ impl Chunker {
     }
 
     /// The chunks of one file; the format comes from its name. Unsupported or
-    /// unreadable files are an error the sync records against the document.
+    /// unreadable files, archives past [`MAX_UNPACKED_BYTES`] or
+    /// [`MAX_ARCHIVE_ENTRIES`], and a parser's panic are an error the sync
+    /// records against the document. CPU-bound: call it off the async workers.
     pub fn split(&self, file_name: &str, content: &[u8]) -> Result<Vec<String>> {
         let extension = file_name
             .rsplit_once('.')
             .map(|(_, e)| e.to_lowercase())
             .unwrap_or_default();
-        match extension.as_str() {
+        if matches!(extension.as_str(), "docx" | "xlsx" | "xlsm" | "ods") {
+            archive_within_limits(content)?;
+        }
+        // Parsers of untrusted files may panic (a bug on a malformed file):
+        // that is this document's failure, never the process's.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.split_format(&extension, content)
+        }))
+        .unwrap_or_else(|_| bail!("the .{extension} parser failed on this file (malformed?)"))
+    }
+
+    fn split_format(&self, extension: &str, content: &[u8]) -> Result<Vec<String>> {
+        match extension {
             "md" | "markdown" | "txt" | "text" | "" => {
                 let text = std::str::from_utf8(content).context("the file is not UTF-8 text")?;
                 Ok(self.markdown(text))
@@ -160,6 +174,40 @@ fn pdf_text(content: &[u8]) -> Result<String> {
     Ok(text)
 }
 
+/// An Office or OpenDocument file is a zip archive: what it unpacks to is
+/// measured (by decompressing, not by trusting its headers) before a parser
+/// reads it, so a zip bomb is refused for the price of the cap.
+pub const MAX_UNPACKED_BYTES: u64 = 200 * 1024 * 1024;
+pub const MAX_ARCHIVE_ENTRIES: usize = 10_000;
+
+fn archive_within_limits(content: &[u8]) -> Result<()> {
+    let mut archive =
+        zip::ZipArchive::new(std::io::Cursor::new(content)).context("not a zip-based document")?;
+    if archive.len() > MAX_ARCHIVE_ENTRIES {
+        bail!(
+            "the archive has {} entries (at most {MAX_ARCHIVE_ENTRIES})",
+            archive.len()
+        );
+    }
+    let mut unpacked = 0u64;
+    for i in 0..archive.len() {
+        let entry = archive
+            .by_index(i)
+            .with_context(|| format!("reading entry {i} of the archive"))?;
+        let left = MAX_UNPACKED_BYTES - unpacked;
+        let mut bounded = std::io::Read::take(entry, left + 1);
+        unpacked += std::io::copy(&mut bounded, &mut std::io::sink())
+            .with_context(|| format!("unpacking entry {i} of the archive"))?;
+        if unpacked > MAX_UNPACKED_BYTES {
+            bail!(
+                "the archive unpacks to more than {} MiB (a zip bomb?)",
+                MAX_UNPACKED_BYTES / 1024 / 1024
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The text of a Word document as Markdown: paragraphs, with its heading
 /// styles (Heading1…, Title, Заголовок1…) as `#` headings for the chunker.
 fn docx_text(content: &[u8]) -> Result<String> {
@@ -183,22 +231,22 @@ fn docx_text(content: &[u8]) -> Result<String> {
             .read_event()
             .context("word/document.xml is not well-formed")?
         {
-            Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"w:pStyle" => {
+            Event::Start(e) | Event::Empty(e) if e.name().as_ref() == "w:pStyle" => {
                 if let Some(style) = e.try_get_attribute("w:val").ok().flatten() {
                     heading = heading_level(
                         &style
-                            .decode_and_unescape_value(reader.decoder())
+                            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
                             .unwrap_or_default(),
                     );
                 }
             }
-            Event::Start(e) if e.name().as_ref() == b"w:t" => in_text = true,
-            Event::End(e) if e.name().as_ref() == b"w:t" => in_text = false,
-            Event::Text(t) if in_text => paragraph.push_str(&t.decode().unwrap_or_default()),
+            Event::Start(e) if e.name().as_ref() == "w:t" => in_text = true,
+            Event::End(e) if e.name().as_ref() == "w:t" => in_text = false,
+            Event::Text(t) if in_text => paragraph.push_str(&t.xml10_content()),
             Event::GeneralRef(r) if in_text => {
                 let text = match r.resolve_char_ref().ok().flatten() {
                     Some(c) => c.to_string(),
-                    None => match r.decode().unwrap_or_default().as_ref() {
+                    None => match r.xml10_content().as_ref() {
                         "amp" => "&".into(),
                         "lt" => "<".into(),
                         "gt" => ">".into(),
@@ -209,8 +257,8 @@ fn docx_text(content: &[u8]) -> Result<String> {
                 };
                 paragraph.push_str(&text);
             }
-            Event::Empty(e) if e.name().as_ref() == b"w:tab" => paragraph.push(' '),
-            Event::End(e) if e.name().as_ref() == b"w:p" => {
+            Event::Empty(e) if e.name().as_ref() == "w:tab" => paragraph.push(' '),
+            Event::End(e) if e.name().as_ref() == "w:p" => {
                 let text = paragraph.trim();
                 if !text.is_empty() {
                     if let Some(level) = heading {
@@ -226,6 +274,9 @@ fn docx_text(content: &[u8]) -> Result<String> {
             Event::Eof => break,
             _ => {}
         }
+    }
+    if out.trim().is_empty() {
+        bail!("the DOCX has no text (or its word/document.xml is cut short)");
     }
     Ok(out)
 }
@@ -527,5 +578,55 @@ mod tests {
         assert!(chunker.split("scan.pdf", b"%PDF-1.7").is_err());
         assert!(chunker.split("photo.jpg", b"\xff\xd8\xff").is_err());
         assert!(chunker.split("notes.md", &[0xff, 0xfe, 0x00]).is_err());
+    }
+
+    /// A zip whose one entry (named `entry`) is `size` zero bytes.
+    fn zip_of_zeros(entry: &str, size: usize) -> Vec<u8> {
+        use std::io::Write;
+        let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .large_file(size > u32::MAX as usize);
+        out.start_file(entry, options).expect("entry");
+        let block = vec![0u8; 1024 * 1024];
+        for _ in 0..size / block.len() {
+            out.write_all(&block).expect("write");
+        }
+        out.finish().expect("zip").into_inner()
+    }
+
+    #[test]
+    fn zip_bombs_and_malformed_office_files_fail_as_documents() {
+        let chunker = Chunker::new(500, 50).expect("tokenizer");
+        let bomb = zip_of_zeros("word/document.xml", 201 * 1024 * 1024);
+        assert!(bomb.len() < 1024 * 1024, "a bomb: {} bytes", bomb.len());
+        for name in ["bomb.docx", "bomb.xlsx", "bomb.ods"] {
+            let error = chunker.split(name, &bomb).expect_err("refused");
+            assert!(
+                format!("{error:#}").contains("zip bomb"),
+                "{name}: {error:#}"
+            );
+        }
+        for name in ["broken.docx", "broken.xlsx", "broken.ods", "broken.xls"] {
+            assert!(
+                chunker.split(name, b"PK\x03\x04 not really").is_err(),
+                "{name}"
+            );
+        }
+        // A well-formed zip with malformed XML inside.
+        let junk = {
+            use std::io::Write;
+            let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+            out.start_file(
+                "word/document.xml",
+                zip::write::SimpleFileOptions::default(),
+            )
+            .expect("entry");
+            out.write_all(b"<w:document><w:p><w:t>unclosed")
+                .expect("write");
+            out.finish().expect("zip").into_inner()
+        };
+        assert!(chunker.split("junk.docx", &junk).is_err());
+        assert!(chunker.split("junk.xlsx", &junk).is_err());
     }
 }

@@ -86,7 +86,8 @@ pub fn default_min_score(model: &str) -> f32 {
 }
 
 pub struct KnowledgeBase {
-    pub chunker: Chunker,
+    /// Shared with the blocking thread that parses a document.
+    pub chunker: Arc<Chunker>,
     pub embedder: Embedder,
     pub store: Arc<dyn VectorStore>,
     pub min_score: f32,
@@ -95,7 +96,7 @@ pub struct KnowledgeBase {
 impl KnowledgeBase {
     pub fn open(config: &KnowledgeConfig) -> Result<Self> {
         Ok(Self {
-            chunker: Chunker::new(config.max_tokens, config.overlap_tokens)?,
+            chunker: Arc::new(Chunker::new(config.max_tokens, config.overlap_tokens)?),
             embedder: Embedder::new(
                 &config.embeddings_url,
                 &config.api_key,

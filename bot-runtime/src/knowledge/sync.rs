@@ -352,7 +352,15 @@ pub async fn sync(
 
 /// Chunks, embeds and stores one document; returns its point ids.
 async fn index(kb: &KnowledgeBase, doc: &SourceDocument, document_id: Uuid) -> Result<Vec<Uuid>> {
-    let chunks = kb.chunker.split(&doc.file_name, &doc.content)?;
+    // Parsing is CPU-bound and runs untrusted files: off the async workers.
+    let (chunker, name, content) = (
+        kb.chunker.clone(),
+        doc.file_name.clone(),
+        doc.content.clone(),
+    );
+    let chunks = tokio::task::spawn_blocking(move || chunker.split(&name, &content))
+        .await
+        .context("the parsing thread")??;
     anyhow::ensure!(!chunks.is_empty(), "the document has no text");
     let vectors = kb
         .embedder
