@@ -13,13 +13,16 @@ test: check binaries
 binaries: toolchain
 	$(CARGO) build --workspace --bins --locked
 
-## Formatting, lints (warnings are errors), and the code's shape: no import
-## cycle between the files of bot-runtime or the operator, no source file over
-## 700 lines, no comment citing a document outside the repository.
+## Formatting, lints (warnings are errors), the code's shape (no import cycle
+## between the files of bot-runtime or the operator, no source file over 700
+## lines, no comment citing a document outside the repository), and the supply
+## chain (cargo-deny: advisories from the dated RustSec snapshot, licences,
+## banned crates, sources; deny.toml).
 check: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) test --locked -p truffles-tests --test structure
+	scripts/deny.sh
 
 toolchain:
 	scripts/ensure-toolchain.sh
