@@ -11,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use truffles_operator::billing::controller::{
     BillingContext, EmailNotifier, Notifier, SystemClock, TelegramNotifier,
 };
+use truffles_operator::tenant::build::network::NetworkSettings;
 use truffles_operator::tenant::keys::MasterKey;
 use truffles_operator::tenant::{self, Context, Settings};
 use truffles_operator::{billing, leader};
@@ -48,6 +49,37 @@ struct Args {
     /// cluster Service name).
     #[arg(long, env = "TRUFFLES_RUNTIME_REDIS_URL", hide_env_values = true)]
     runtime_redis_url: Option<String>,
+    /// Namespaces of the ingress controller (tenants' public port), comma-separated.
+    #[arg(
+        long,
+        env = "TRUFFLES_INGRESS_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "ingress-nginx"
+    )]
+    ingress_namespaces: Vec<String>,
+    /// Namespaces of Prometheus (tenants' /metrics).
+    #[arg(
+        long,
+        env = "TRUFFLES_MONITORING_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "monitoring"
+    )]
+    monitoring_namespaces: Vec<String>,
+    /// Namespaces of the platform (operator, PostgreSQL, Redis, Qdrant):
+    /// tenants' admin port, and their egress to it.
+    #[arg(
+        long,
+        env = "TRUFFLES_PLATFORM_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "truffles-system"
+    )]
+    platform_namespaces: Vec<String>,
+    /// Private ranges closed to tenants' egress (default: RFC 1918, CGNAT, fc00::/7).
+    #[arg(long, env = "TRUFFLES_PRIVATE_CIDRS", value_delimiter = ',')]
+    private_cidrs: Vec<String>,
+    /// Ranges opened to tenants' egress anyway (a managed database's subnet).
+    #[arg(long, env = "TRUFFLES_EGRESS_CIDRS", value_delimiter = ',')]
+    egress_cidrs: Vec<String>,
     /// Bot token of the platform owner's Telegram bot for billing reminders.
     #[arg(long, env = "TRUFFLES_TELEGRAM_BOT_TOKEN", hide_env_values = true)]
     telegram_bot_token: Option<String>,
@@ -127,6 +159,17 @@ async fn main() -> Result<()> {
             .runtime_redis_url
             .clone()
             .or_else(|| args.redis_url.clone()),
+        network: NetworkSettings {
+            ingress_namespaces: args.ingress_namespaces.clone(),
+            monitoring_namespaces: args.monitoring_namespaces.clone(),
+            platform_namespaces: args.platform_namespaces.clone(),
+            private_cidrs: if args.private_cidrs.is_empty() {
+                NetworkSettings::default().private_cidrs
+            } else {
+                args.private_cidrs.clone()
+            },
+            egress_cidrs: args.egress_cidrs.clone(),
+        },
     };
     tracing::info!(
         namespace = settings.namespace.as_deref().unwrap_or("*"),

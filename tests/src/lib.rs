@@ -311,6 +311,7 @@ pub fn operator_context(
         namespace: namespace.map(str::to_owned),
         runtime_redis_url: std::env::var("REDIS_URL").ok(),
         backup_master_key: test_master_key(),
+        network: Default::default(),
     };
     truffles_operator::tenant::Context::new(client, db.pool.clone(), db.options.clone(), settings)
 }

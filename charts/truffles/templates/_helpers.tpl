@@ -31,6 +31,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: TRUFFLES_WATCH_NAMESPACE
   value: {{ . | quote }}
 {{- end }}
+- name: TRUFFLES_INGRESS_NAMESPACES
+  value: {{ join "," .Values.networkPolicy.ingressNamespaces | quote }}
+- name: TRUFFLES_MONITORING_NAMESPACES
+  value: {{ join "," .Values.networkPolicy.monitoringNamespaces | quote }}
+- name: TRUFFLES_PLATFORM_NAMESPACES
+  value: {{ join "," (default (list .Release.Namespace) .Values.networkPolicy.platformNamespaces) | quote }}
+{{- with .Values.networkPolicy.privateCidrs }}
+- name: TRUFFLES_PRIVATE_CIDRS
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with .Values.networkPolicy.egressCidrs }}
+- name: TRUFFLES_EGRESS_CIDRS
+  value: {{ join "," . | quote }}
+{{- end }}
 {{- if .Values.redis.existingSecret }}
 - name: REDIS_URL
   valueFrom:

@@ -23,6 +23,7 @@ pub async fn apply_objects(
     objects: TenantObjects,
 ) -> Result<Deployment, Error> {
     let TenantObjects {
+        network_policy,
         runtime_config,
         runtime_secret,
         webhook_secret,
@@ -34,6 +35,8 @@ pub async fn apply_objects(
         backup_volume,
         data_volume,
     } = objects;
+    // First: the pods start behind it.
+    apply_one(ctx, ns, &network_policy).await?;
     apply_one(ctx, ns, &runtime_config).await?;
     apply_one(ctx, ns, &runtime_secret).await?;
     apply_one(ctx, ns, &webhook_secret).await?;

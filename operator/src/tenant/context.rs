@@ -5,6 +5,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 
+use super::build::network::NetworkSettings;
 use super::keys;
 
 /// Field manager of everything the operator applies.
@@ -26,6 +27,8 @@ pub struct Settings {
     pub runtime_redis_url: Option<String>,
     /// Wraps the tenants' backup data keys in the platform database.
     pub backup_master_key: keys::MasterKey,
+    /// The tenants' NetworkPolicies.
+    pub network: NetworkSettings,
 }
 
 /// Shared state of the controller.

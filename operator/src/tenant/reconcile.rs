@@ -9,7 +9,7 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -46,7 +46,8 @@ pub async fn run(ctx: Arc<Context>) {
         .owns(scoped::<Secret>(&client, ns.as_deref()), owned.clone())
         .owns(scoped::<Service>(&client, ns.as_deref()), owned.clone())
         .owns(scoped::<Ingress>(&client, ns.as_deref()), owned.clone())
-        .owns(scoped::<CronJob>(&client, ns.as_deref()), owned)
+        .owns(scoped::<CronJob>(&client, ns.as_deref()), owned.clone())
+        .owns(scoped::<NetworkPolicy>(&client, ns.as_deref()), owned)
         // A billing state change suspends or resumes the client it refers to.
         .watches(
             scoped::<Subscription>(&client, ns.as_deref()),
@@ -185,6 +186,7 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
         redis_url: ctx.settings.runtime_redis_url.clone(),
         default_image: ctx.settings.default_image.clone(),
         billing_suspended: billing.suspended,
+        network: ctx.settings.network.clone(),
     };
     let objects = build::build(tc, &inputs)?;
 

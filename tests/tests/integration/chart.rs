@@ -195,20 +195,52 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
 
 #[tokio::test]
 async fn the_operator_works_with_exactly_the_charts_rbac() -> Result<()> {
+    operator_with_the_charts_rbac(false).await
+}
+
+/// With watchNamespace the chart grants a Role in that namespace only: the
+/// operator works there and cannot read Secrets anywhere else.
+#[tokio::test]
+async fn a_namespaced_operator_has_namespaced_rights_only() -> Result<()> {
+    operator_with_the_charts_rbac(true).await
+}
+
+async fn operator_with_the_charts_rbac(namespaced: bool) -> Result<()> {
     let admin = kube_client().await?;
     install_crds(&admin).await?;
     let ns = TestNamespace::create(&admin, "rbac").await?;
 
     // Apply the chart's ServiceAccount and RBAC for real, under a unique name.
-    let rendered = template(&ns.name, &[])?;
+    let watch = format!("watchNamespace={}", ns.name);
+    let set: Vec<&str> = if namespaced {
+        vec![watch.as_str()]
+    } else {
+        vec![]
+    };
+    let rendered = template(&ns.name, &set)?;
     let unique = format!("truffles-operator-{}", ns.name);
     let rbac_only: Vec<&str> = rendered
         .split("\n---")
-        .filter(|doc| doc.contains("kind: ServiceAccount") || doc.contains("kind: ClusterRole"))
+        .filter(|doc| {
+            [
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
+            ]
+            .iter()
+            .any(|kind| doc.contains(&format!("kind: {kind}\n")))
+        })
         .collect();
     let rbac = rbac_only
         .join("\n---\n")
         .replace("name: truffles-operator\n", &format!("name: {unique}\n"));
+    assert_eq!(
+        rbac.contains("kind: ClusterRole\n"),
+        !namespaced,
+        "a ClusterRole only when every namespace is watched"
+    );
     run("kubectl", &["apply", "-f", "-"], Some(&rbac))?;
     let token = run(
         "kubectl",
@@ -230,10 +262,20 @@ async fn the_operator_works_with_exactly_the_charts_rbac() -> Result<()> {
         ..Default::default()
     };
     let as_operator = Client::try_from(config)?;
+    if namespaced {
+        let elsewhere: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(as_operator.clone(), "default");
+        let refused = elsewhere.list(&Default::default()).await;
+        assert!(
+            matches!(&refused, Err(kube::Error::Api(e)) if e.code == 403),
+            "no Secrets outside the watched namespace: {refused:?}"
+        );
+    }
 
     let db = TestDatabase::create().await?;
     truffles_migrations::migrate_platform(&db.pool).await?;
-    let ctx = Arc::new(operator_context(as_operator, &db, None));
+    let scope = namespaced.then_some(ns.name.as_str());
+    let ctx = Arc::new(operator_context(as_operator, &db, scope));
     let operator = tokio::spawn(tenant::run(ctx.clone()));
 
     create_raw::<k8s_openapi::api::core::v1::Secret>(&ns, &secret_manifest("rbac-shop")).await?;
@@ -261,11 +303,13 @@ async fn the_operator_works_with_exactly_the_charts_rbac() -> Result<()> {
     .await?;
 
     operator.abort();
-    run(
-        "kubectl",
-        &["delete", "clusterrole,clusterrolebinding", &unique],
-        None,
-    )?;
+    if !namespaced {
+        run(
+            "kubectl",
+            &["delete", "clusterrole,clusterrolebinding", &unique],
+            None,
+        )?;
+    }
     ns.delete().await
 }
 

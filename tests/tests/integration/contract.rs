@@ -66,6 +66,7 @@ fn objects(tc: &TrufflesClient) -> TenantObjects {
         redis_url: Some("redis://:pw@redis:6379".into()),
         default_image: "truffles-bot:1".into(),
         billing_suspended: false,
+        network: Default::default(),
     };
     build(tc, &inputs).expect("the objects build")
 }

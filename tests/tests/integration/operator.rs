@@ -775,6 +775,7 @@ async fn an_unreachable_database_is_reported_and_retried_not_crashed() -> Result
         namespace: Some(ns.name.clone()),
         runtime_redis_url: None,
         backup_master_key: test_master_key(),
+        network: Default::default(),
     };
     let ctx = Arc::new(Context::new(client.clone(), pool, down, settings));
     let operator = tokio::spawn(tenant::run(ctx.clone()));

@@ -376,3 +376,88 @@ async fn rotations_replace_the_webhook_secret_and_the_database_password() -> Res
     tried("rotation");
     env.finish().await
 }
+
+/// A namespace enforcing Pod Security `restricted` admits every pod the
+/// operator makes for a tenant (and refuses an unhardened one, so the
+/// enforcement is real); the tenant has its NetworkPolicy.
+#[tokio::test]
+async fn a_restricted_namespace_admits_the_tenants_pods() -> Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::batch::v1::CronJob;
+    use k8s_openapi::api::core::v1::{Namespace, Pod, PodTemplateSpec};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use kube::api::{ListParams, PostParams};
+
+    let env = Env::start("sec-psa").await?;
+    let namespaces: kube::Api<Namespace> = kube::Api::all(env.ctx.client.clone());
+    let enforce = json!({"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest"}}});
+    namespaces
+        .patch(
+            &env.ns.name,
+            &PatchParams::default(),
+            &Patch::Merge(&enforce),
+        )
+        .await?;
+    env.onboard(
+        "psa-shop",
+        json!({"backup": {"enabled": true, "storage": "Filesystem"}}),
+    )
+    .await?;
+
+    let pods: kube::Api<Pod> = env.ns.api();
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let as_pod = |name: &str, template: PodTemplateSpec| Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: template.metadata.and_then(|m| m.labels),
+            ..Default::default()
+        },
+        spec: template.spec,
+        ..Pod::default()
+    };
+    attack("an unhardened pod in the tenant's namespace");
+    let bare = json!({"metadata": {"name": "bare"}, "spec": {"containers": [{"name": "c", "image": "x"}]}});
+    let refused = pods.create(&dry_run, &serde_json::from_value(bare)?).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(e)) if e.code == 403),
+        "restricted is enforced: {refused:?}"
+    );
+    let deployment: Deployment = env.ns.api().get("psa-shop-bot").await?;
+    let template = deployment.spec.context("spec")?.template;
+    pods.create(&dry_run, &as_pod("runtime", template)).await?;
+    for cron in ["psa-shop-knowledge-sync", "psa-shop-backup"] {
+        let job: CronJob = env.ns.api().get(cron).await?;
+        let template = job
+            .spec
+            .and_then(|s| s.job_template.spec)
+            .context("job template")?
+            .template;
+        pods.create(&dry_run, &as_pod(cron, template))
+            .await
+            .with_context(|| format!("{cron}'s pod is admitted"))?;
+    }
+    // The ReplicaSet's own pod was admitted too.
+    let selector = ListParams::default().labels("app.kubernetes.io/instance=psa-shop");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while pods.list(&selector).await?.items.is_empty() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no runtime pod was created"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let policy: NetworkPolicy = env.ns.api().get("psa-shop-bot").await?;
+    let spec = serde_json::to_value(policy.spec.context("policy spec")?)?;
+    assert_eq!(
+        spec["podSelector"]["matchLabels"]["truffles.kz/client"],
+        "psa-shop"
+    );
+    assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
+    tried("pod security");
+    env.finish().await
+}

@@ -11,6 +11,7 @@
 pub mod backup;
 pub mod meta;
 pub mod names;
+pub mod network;
 pub mod pod;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,7 @@ use truffles_crds::contract::{env, path};
 use self::backup::backup_storage;
 use self::meta::{config_hash, owner_reference, selector_labels};
 use self::names::ingress;
+use self::network::{NetworkSettings, network_policy};
 use self::pod::pod_spec;
 use crate::tenant::custody::Rotating;
 use crate::tenant::validate::InvalidSpec;
@@ -31,7 +33,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Secret,
     Service, ServicePort, ServiceSpec, VolumeResourceRequirements,
 };
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -64,6 +66,8 @@ pub struct BuildInputs {
     pub default_image: String,
     /// The Subscription's billing state turns the bot off.
     pub billing_suspended: bool,
+    /// Who may reach the tenant's pods and where they may go.
+    pub network: NetworkSettings,
 }
 
 /// Everything a tenant has in Kubernetes.
@@ -83,6 +87,7 @@ pub struct TenantObjects {
     pub backup_volume: Option<PersistentVolumeClaim>,
     /// The runtime's volume for the Edge shard (none for a Qdrant server).
     pub data_volume: Option<PersistentVolumeClaim>,
+    pub network_policy: NetworkPolicy,
 }
 
 /// Builds the desired objects. Fails only for specs the CRD schema cannot rule out.
@@ -327,7 +332,10 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
         )
     });
 
+    let network_policy = network_policy(&name, meta(names.bot()), &inputs.network);
+
     Ok(TenantObjects {
+        network_policy,
         runtime_config,
         runtime_secret,
         webhook_secret,

@@ -4,9 +4,10 @@ use super::meta::{ADMIN_PORT, RUNTIME_PORT};
 use super::names::Names;
 use crate::tenant::references::{drive_credentials, referenced_secret_keys, referenced_secrets};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, PersistentVolumeClaimVolumeSource, PodSpec, Probe, SecretEnvSource,
-    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvFromSource, EnvVar,
+    EnvVarSource, HTTPGetAction, KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext,
+    PodSpec, Probe, SeccompProfile, SecretEnvSource, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -63,6 +64,17 @@ pub fn pod_spec(tc: &TrufflesClient, image: &str, args: Vec<String>, serve: bool
     mounts.push(VolumeMount {
         name: "data".into(),
         mount_path: path::DATA_DIR.into(),
+        ..VolumeMount::default()
+    });
+    // The root filesystem is read-only; temporary files go here.
+    volumes.push(Volume {
+        name: "tmp".into(),
+        empty_dir: Some(Default::default()),
+        ..Volume::default()
+    });
+    mounts.push(VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
         ..VolumeMount::default()
     });
     // Knowledge kept in git: each ConfigMap source at /etc/truffles/knowledge/<source>.
@@ -176,9 +188,46 @@ pub fn pod_spec(tc: &TrufflesClient, image: &str, args: Vec<String>, serve: bool
             liveness_probe: serve.then(|| probe("/livez")),
             resources: tc.spec.runtime.resources.clone(),
             volume_mounts: Some(mounts),
+            security_context: Some(container_security()),
             ..Container::default()
         }],
         volumes: Some(volumes),
+        security_context: Some(pod_security()),
+        // A tenant's pods never talk to the Kubernetes API.
+        automount_service_account_token: Some(false),
         ..PodSpec::default()
+    }
+}
+
+/// The image's user (see the Dockerfile): not root.
+pub const RUNTIME_UID: i64 = 65532;
+
+/// Pod Security `restricted`: non-root, the runtime's default seccomp profile,
+/// and the volumes (the Edge shard, backups) writable by the runtime's group.
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUNTIME_UID),
+        run_as_group: Some(RUNTIME_UID),
+        fs_group: Some(RUNTIME_UID),
+        fs_group_change_policy: Some("OnRootMismatch".into()),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        ..SecurityContext::default()
     }
 }

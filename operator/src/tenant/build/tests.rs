@@ -37,6 +37,7 @@ fn inputs() -> BuildInputs {
         redis_url: Some("redis://:pw@redis:6379".into()),
         default_image: "truffles-bot:1".into(),
         billing_suspended: false,
+        network: Default::default(),
     }
 }
 
@@ -66,6 +67,7 @@ fn every_object_is_owned_labelled_and_namespaced() {
         backup,
         backup_volume,
         data_volume,
+        network_policy,
     } = objects;
     let ingress = ingress.expect("ingress enabled");
     let backup = backup.expect("backup enabled");
@@ -82,6 +84,7 @@ fn every_object_is_owned_labelled_and_namespaced() {
         &backup.metadata,
         &backup_volume.metadata,
         &data_volume.metadata,
+        &network_policy.metadata,
     ] {
         assert_eq!(meta.namespace.as_deref(), Some("shops"));
         assert_eq!(
@@ -422,4 +425,62 @@ fn without_ingress_the_webhook_url_is_the_cluster_service() {
     );
     let objects = build(&tc, &inputs()).expect("builds");
     assert!(objects.ingress.is_none());
+}
+
+#[test]
+fn every_pod_meets_pod_security_restricted_and_mounts_no_token() {
+    let objects = build(&example("flower-shop.yaml", "shops"), &inputs()).expect("builds");
+    let deployment = objects.deployment.spec.and_then(|s| s.template.spec);
+    let job = |c: Option<k8s_openapi::api::batch::v1::CronJob>| {
+        c.and_then(|c| c.spec?.job_template.spec?.template.spec)
+    };
+    let pods = [
+        deployment,
+        job(Some(objects.knowledge_sync)),
+        job(objects.backup),
+    ];
+    for pod in pods.into_iter().map(|p| p.expect("a pod spec")) {
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let security = pod.security_context.as_ref().expect("pod security");
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(
+            security.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        assert!(
+            security.fs_group.is_some(),
+            "volumes writable by the runtime"
+        );
+        for container in &pod.containers {
+            let c = container
+                .security_context
+                .as_ref()
+                .expect("container security");
+            assert_eq!(c.allow_privilege_escalation, Some(false));
+            assert_eq!(c.read_only_root_filesystem, Some(true));
+            assert_eq!(
+                c.capabilities.as_ref().and_then(|c| c.drop.clone()),
+                Some(vec!["ALL".to_owned()])
+            );
+        }
+        let tmp = pod.volumes.iter().flatten().any(|v| v.name == "tmp");
+        assert!(tmp, "a writable /tmp beside the read-only root");
+    }
+}
+
+#[test]
+fn the_ingress_routes_to_the_public_port_only() {
+    let objects = build(&example("flower-shop.yaml", "shops"), &inputs()).expect("builds");
+    let ingress = serde_json::to_value(objects.ingress.expect("ingress")).expect("json");
+    let backend = &ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"];
+    assert_eq!(backend["name"], "http");
+    let ports: Vec<String> = objects
+        .service
+        .spec
+        .and_then(|s| s.ports)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.name)
+        .collect();
+    assert_eq!(ports, ["http", "admin"]);
 }
