@@ -23,6 +23,7 @@ use truffles_migrations::TenantDb;
 
 use super::apply::apply_objects;
 use super::build::{self, BuildInputs, CLIENT_LABEL, Names};
+use super::cache;
 use super::context::{Context, FINALIZER};
 use super::database;
 use super::dereference::{self};
@@ -172,6 +173,19 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
     // provision: the database, then the vector store
     let database = database::provision(tc, ctx, &tenant, in_secret).await?;
     let credentials = database.credentials;
+    // The tenant's own Redis user: its runtime reaches its key prefix only.
+    // An operator without Redis access hands the runtimes the shared URL.
+    let redis_url = match (&ctx.redis, &ctx.settings.runtime_redis_url) {
+        (Some(redis), Some(base)) => {
+            cache::ensure_user(redis, &name, &credentials.redis_password).await?;
+            Some(
+                cache::tenant_url(base, &name, &credentials.redis_password).ok_or_else(|| {
+                    Error::InvalidSpec("the runtimes' Redis URL does not parse".into())
+                })?,
+            )
+        }
+        (_, base) => base.clone(),
+    };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let vector_store = vectors::ensure(tc, &name, &secrets).await?;
 
@@ -183,7 +197,7 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
         webhook_secret: credentials.webhook_secret,
         admin_token: credentials.admin_token,
         pii_key: credentials.pii_key,
-        redis_url: ctx.settings.runtime_redis_url.clone(),
+        redis_url,
         default_image: ctx.settings.default_image.clone(),
         billing_suspended: billing.suspended,
         network: ctx.settings.network.clone(),

@@ -95,7 +95,8 @@ pub async fn remove_data(
         // Redis first: if it is down, nothing is deleted yet and the purge retries.
         if let Some(redis) = &ctx.redis {
             let keys = cache::purge_keys(redis, &name).await?;
-            info!(client = %name, keys, "tenant Redis keys deleted");
+            cache::delete_user(redis, &name).await?;
+            info!(client = %name, keys, "tenant Redis keys and user deleted");
         }
         // Then the vectors: a Qdrant outage stops the purge before the database goes.
         let secrets: Api<Secret> =

@@ -496,6 +496,20 @@ async fn purge_leaves_nothing_of_the_tenant() -> Result<()> {
         ["truffles:purge-shop-two:dedup:1"],
         "only the purged tenant's keys are gone"
     );
+    let users: Vec<String> = redis::cmd("ACL")
+        .arg("USERS")
+        .query_async(&mut redis)
+        .await?;
+    assert!(
+        !users.contains(&"truffles-purge-shop".to_owned()),
+        "the tenant's Redis user is gone: {users:?}"
+    );
+    let credentials: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM platform.tenant_credentials WHERE client_id = $1")
+            .bind(client_id)
+            .fetch_one(&env.db.pool)
+            .await?;
+    assert_eq!(credentials, 0, "the kept credentials are shredded");
     // Owned objects are garbage-collected by the controller manager.
     let secrets: Api<Secret> = env.ns.api();
     wait_until(

@@ -461,3 +461,104 @@ async fn a_restricted_namespace_admits_the_tenants_pods() -> Result<()> {
     tried("pod security");
     env.finish().await
 }
+
+/// Each tenant's runtime gets its own Redis user, confined to its prefix:
+/// tenant A's credentials neither read, write, delete nor list B's keys
+/// (B's dedup marks and conversation memory), and A's runtime works with them.
+#[tokio::test]
+async fn a_tenants_redis_user_is_refused_on_other_tenants_keys() -> Result<()> {
+    let env = Env::start("sec-redis").await?;
+    let chatflow = FakeChatflow::start("chatflow-token-value", "i-1").await?;
+    let channels = json!({"whatsapp": {"instanceId": "i-1", "apiBaseUrl": chatflow.url,
+        "tokenSecretRef": {"name": "ra-shop-creds", "key": "token"}}});
+    env.onboard("ra-shop", json!({"channels": channels}))
+        .await?;
+    env.onboard("rb-shop", json!({})).await?;
+    let secrets: kube::Api<Secret> = env.ns.api();
+    let url_of = |s: &Secret| secret_value(s, "REDIS_URL").context("REDIS_URL");
+    let a_url = url_of(&secrets.get("ra-shop-runtime").await?)?;
+    let b_url = url_of(&secrets.get("rb-shop-runtime").await?)?;
+    assert!(
+        a_url.contains("truffles-ra-shop:") && a_url != b_url,
+        "own users"
+    );
+
+    let mut admin = truffles_tests::redis_connection().await?;
+    let b_key = "truffles:rb-shop:dedup:chatflow:B-1";
+    redis::cmd("SET")
+        .arg(b_key)
+        .arg("1")
+        .query_async::<()>(&mut admin)
+        .await?;
+    let mut a = redis::Client::open(a_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let refused = |r: redis::RedisResult<redis::Value>| {
+        matches!(&r, Err(e) if e.to_string().to_lowercase().contains("noperm")) || {
+            println!("not refused: {r:?}");
+            false
+        }
+    };
+    for (what, cmd) in [
+        ("reading B's key", redis::cmd("GET").arg(b_key).clone()),
+        (
+            "overwriting B's key",
+            redis::cmd("SET").arg(b_key).arg("0").clone(),
+        ),
+        ("deleting B's key", redis::cmd("DEL").arg(b_key).clone()),
+        (
+            "marking B's next message a duplicate",
+            redis::cmd("SET")
+                .arg("truffles:rb-shop:dedup:chatflow:B-2")
+                .arg("1")
+                .clone(),
+        ),
+        ("listing every key", redis::cmd("KEYS").arg("*").clone()),
+        ("scanning every key", redis::cmd("SCAN").arg("0").clone()),
+        ("flushing the database", redis::cmd("FLUSHALL").clone()),
+        (
+            "reading the server's users",
+            redis::cmd("ACL").arg("LIST").clone(),
+        ),
+    ] {
+        attack(&format!("with tenant A's Redis user: {what}"));
+        assert!(refused(cmd.query_async(&mut a).await), "{what}");
+    }
+    let still: Option<String> = redis::cmd("GET").arg(b_key).query_async(&mut admin).await?;
+    assert_eq!(still.as_deref(), Some("1"), "B's key is untouched");
+
+    // A's runtime, with the credentials the operator rendered, uses its prefix.
+    let extra = ["--chatflow-token=chatflow-token-value"];
+    let (running, dir) = start_rendered_runtime(&env, "ra-shop", &extra).await?;
+    let url = format!("http://{}/t/ra-shop/webhook/{}", running.addr, {
+        let s = secrets.get("ra-shop-runtime").await?;
+        secret_value(&s, "TRUFFLES_WEBHOOK_SECRET").context("secret")?
+    });
+    let body = chatflow_text("RA-1", "77015705513", "Здравствуйте");
+    assert_eq!(
+        reqwest::Client::new()
+            .post(&url)
+            .json(&body)
+            .send()
+            .await?
+            .status(),
+        200
+    );
+    chatflow.wait_sent(1, Duration::from_secs(30)).await?;
+    let a_keys: Vec<String> = redis::cmd("KEYS")
+        .arg("truffles:ra-shop:*")
+        .query_async(&mut admin)
+        .await?;
+    assert!(!a_keys.is_empty(), "A's runtime wrote under its prefix");
+    drop(running);
+    let _ = std::fs::remove_dir_all(dir);
+
+    // A purge deletes the user with the keys.
+    let users: Vec<String> = redis::cmd("ACL")
+        .arg("USERS")
+        .query_async(&mut admin)
+        .await?;
+    assert!(users.contains(&"truffles-rb-shop".to_owned()), "{users:?}");
+    tried("Redis");
+    env.finish().await
+}
