@@ -101,6 +101,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The admin API's own listener (not routed by the Ingress).
     pub admin_listen: SocketAddr,
+    /// What the guarded fetcher may reach besides public addresses.
+    pub fetch: crate::fetch::Guard,
     pub tuning: Tuning,
     /// The handover adapters with their Secrets.
     pub handover: HandoverConfig,
@@ -163,6 +165,9 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[arg(long, env = "TRUFFLES_ADMIN_LISTEN", default_value = "0.0.0.0:8081")]
     pub admin_listen: SocketAddr,
+    /// Special ranges media and URL sources may be fetched from anyway.
+    #[arg(long, env = env::FETCH_ALLOW_CIDRS, default_value = "")]
+    pub fetch_allow_cidrs: String,
     #[arg(long, env = "TRUFFLES_COALESCE_MS", default_value_t = 1500)]
     pub coalesce_ms: u64,
     /// PostgreSQL connections of this process.
@@ -208,8 +213,15 @@ impl Config {
                 args.config_file.display()
             )
         })?;
+        let fetch = crate::fetch::Guard {
+            allow: crate::fetch::parse_allow(&args.fetch_allow_cidrs)
+                .context(env::FETCH_ALLOW_CIDRS)?,
+        };
         // Before the secrets below are moved out of `args`.
         let mut knowledge = knowledge_config(&spec, &args);
+        if let Some(k) = knowledge.as_mut() {
+            k.fetch = fetch.clone();
+        }
         let chatflow = match (&spec.channels.whatsapp, args.chatflow_token) {
             (Some(w), Some(token)) => Some(ChatflowConfig {
                 base_url: w.api_base_url.clone(),
@@ -283,6 +295,7 @@ impl Config {
             knowledge,
             listen: args.listen,
             admin_listen: args.admin_listen,
+            fetch,
             tuning: Tuning {
                 coalesce_window: Duration::from_millis(args.coalesce_ms),
                 db_connections: args.db_connections.max(2),
@@ -356,6 +369,7 @@ pub fn knowledge_config(spec: &TrufflesClientSpec, args: &ServeArgs) -> Option<K
         max_tokens: spec.knowledge.chunking.max_tokens as usize,
         overlap_tokens: spec.knowledge.chunking.overlap_tokens as usize,
         min_score: default_min_score(&llm.embedding_model),
+        fetch: Default::default(),
     })
 }
 

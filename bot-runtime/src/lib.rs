@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod credential;
 pub mod decide;
+pub mod fetch;
 pub mod gateway;
 pub mod handover;
 pub mod health;

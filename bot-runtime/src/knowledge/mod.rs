@@ -71,6 +71,8 @@ pub struct KnowledgeConfig {
     pub overlap_tokens: usize,
     /// Minimum cosine similarity of a fact.
     pub min_score: f32,
+    /// What URL sources may reach besides public addresses.
+    pub fetch: crate::fetch::Guard,
 }
 
 /// A relevance floor per embedding family. multilingual-e5-small scores

@@ -4,7 +4,6 @@
 //! lost vector store is rebuilt by the same run.
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -17,6 +16,7 @@ use super::Point;
 use super::embed::Kind;
 use super::{KnowledgeBase, KnowledgeConfig};
 use crate::audit;
+use crate::fetch::Fetcher;
 
 /// One file of a source.
 #[derive(Clone, Debug)]
@@ -38,6 +38,9 @@ pub struct Report {
     pub removed: usize,
     pub failed: usize,
     pub chunks: usize,
+    /// Sources that could not be read, each with why (their documents stay).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unread: Vec<String>,
 }
 
 fn doc_type(source: &KnowledgeSource) -> String {
@@ -54,12 +57,14 @@ fn doc_type(source: &KnowledgeSource) -> String {
 /// sources that could be read.
 pub async fn read_sources(
     sources: &[KnowledgeSource],
-    sources_dir: &Path,
-    secrets_dir: &Path,
+    config: &KnowledgeConfig,
     db: &PgPool,
-) -> Result<(Vec<SourceDocument>, HashSet<String>)> {
+) -> Result<(Vec<SourceDocument>, HashSet<String>, Vec<String>)> {
+    let (sources_dir, secrets_dir) = (&config.sources_dir, &config.secrets_dir);
+    let fetcher = Fetcher::new(config.fetch.clone())?;
     let mut docs = Vec::new();
     let mut read = HashSet::new();
+    let mut unread = Vec::new();
     for source in sources {
         if let Some(cm) = &source.config_map {
             let folder = sources_dir.join(&source.name);
@@ -67,6 +72,7 @@ pub async fn read_sources(
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(source = %source.name, error = %e, "knowledge source folder is not readable");
+                    unread.push(format!("{}: {e}", source.name));
                     continue;
                 }
             };
@@ -89,16 +95,12 @@ pub async fn read_sources(
                 });
             }
         } else if let Some(url) = &source.url {
-            let response = reqwest::get(&url.url)
-                .await
-                .and_then(|r| r.error_for_status());
-            match response {
-                Ok(r) => {
+            match fetcher.get(&url.url, MAX_URL_BYTES, URL_TIMEOUT).await {
+                Ok(page) => {
                     read.insert(source.name.clone());
-                    let html = r
-                        .headers()
-                        .get(reqwest::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
+                    let html = page
+                        .content_type
+                        .as_deref()
                         .is_some_and(|t| t.starts_with("text/html"));
                     let file_name = url_file_name(&url.url, html);
                     docs.push(SourceDocument {
@@ -107,11 +109,12 @@ pub async fn read_sources(
                         source_id: url.url.clone(),
                         file_name,
                         doc_type: doc_type(source),
-                        content: r.bytes().await?.to_vec(),
+                        content: page.bytes,
                     });
                 }
                 Err(e) => {
-                    tracing::warn!(source = %source.name, error = %e.without_url(), "knowledge URL not fetched")
+                    tracing::warn!(source = %source.name, error = %e, refused = e.refused(), "knowledge URL not fetched");
+                    unread.push(format!("{}: {e}", source.name));
                 }
             }
         } else if source.upload.is_some() {
@@ -144,12 +147,13 @@ pub async fn read_sources(
                     }));
                 }
                 Err(e) => {
-                    tracing::warn!(source = %source.name, error = format!("{e:#}"), "Google Drive folder not read")
+                    tracing::warn!(source = %source.name, error = format!("{e:#}"), "Google Drive folder not read");
+                    unread.push(format!("{}: {e:#}", source.name));
                 }
             }
         }
     }
-    Ok((docs, read))
+    Ok((docs, read, unread))
 }
 
 /// The name a fetched URL is read as: its last path segment, or a page of
@@ -172,6 +176,10 @@ fn url_file_name(url: &str, html: bool) -> String {
     }
 }
 
+/// A web page or file of a URL source: at most this big, this slow.
+const MAX_URL_BYTES: usize = 20 * 1024 * 1024;
+const URL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// One sync run over the tenant's configured sources.
 pub async fn run(
     kb: &KnowledgeBase,
@@ -179,8 +187,9 @@ pub async fn run(
     sources: &[KnowledgeSource],
     config: &KnowledgeConfig,
 ) -> Result<Report> {
-    let (docs, read) = read_sources(sources, &config.sources_dir, &config.secrets_dir, db).await?;
-    let report = sync(kb, db, &docs, &read).await?;
+    let (docs, read, unread) = read_sources(sources, config, db).await?;
+    let mut report = sync(kb, db, &docs, &read).await?;
+    report.unread = unread;
     tracing::info!(?report, "knowledge sync");
     Ok(report)
 }

@@ -64,17 +64,23 @@ pub(super) async fn transcribe(
         return None;
     }
     let audio = match (&media.url, &media.file_id, &rt.channels.telegram) {
-        (Some(url), _, _) => match rt
-            .http
-            .get(url)
-            .timeout(Duration::from_secs(20))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-        {
-            Ok(r) => r.bytes().await.ok()?.to_vec(),
+        // The link comes from the webhook: the guarded fetcher.
+        (Some(url), _, _) => match rt.fetch.get(url, MAX_AUDIO, Duration::from_secs(20)).await {
+            Ok(fetched) => fetched.bytes,
+            Err(e) if e.refused() => {
+                let message = format!("a voice message's link was refused: {e}");
+                rt.report(
+                    "media",
+                    crate::audit::Level::Warning,
+                    "url_refused",
+                    &message,
+                    None,
+                )
+                .await;
+                return None;
+            }
             Err(e) => {
-                tracing::warn!(error = %e.without_url(), "could not download a voice message");
+                tracing::warn!(error = %e, "could not download a voice message");
                 return None;
             }
         },

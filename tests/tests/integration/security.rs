@@ -562,3 +562,131 @@ async fn a_tenants_redis_user_is_refused_on_other_tenants_keys() -> Result<()> {
     tried("Redis");
     env.finish().await
 }
+
+/// Customers' media links pointing inside: the cloud metadata address, a
+/// private address, and loopback (here without the tests' allowance) are not
+/// fetched, and each refusal is recorded in error_logs.
+#[tokio::test]
+async fn a_media_link_into_the_cluster_or_metadata_is_refused_and_recorded() -> Result<()> {
+    let rt = TenantRuntime::new("sec-media", json!({})).await?;
+    let voice = |id: &str, url: &str| {
+        json!({"messageType": "audio", "message": null,
+            "metadata": {"messageId": id, "remoteJid": "77015705514@s.whatsapp.net", "timestamp": 1764929737},
+            "mediaData": {"type": "audio", "url": url,
+                          "mimetype": "audio/ogg; codecs=opus", "ptt": true, "seconds": 4, "size": 20}})
+    };
+    let mut config = rt.config()?;
+    config.fetch = truffles_bot::fetch::Guard::default();
+    if let Some(llm) = config.llm.as_mut() {
+        llm.transcription_model = Some("whisper-1".into());
+    }
+    let running = rt.start(config, price_list()).await?;
+    let links = [
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/".to_owned(),
+        "http://10.0.0.1/voice.ogg".to_owned(),
+        format!("{}/media/voice.ogg", rt.chatflow.url),
+        "http://localhost:9/voice.ogg".to_owned(),
+    ];
+    for (i, link) in links.iter().enumerate() {
+        attack(&format!("a voice message linking to {link}"));
+        rt.post(
+            &rt.webhook_url(&running),
+            &voice(&format!("SSRF-{i}"), link),
+        )
+        .await?;
+        // Each is answered like a voice that could not be heard.
+        rt.chatflow
+            .wait_sent(i + 1, Duration::from_secs(60))
+            .await?;
+    }
+    let refused: Vec<String> = sqlx::query_scalar(
+        "SELECT message FROM error_logs WHERE error_type = 'url_refused' ORDER BY created_at",
+    )
+    .fetch_all(&rt.pool)
+    .await?;
+    assert_eq!(refused.len(), links.len(), "{refused:?}");
+    for (message, kind) in refused
+        .iter()
+        .zip(["link-local", "private", "loopback", "loopback"])
+    {
+        assert!(message.contains(kind), "{message}");
+    }
+    assert_eq!(rt.chatflow.media_downloads(), 0, "nothing was fetched");
+    tried("media links");
+    Ok(())
+}
+
+/// URL knowledge sources pointing inside are that source's failure in the
+/// sync report, never fetched; a redirect from an allowed address to the
+/// metadata address is refused at the hop.
+#[tokio::test]
+async fn a_url_source_into_the_cluster_or_metadata_is_refused_in_the_report() -> Result<()> {
+    use axum::routing::get;
+    use truffles_bot::knowledge::{KnowledgeBase, sync};
+    use truffles_crds::client::KnowledgeSource;
+    let rt = TenantRuntime::new("sec-urls", json!({})).await?;
+    let dir = std::env::temp_dir().join(format!("truffles-sec-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(dir.join("sources"))?;
+    let mut config = truffles_tests::runtime::local_knowledge(&dir)?;
+    let kb = KnowledgeBase::open(&config)?;
+    let site = axum::Router::new()
+        .route(
+            "/hop",
+            get(|| async {
+                (
+                    axum::http::StatusCode::FOUND,
+                    [("location", "http://169.254.169.254/latest/meta-data/")],
+                )
+            }),
+        )
+        .route("/page", get(|| async { "a page nobody may read" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, site).await });
+    let source = |name: &str, url: String| -> Result<KnowledgeSource> {
+        Ok(serde_json::from_value(
+            json!({"name": name, "type": "faq", "url": {"url": url}}),
+        )?)
+    };
+
+    // Loopback allowed (the tests' fakes): only the redirect's hop is refused.
+    let hop = [source("hop", format!("http://{addr}/hop"))?];
+    attack("a URL source redirecting to the metadata address");
+    let report = sync::run(&kb, &rt.pool, &hop, &config).await?;
+    assert_eq!(report.unread.len(), 1, "{report:?}");
+    assert!(report.unread[0].contains("169.254.169.254"), "{report:?}");
+
+    // Without the allowance, as in production.
+    config.fetch = truffles_bot::fetch::Guard::default();
+    let inside = [
+        source(
+            "metadata",
+            "http://169.254.169.254/latest/meta-data/".into(),
+        )?,
+        source("private", "http://10.0.0.1/prices".into())?,
+        source("loopback", format!("http://{addr}/page"))?,
+        source("named", format!("http://localhost:{}/page", addr.port()))?,
+        source("ipv6", format!("http://[::1]:{}/page", addr.port()))?,
+        source("scheme", "file:///etc/passwd".into())?,
+    ];
+    for s in &inside {
+        attack(&format!(
+            "a URL source at {}",
+            s.url.as_ref().map_or("", |u| u.url.as_str())
+        ));
+    }
+    let report = sync::run(&kb, &rt.pool, &inside, &config).await?;
+    assert_eq!(report.added, 0, "{report:?}");
+    assert_eq!(report.unread.len(), inside.len(), "{report:?}");
+    for (line, s) in report.unread.iter().zip(&inside) {
+        assert!(line.starts_with(&format!("{}:", s.name)), "{line}");
+        assert!(
+            line.contains("address: not fetched") || line.contains("only http and https"),
+            "{line}"
+        );
+    }
+    drop(kb);
+    let _ = std::fs::remove_dir_all(&dir);
+    tried("URL sources");
+    Ok(())
+}

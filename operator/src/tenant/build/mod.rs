@@ -105,7 +105,7 @@ pub fn build(tc: &TrufflesClient, inputs: &BuildInputs) -> Result<TenantObjects,
 
     let runtime_config = ConfigMap {
         metadata: meta(names.runtime()),
-        data: Some(runtime_config_data(tc)?),
+        data: Some(runtime_config_data(tc, &inputs.network)?),
         ..ConfigMap::default()
     };
     let runtime_secret = Secret {
@@ -361,7 +361,10 @@ fn rotating(
         .chain(value.previous_until.map(|t| text(until, t.to_string())))
 }
 
-fn runtime_config_data(tc: &TrufflesClient) -> Result<BTreeMap<String, String>, InvalidSpec> {
+fn runtime_config_data(
+    tc: &TrufflesClient,
+    network: &NetworkSettings,
+) -> Result<BTreeMap<String, String>, InvalidSpec> {
     // The spec holds only references to Secrets, never their values.
     let spec_json = serde_json::to_string_pretty(&tc.spec)
         .map_err(|e| InvalidSpec(format!("spec does not serialize: {e}")))?;
@@ -374,5 +377,11 @@ fn runtime_config_data(tc: &TrufflesClient) -> Result<BTreeMap<String, String>, 
     .into_iter()
     // Telegram's webhook for the managers' group and the CRMs' reply URL.
     .chain(public_url(tc).map(|u| (env::PUBLIC_URL.into(), u)))
+    .chain((!network.fetch_allow_cidrs.is_empty()).then(|| {
+        (
+            env::FETCH_ALLOW_CIDRS.into(),
+            network.fetch_allow_cidrs.join(","),
+        )
+    }))
     .collect())
 }

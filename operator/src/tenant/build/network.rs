@@ -32,6 +32,9 @@ pub struct NetworkSettings {
     pub private_cidrs: Vec<String>,
     /// Ranges opened to egress anyway (a managed database's subnet).
     pub egress_cidrs: Vec<String>,
+    /// Special ranges the runtime's guarded fetcher (customers' media links,
+    /// URL sources) may reach anyway; none by default.
+    pub fetch_allow_cidrs: Vec<String>,
 }
 
 impl Default for NetworkSettings {
@@ -42,6 +45,7 @@ impl Default for NetworkSettings {
             platform_namespaces: vec!["truffles-system".into()],
             private_cidrs: PRIVATE_CIDRS.iter().map(|c| (*c).to_owned()).collect(),
             egress_cidrs: Vec::new(),
+            fetch_allow_cidrs: Vec::new(),
         }
     }
 }
