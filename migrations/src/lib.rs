@@ -125,12 +125,13 @@ pub async fn provision_tenant(
         .execute(pool)
         .await
         .map_err(|e| tenant.db_error("creating the role", e))?;
-    // Let the server quote the password literal instead of escaping it here.
+    // A SCRAM verifier, not the password: the statement may land in the
+    // server's log. The server quotes the literal instead of code here.
     let set_password: String = sqlx::query_scalar(
         "SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text)",
     )
     .bind(role)
-    .bind(password)
+    .bind(scram_verifier(password))
     .fetch_one(pool)
     .await
     .map_err(|e| tenant.db_error("quoting the password", e))?;
@@ -168,6 +169,67 @@ pub async fn provision_tenant(
         .await
         .map_err(|e| tenant.db_error("granting privileges", e))?;
     Ok(())
+}
+
+/// The statistics views PostgreSQL grants to everyone: other tenants' table
+/// names and row counts.
+pub const STATISTICS_VIEWS: [&str; 10] = [
+    "pg_stat_all_tables",
+    "pg_stat_user_tables",
+    "pg_stat_xact_all_tables",
+    "pg_stat_xact_user_tables",
+    "pg_statio_all_tables",
+    "pg_statio_user_tables",
+    "pg_stat_all_indexes",
+    "pg_stat_user_indexes",
+    "pg_statio_all_indexes",
+    "pg_statio_user_indexes",
+];
+
+/// Takes the statistics views away from PUBLIC, so a tenant role cannot read
+/// other tenants' table statistics. Needs the views' owner (a superuser): the
+/// operator tries it at start and, refused, logs the statement for a DBA.
+pub async fn restrict_statistics(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let views = STATISTICS_VIEWS
+        .iter()
+        .map(|v| format!("pg_catalog.{v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    raw_sql(AssertSqlSafe(format!(
+        "REVOKE SELECT ON {views} FROM PUBLIC"
+    )))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// PostgreSQL's stored form of a SCRAM-SHA-256 password (RFC 5802/7677):
+/// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`. Given this,
+/// the server keeps it as is and never sees the password.
+pub fn scram_verifier(password: &str) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    const ITERATIONS: u32 = 4096;
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).expect("the operating system's random source is available");
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, ITERATIONS, &mut salted);
+    let mac = |key: &[u8], text: &[u8]| {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key");
+        m.update(text);
+        m.finalize().into_bytes()
+    };
+    let client_key = mac(&salted, b"Client Key");
+    let stored_key = Sha256::digest(client_key);
+    let server_key = mac(&salted, b"Server Key");
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    format!(
+        "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+        b64(&salt),
+        b64(&stored_key),
+        b64(&server_key)
+    )
 }
 
 /// Runs the tenant migrations inside the tenant schema. sqlx keeps its

@@ -149,6 +149,10 @@ async fn main() -> Result<()> {
     truffles_migrations::migrate_platform(&pool)
         .await
         .context("migrating the platform schema")?;
+    if let Err(e) = truffles_migrations::restrict_statistics(&pool).await {
+        tracing::warn!(error = %e, views = ?truffles_migrations::STATISTICS_VIEWS,
+            "tenant roles can read the statistics views: as a superuser, REVOKE SELECT ON these views FROM PUBLIC");
+    }
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes")?;
@@ -164,6 +168,7 @@ async fn main() -> Result<()> {
             .runtime_redis_url
             .clone()
             .or_else(|| args.redis_url.clone()),
+        tenant_database_tls: truffles_operator::tenant::database::tls_params(&args.database_url),
         network: NetworkSettings {
             ingress_namespaces: args.ingress_namespaces.clone(),
             monitoring_namespaces: args.monitoring_namespaces.clone(),

@@ -312,6 +312,7 @@ pub fn operator_context(
         runtime_redis_url: std::env::var("REDIS_URL").ok(),
         backup_master_key: test_master_key(),
         network: Default::default(),
+        tenant_database_tls: Vec::new(),
     };
     truffles_operator::tenant::Context::new(client, db.pool.clone(), db.options.clone(), settings)
 }

@@ -29,6 +29,8 @@ pub struct Settings {
     pub backup_master_key: keys::MasterKey,
     /// The tenants' NetworkPolicies.
     pub network: NetworkSettings,
+    /// The platform DATABASE_URL's TLS settings, kept in the tenants' URLs.
+    pub tenant_database_tls: Vec<(String, String)>,
 }
 
 /// Shared state of the controller.

@@ -104,8 +104,74 @@ pub fn tenant_database_url(ctx: &Context, tenant: &TenantDb, password: &str) -> 
         .clone()
         .unwrap_or_else(|| (ctx.database.get_host().to_owned(), ctx.database.get_port()));
     let database = ctx.database.get_database().unwrap_or("truffles_platform");
-    format!(
-        "postgres://{}:{password}@{host}:{port}/{database}",
-        tenant.role
+    database_url(
+        &host,
+        port,
+        database,
+        &tenant.role,
+        password,
+        &ctx.settings.tenant_database_tls,
     )
+}
+
+/// The platform's URL query settings a tenant's connection keeps: its TLS
+/// mode and CA (never the platform's client certificate).
+pub const TLS_PARAMS: [&str; 2] = ["sslmode", "sslrootcert"];
+
+/// The TLS settings of the platform's DATABASE_URL, for the tenants' URLs.
+pub fn tls_params(platform_url: &str) -> Vec<(String, String)> {
+    url::Url::parse(platform_url)
+        .map(|u| {
+            u.query_pairs()
+                .filter(|(k, _)| TLS_PARAMS.contains(&k.as_ref()))
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn database_url(
+    host: &str,
+    port: u16,
+    database: &str,
+    role: &str,
+    password: &str,
+    tls: &[(String, String)],
+) -> String {
+    let mut url = format!("postgres://{role}:{password}@{host}:{port}/{database}");
+    if !tls.is_empty() {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(tls)
+            .finish();
+        url.push('?');
+        url.push_str(&query);
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_url_keeps_the_platforms_tls_and_nothing_else() {
+        let tls = tls_params(
+            "postgres://admin:pw@db:5432/p?sslmode=verify-full&sslrootcert=/etc/ca.pem&sslcert=/etc/admin.crt&application_name=op",
+        );
+        assert_eq!(
+            database_url("db", 5432, "p", "tenant_a", "s3", &tls),
+            "postgres://tenant_a:s3@db:5432/p?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem"
+        );
+        assert_eq!(
+            database_url(
+                "db",
+                5432,
+                "p",
+                "tenant_a",
+                "s3",
+                &tls_params("postgres://db/p")
+            ),
+            "postgres://tenant_a:s3@db:5432/p"
+        );
+    }
 }

@@ -690,3 +690,62 @@ async fn a_url_source_into_the_cluster_or_metadata_is_refused_in_the_report() ->
     tried("URL sources");
     Ok(())
 }
+
+/// The database boundary: a tenant's role password is stored as a SCRAM
+/// verifier (the statement that set it carried no plaintext), and with the
+/// statistics views restricted a tenant role reads no other tenant's table
+/// statistics nor rows.
+#[tokio::test]
+async fn a_tenant_role_reads_nothing_of_another_tenant() -> Result<()> {
+    use sqlx::Connection;
+    let env = Env::start("sec-db").await?;
+    truffles_migrations::restrict_statistics(&env.db.pool).await?;
+    env.onboard("da-shop", json!({})).await?;
+    env.onboard("db-shop", json!({})).await?;
+    let stored: String =
+        sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = 'tenant_da_shop'")
+            .fetch_one(&env.db.pool)
+            .await?;
+    assert!(stored.starts_with("SCRAM-SHA-256$4096:"), "{stored}");
+    let secrets: kube::Api<Secret> = env.ns.api();
+    let a_url = secret_value(&secrets.get("da-shop-runtime").await?, "DATABASE_URL")
+        .context("DATABASE_URL")?;
+    let password = url::Url::parse(&a_url)?
+        .password()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!stored.contains(&password));
+    let mut a = sqlx::PgConnection::connect(&a_url).await?;
+    for (what, sql) in [
+        ("B's rows", "SELECT count(*) FROM tenant_db_shop.users"),
+        (
+            "B's table statistics",
+            "SELECT count(*) FROM pg_stat_user_tables",
+        ),
+        (
+            "every table's statistics",
+            "SELECT count(*) FROM pg_stat_all_tables",
+        ),
+        (
+            "the platform's clients",
+            "SELECT count(*) FROM platform.clients",
+        ),
+        (
+            "the kept credentials",
+            "SELECT count(*) FROM platform.tenant_credentials",
+        ),
+    ] {
+        attack(&format!("as tenant A's role, reading {what}"));
+        let result = sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut a).await;
+        assert!(
+            matches!(&result, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501")),
+            "{what}: {result:?}"
+        );
+    }
+    // Its own tables work as before.
+    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM users")
+        .fetch_one(&mut a)
+        .await?;
+    tried("database");
+    env.finish().await
+}
