@@ -85,6 +85,19 @@ struct Args {
     /// addresses are refused).
     #[arg(long, env = "TRUFFLES_FETCH_ALLOW_CIDRS", value_delimiter = ',')]
     fetch_allow_cidrs: Vec<String>,
+    /// Image repositories tenants' specs may name (default: the runtime image's).
+    #[arg(long, env = "TRUFFLES_ALLOWED_IMAGES", value_delimiter = ',')]
+    allowed_images: Vec<String>,
+    /// Ingress annotation keys (prefixes) tenants' specs may set.
+    #[arg(
+        long,
+        env = "TRUFFLES_ALLOWED_INGRESS_ANNOTATIONS",
+        value_delimiter = ','
+    )]
+    allowed_ingress_annotations: Vec<String>,
+    /// Hosts the key-receiving URLs of tenants' specs may point at (empty: any).
+    #[arg(long, env = "TRUFFLES_ALLOWED_API_HOSTS", value_delimiter = ',')]
+    allowed_api_hosts: Vec<String>,
     /// Bot token of the platform owner's Telegram bot for billing reminders.
     #[arg(long, env = "TRUFFLES_TELEGRAM_BOT_TOKEN", hide_env_values = true)]
     telegram_bot_token: Option<String>,
@@ -168,6 +181,11 @@ async fn main() -> Result<()> {
             .runtime_redis_url
             .clone()
             .or_else(|| args.redis_url.clone()),
+        boundary: truffles_operator::tenant::validate::Boundary {
+            images: args.allowed_images.clone(),
+            ingress_annotations: args.allowed_ingress_annotations.clone(),
+            api_hosts: args.allowed_api_hosts.clone(),
+        },
         tenant_database_tls: truffles_operator::tenant::database::tls_params(&args.database_url),
         network: NetworkSettings {
             ingress_namespaces: args.ingress_namespaces.clone(),

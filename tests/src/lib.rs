@@ -313,6 +313,7 @@ pub fn operator_context(
         backup_master_key: test_master_key(),
         network: Default::default(),
         tenant_database_tls: Vec::new(),
+        boundary: Default::default(),
     };
     truffles_operator::tenant::Context::new(client, db.pool.clone(), db.options.clone(), settings)
 }

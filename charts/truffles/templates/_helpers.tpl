@@ -45,6 +45,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: TRUFFLES_EGRESS_CIDRS
   value: {{ join "," . | quote }}
 {{- end }}
+{{- with .Values.networkPolicy.fetchAllowCidrs }}
+- name: TRUFFLES_FETCH_ALLOW_CIDRS
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with .Values.tenantBoundary.images }}
+- name: TRUFFLES_ALLOWED_IMAGES
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with .Values.tenantBoundary.ingressAnnotations }}
+- name: TRUFFLES_ALLOWED_INGRESS_ANNOTATIONS
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with .Values.tenantBoundary.apiHosts }}
+- name: TRUFFLES_ALLOWED_API_HOSTS
+  value: {{ join "," . | quote }}
+{{- end }}
 {{- if .Values.redis.existingSecret }}
 - name: REDIS_URL
   valueFrom:

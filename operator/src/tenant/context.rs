@@ -7,6 +7,7 @@ use sqlx::postgres::PgConnectOptions;
 
 use super::build::network::NetworkSettings;
 use super::keys;
+use super::validate::Boundary;
 
 /// Field manager of everything the operator applies.
 pub const FIELD_MANAGER: &str = "truffles-operator";
@@ -31,6 +32,8 @@ pub struct Settings {
     pub network: NetworkSettings,
     /// The platform DATABASE_URL's TLS settings, kept in the tenants' URLs.
     pub tenant_database_tls: Vec<(String, String)>,
+    /// What specs may choose where they cross the tenant boundary.
+    pub boundary: Boundary,
 }
 
 /// Shared state of the controller.

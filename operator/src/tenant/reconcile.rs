@@ -154,6 +154,7 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
 
     // validate
     validate::validate(tc)?;
+    validate::boundary(tc, &ctx.settings.boundary, &ctx.settings.default_image)?;
 
     let billing = dereference::billing(ctx, &ns, &name).await?;
     if let Some(retirement) = retire::due(tc, &billing) {

@@ -791,6 +791,7 @@ async fn an_unreachable_database_is_reported_and_retried_not_crashed() -> Result
         backup_master_key: test_master_key(),
         network: Default::default(),
         tenant_database_tls: Vec::new(),
+        boundary: Default::default(),
     };
     let ctx = Arc::new(Context::new(client.clone(), pool, down, settings));
     let operator = tokio::spawn(tenant::run(ctx.clone()));

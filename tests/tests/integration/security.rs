@@ -749,3 +749,41 @@ async fn a_tenant_role_reads_nothing_of_another_tenant() -> Result<()> {
     tried("database");
     env.finish().await
 }
+
+/// Whoever may write a TrufflesClient may not pick another image nor inject
+/// Ingress configuration: the spec is refused with InvalidSpec, nothing runs.
+#[tokio::test]
+async fn a_spec_crossing_the_boundary_is_refused() -> Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use truffles_tests::{client_manifest, create_raw, secret_manifest};
+    let env = Env::start("sec-spec").await?;
+    let cases = [
+        (
+            "img-shop",
+            json!({"runtime": {"image": "evil.example/miner:1"}}),
+            "runtime.image",
+        ),
+        (
+            "snip-shop",
+            json!({"ingress": {"enabled": true, "host": "bots.example.kz", "annotations":
+                {"nginx.ingress.kubernetes.io/server-snippet": "location /t/ { proxy_pass http://x; }"}}}),
+            "ingress.annotations",
+        ),
+    ];
+    for (name, spec, field) in cases {
+        attack(&format!("a TrufflesClient setting {field}"));
+        create_raw::<Secret>(&env.ns, &secret_manifest(name)).await?;
+        create_raw::<truffles_crds::TrufflesClient>(&env.ns, &client_manifest(name, spec)).await?;
+        let tc = env
+            .wait_for(name, "InvalidSpec", |tc| {
+                condition_reason(tc, "Ready").as_deref() == Some("InvalidSpec")
+            })
+            .await?;
+        let status = serde_json::to_string(&tc.status)?;
+        assert!(status.contains(field), "{status}");
+        let deployments: kube::Api<Deployment> = env.ns.api();
+        assert!(deployments.get_opt(&format!("{name}-bot")).await?.is_none());
+    }
+    tried("spec boundary");
+    env.finish().await
+}
