@@ -132,7 +132,7 @@ pub fn boundary(
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_owned))
                 .unwrap_or_default();
-            if !settings.api_hosts.iter().any(|h| *h == host) {
+            if !settings.api_hosts.contains(&host) {
                 return Err(InvalidSpec(format!(
                     "{field} points at {host:?}, which is not a host the platform sends keys to ({})",
                     settings.api_hosts.join(", ")
