@@ -288,7 +288,7 @@ pub struct ReplyManager {
 
 /// `POST /t/<name>/handover/<id>/reply`: signed like our deliveries
 /// (`X-Truffles-Timestamp`, `X-Truffles-Signature` with the adapter's
-/// `signingKey`) or `Authorization: Bearer <replyToken>`.
+/// `signingKey`) over `<id>.<body>`, or `Authorization: Bearer <replyToken>`.
 pub async fn reply_webhook(
     State(rt): State<Arc<Runtime>>,
     Path((_tenant, id)): Path<(String, String)>,
@@ -297,7 +297,7 @@ pub async fn reply_webhook(
 ) -> Response {
     let answer =
         |status: StatusCode, body: serde_json::Value| (status, axum::Json(body)).into_response();
-    if !reply_authorized(&rt, &headers, &body) {
+    if !reply_authorized(&rt, &headers, &id, &body) {
         return answer(
             StatusCode::UNAUTHORIZED,
             json!({"error": "missing or invalid signature"}),
@@ -411,7 +411,7 @@ pub async fn reply_webhook(
     }
 }
 
-fn reply_authorized(rt: &Runtime, headers: &HeaderMap, body: &[u8]) -> bool {
+fn reply_authorized(rt: &Runtime, headers: &HeaderMap, id: &str, body: &[u8]) -> bool {
     let header = |name: &str| {
         headers
             .get(name)
@@ -424,11 +424,9 @@ fn reply_authorized(rt: &Runtime, headers: &HeaderMap, body: &[u8]) -> bool {
         header(super::webhook::SIGNATURE_HEADER),
     );
     if !sig.is_empty()
-        && rt
-            .managers
-            .signing_keys
-            .iter()
-            .any(|k| super::webhook::verify(k, ts, sig, body, now))
+        && rt.managers.signing_keys.iter().any(|k| {
+            super::webhook::verify(k, ts, sig, &super::webhook::reply_payload(id, body), now)
+        })
     {
         return true;
     }

@@ -122,6 +122,12 @@ pub fn sign(key: &[u8], timestamp: i64, body: &[u8]) -> String {
 
 /// Checks a signed request: the signature in constant time, the timestamp
 /// within the tolerance of `now`.
+/// What a reply to handover `id` is signed over: the id and the body, so a
+/// signed reply cannot be replayed onto another handover's URL.
+pub fn reply_payload(id: &str, body: &[u8]) -> Vec<u8> {
+    [id.as_bytes(), b".", body].concat()
+}
+
 pub fn verify(key: &[u8], timestamp: &str, signature: &str, body: &[u8], now: i64) -> bool {
     let Ok(ts) = timestamp.trim().parse::<i64>() else {
         return false;

@@ -370,6 +370,11 @@ async fn instagram_direct_is_verified_signed_and_answered_within_the_window() ->
             .0,
         401
     );
+    // Anyone can send those: they are counted, never stored.
+    for table in ["error_logs", "audit_log", "inbox"] {
+        let rows = rt.count(&format!("SELECT count(*) FROM {table}")).await?;
+        assert_eq!(rows, 0, "an unauthenticated delivery wrote into {table}");
+    }
     let unprefixed = signed(&body).trim_start_matches("sha256=").to_owned();
     assert_eq!(
         post_delivery(&rt, &url, &body, Some(unprefixed)).await?.0,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use truffles_bot::handover::telegram::webhook_token;
-use truffles_bot::handover::webhook::sign;
+use truffles_bot::handover::webhook::{reply_payload, sign};
 use truffles_bot::serve::Running;
 use truffles_tests::managers::{FakeService, FakeTelegram, Service, SmtpServer, eventually};
 use truffles_tests::runtime::{TenantRuntime, WEBHOOK_SECRET, chatflow_text, price_list};
@@ -329,7 +329,7 @@ async fn a_crm_answers_through_the_signed_reply_webhook() -> Result<()> {
     let post = |body: Value, key: &'static str| {
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let ts = sqlx::types::chrono::Utc::now().timestamp();
-        let signature = sign(key.as_bytes(), ts, &body);
+        let signature = sign(key.as_bytes(), ts, &reply_payload(&id, &body));
         let request = rt
             .http
             .post(&url)
@@ -365,26 +365,26 @@ async fn a_crm_answers_through_the_signed_reply_webhook() -> Result<()> {
     assert_eq!(status, 401);
     let (status, body) = post(json!({"text": 5}), SIGNING_KEY).await?;
     assert_eq!(status, 400, "{body}");
+    let other = uuid::Uuid::new_v4().to_string();
     let unknown = format!(
-        "http://{}/t/{}/handover/{}/reply",
-        running.addr,
-        rt.name,
-        uuid::Uuid::new_v4()
+        "http://{}/t/{}/handover/{other}/reply",
+        running.addr, rt.name
     );
     let body = serde_json::to_vec(&json!({"close": true}))?;
     let ts = sqlx::types::chrono::Utc::now().timestamp();
-    let r = rt
-        .http
-        .post(&unknown)
-        .header("x-truffles-timestamp", ts.to_string())
-        .header(
-            "x-truffles-signature",
-            sign(SIGNING_KEY.as_bytes(), ts, &body),
-        )
-        .body(body)
-        .send()
-        .await?;
-    assert_eq!(r.status().as_u16(), 404);
+    let signed_for =
+        |handover: &str| sign(SIGNING_KEY.as_bytes(), ts, &reply_payload(handover, &body));
+    let send = |signature: String| {
+        rt.http
+            .post(&unknown)
+            .header("x-truffles-timestamp", ts.to_string())
+            .header("x-truffles-signature", signature)
+            .body(body.clone())
+            .send()
+    };
+    // A reply signed for this handover, replayed onto another one's URL.
+    assert_eq!(send(signed_for(&id)).await?.status().as_u16(), 401);
+    assert_eq!(send(signed_for(&other)).await?.status().as_u16(), 404);
 
     // Close with a resolution; a reply after that is refused, not sent.
     let (status, body) = post(
