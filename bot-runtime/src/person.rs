@@ -206,7 +206,10 @@ pub async fn erase(
     .map_err(failed("listing the erased rows"))?;
     // Raw webhooks carry the number; their rows go whatever their state.
     let inbox_events = sqlx::query(
-        "WITH gone AS (DELETE FROM inbox WHERE sender = ANY($1) OR message_id = ANY($2) RETURNING id)
+        "WITH gone AS (DELETE FROM inbox WHERE sender = ANY($1) OR message_id = ANY($2) RETURNING id, message_id),
+              replayable AS (INSERT INTO erased_messages (message_hash)
+                  SELECT encode(sha256(convert_to(message_id, 'UTF8')), 'hex') FROM gone
+                  ON CONFLICT DO NOTHING)
          INSERT INTO erased_rows (table_name, row_id) SELECT 'inbox', id::text FROM gone",
     )
     // The keyed hash, or the address itself in rows from before it was hashed.

@@ -353,7 +353,10 @@ async fn store(rt: &Runtime, inbound: &Inbound, value: &Value) -> (Response, &'s
         Err(e) => tracing::warn!(error = %e, "deduplication falls back to PostgreSQL"),
     }
     let inserted = sqlx::query_scalar::<_, i64>(
-        "INSERT INTO inbox (channel, message_id, payload, sender) VALUES ($4, $1, $2, $3)
+        // A replayed webhook of an erased person is a duplicate too.
+        "INSERT INTO inbox (channel, message_id, payload, sender)
+         SELECT $4, $1, $2, $3 WHERE NOT EXISTS (SELECT FROM erased_messages
+             WHERE message_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex'))
          ON CONFLICT (message_id) DO NOTHING RETURNING id",
     )
     .bind(&inbound.message_id)

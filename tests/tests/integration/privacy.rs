@@ -282,6 +282,25 @@ async fn one_person_is_exported_then_erased_and_nothing_of_them_remains() -> Res
     assert_eq!(audits.len(), 2);
     assert_eq!(audits[1]["request"], "erase");
 
+    // An old webhook of theirs replayed after the erasure (Redis's dedup mark
+    // gone with it) is a duplicate: the person is not recreated.
+    let replay = chatflow_text(
+        "E-1",
+        ERASED,
+        "Меня зовут Айгерим, сколько стоит букет из 25 роз?",
+    );
+    let (status, body) = rt.post(&url, &replay).await?;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("duplicate")),
+        "{body}"
+    );
+    assert_eq!(
+        rt.count("SELECT count(*) FROM users").await?,
+        1,
+        "only the kept customer"
+    );
+
     // Idempotent, and the person writing again starts from nothing.
     let again: serde_json::Value = call("erase", ADMIN_TOKEN, json!({"phone": ERASED}))
         .await?
