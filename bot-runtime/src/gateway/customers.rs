@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +23,7 @@ use crate::pii::log_tag;
 use crate::runtime::Runtime;
 
 use super::auth::secret_matches;
-use super::reply::{not_found, reply};
+use super::reply::{not_found, read_body, reply};
 
 pub const SIGNATURE_HEADER: &str = "x-signature-256";
 const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -76,12 +76,17 @@ async fn webhook(
     State(rt): State<Arc<Runtime>>,
     Path((_tenant, secret)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    // The URL's secret first: a stranger's body is never read.
     if !secret_matches(&rt, &secret) {
         rt.metrics.webhook("not_found");
         return not_found();
     }
+    let body = match read_body(body, rt.config.tuning.max_body_bytes).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
     let span =
         info_span!("webhook", tenant = %rt.config.client_name, message_id = tracing::field::Empty);
     let response = accept(&rt, &headers, &body).instrument(span).await;
@@ -185,13 +190,17 @@ async fn admit(rt: &Runtime, channel: Channel, value: Value) -> (Response, &'sta
 async fn telegram_webhook(
     State(rt): State<Arc<Runtime>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let token_ok = telegram::token_ok(&headers, rt.config.webhook_secret.current(), CUSTOMER_BOT);
     if rt.channels.telegram.is_none() || !token_ok {
         rt.metrics.webhook("not_found");
         return not_found();
     }
+    let body = match read_body(body, rt.config.tuning.max_body_bytes).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
     let span = info_span!("webhook", tenant = %rt.config.client_name, channel = "telegram", message_id = tracing::field::Empty);
     let (response, outcome) = async {
         match json_body(&rt, &body).await {
@@ -251,10 +260,25 @@ async fn instagram_verify(
 async fn instagram_webhook(
     State(rt): State<Arc<Runtime>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(instagram) = rt.channels.instagram.as_ref() else {
         return not_found();
+    };
+    // The signature covers the body, so it must be read; a delivery without
+    // one is refused before that.
+    if !headers
+        .get(instagram::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|h| h.starts_with("sha256="))
+    {
+        let (response, outcome) = bad_signature(&rt, &[]).await;
+        rt.metrics.webhook(outcome);
+        return response;
+    }
+    let body = match read_body(body, rt.config.tuning.max_body_bytes).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
     };
     let span = info_span!("webhook", tenant = %rt.config.client_name, channel = "instagram", message_id = tracing::field::Empty);
     async {

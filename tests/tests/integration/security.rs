@@ -123,10 +123,10 @@ async fn the_admin_api_takes_its_own_token_on_its_own_port_only() -> Result<()> 
     Ok(())
 }
 
-/// A body is not read before the admin token is checked: a 50 MiB upload
-/// without a token is refused at once.
+/// A body is not read before its sender is checked: a 50 MiB upload without
+/// the admin token, or a delivery without the webhook secret, is refused at once.
 #[tokio::test]
-async fn an_unauthenticated_admin_body_is_not_read() -> Result<()> {
+async fn an_unauthenticated_body_is_not_read() -> Result<()> {
     let rt = TenantRuntime::new(
         "sec-body",
         json!({"knowledge": {"sources": [
@@ -134,23 +134,51 @@ async fn an_unauthenticated_admin_body_is_not_read() -> Result<()> {
     )
     .await?;
     let running = rt.start(rt.config()?, price_list()).await?;
-    attack("a 50 MiB upload without the admin token");
     // The head announces 50 MiB and no byte of it follows: only a server that
     // answers before reading the body answers at all.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(running.admin_addr).await?;
-    let head = format!(
-        "PUT /t/{}/admin/knowledge/upload/manual/big.md HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WEBHOOK_SECRET}\r\nContent-Length: {}\r\n\r\n",
-        rt.name,
-        50 * 1024 * 1024
-    );
-    stream.write_all(head.as_bytes()).await?;
-    let mut answer = vec![0u8; 512];
-    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
-        .await
-        .context("the refusal came before the body")??;
-    let answer = String::from_utf8_lossy(&answer[..n]);
-    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let wrong = "0".repeat(WEBHOOK_SECRET.len());
+    let cases = [
+        (
+            "a 50 MiB upload without the admin token",
+            running.admin_addr,
+            "PUT",
+            format!("/t/{}/admin/knowledge/upload/manual/big.md", rt.name),
+            "401",
+        ),
+        (
+            "a 50 MiB ChatFlow delivery to a wrong webhook secret",
+            running.addr,
+            "POST",
+            format!("/t/{}/webhook/{wrong}", rt.name),
+            "404",
+        ),
+        (
+            "a 50 MiB Telegram delivery without the secret token",
+            running.addr,
+            "POST",
+            format!("/t/{}/telegram", rt.name),
+            "404",
+        ),
+    ];
+    for (what, addr, method, path, status) in cases {
+        attack(what);
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WEBHOOK_SECRET}\r\nContent-Length: {}\r\n\r\n",
+            50 * 1024 * 1024
+        );
+        stream.write_all(head.as_bytes()).await?;
+        let mut answer = vec![0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+            .await
+            .with_context(|| format!("{what}: the refusal came before the body"))??;
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{what}: {answer}"
+        );
+    }
     assert_eq!(rt.count("SELECT count(*) FROM uploads").await?, 0);
     tried("admin body");
     Ok(())
