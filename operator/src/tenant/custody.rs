@@ -20,8 +20,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::dereference::random_token;
-use super::keys::{KeyError, MasterKey};
+use super::keys::{KeyError, MasterKey, random_token};
 
 /// How long a rotated webhook secret or admin token is still accepted.
 pub const ROTATION_WINDOW_SECONDS: i64 = 24 * 3600;

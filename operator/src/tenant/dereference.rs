@@ -67,14 +67,6 @@ pub(crate) fn secret_text(secret: &Secret, key: &str) -> Option<String> {
         .and_then(|v| String::from_utf8(v.0.clone()).ok())
 }
 
-/// 32 random bytes as hex: URL- and SQL-safe.
-pub fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    // The OS random source failing is not recoverable; nothing sensible can follow.
-    getrandom::fill(&mut bytes).expect("the operating system's random source is available");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Every key the spec references must exist before the runtime is rolled out;
 /// otherwise its pods would crash-loop on a missing variable.
 pub async fn check_referenced_secrets(

@@ -91,6 +91,15 @@ impl MasterKey {
     }
 }
 
+/// 32 random bytes as hex: URL- and SQL-safe (the tenants' generated
+/// passwords, secrets and keys).
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    // The OS random source failing is not recoverable; nothing sensible can follow.
+    getrandom::fill(&mut bytes).expect("the operating system's random source is available");
+    hex::encode(bytes)
+}
+
 /// The tenant's data key as 64 hex characters: the stored one, or a new one
 /// stored now. Idempotent and safe against a concurrent first call.
 pub async fn ensure_data_key(
