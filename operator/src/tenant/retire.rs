@@ -84,12 +84,19 @@ pub async fn remove_data(
     tenant: &TenantDb,
 ) -> Result<bool, Error> {
     let name = tc.name_any();
-    let client_id: Option<uuid::Uuid> =
-        sqlx::query_scalar("SELECT id FROM platform.clients WHERE name = $1")
+    let record: Option<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT id, status FROM platform.clients WHERE name = $1")
             .bind(&name)
             .fetch_optional(&ctx.pool)
             .await
             .map_err(PlatformError::from)?;
+    let client_id = record.as_ref().map(|(id, _)| *id);
+    // A cleanup can run again before the finalizer's removal is seen (an
+    // owned object's deletion queues another reconcile): every step below is
+    // idempotent, and a purge already done is not audited or announced twice.
+    let already_purged = record
+        .as_ref()
+        .is_some_and(|(_, status)| status == "deleted");
     let confirmed = purge_confirmed(tc);
     if confirmed {
         // Redis first: if it is down, nothing is deleted yet and the purge retries.
@@ -111,6 +118,9 @@ pub async fn remove_data(
             platform::shred_keys(&ctx.pool, id).await?;
         }
         truffles_migrations::drop_tenant(&ctx.pool, tenant).await?;
+        if already_purged {
+            return Ok(confirmed);
+        }
         if let Some(id) = client_id {
             platform::set_status(&ctx.pool, id, ClientStatus::Deleted).await?;
             let details = serde_json::json!({"schema": tenant.schema, "policy": "Purge"});
