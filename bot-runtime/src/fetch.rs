@@ -1,5 +1,6 @@
 //! The one HTTP client for URLs that come from outside (customers' media
-//! links, URL knowledge sources): http and https only; every address a name
+//! links, URL and Google Drive knowledge sources, handover adapters' URLs
+//! from the spec): http and https only; every address a name
 //! resolves to, and every IP literal, checked against loopback, private,
 //! link-local (cloud metadata), CGNAT and other special ranges unless an
 //! operator setting allows the range; redirects followed by hand, each hop
@@ -196,6 +197,19 @@ impl Fetcher {
         self.guard.check(&ip.to_string(), ip)
     }
 
+    /// A request to a URL a spec configures (a handover adapter's, a Drive
+    /// API's): the same checks, no redirects followed (a 3xx is the caller's
+    /// error), timeouts set by the caller.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+    ) -> Result<reqwest::RequestBuilder, FetchError> {
+        let url = reqwest::Url::parse(url).map_err(|_| FetchError::Invalid)?;
+        self.check_url(&url)?;
+        Ok(self.http.request(method, url))
+    }
+
     /// GET `url`, following redirects, with at most `max_bytes` of body,
     /// all within `timeout`.
     pub async fn get(
@@ -256,7 +270,7 @@ impl Fetcher {
 
 /// A transport error, with the guard's refusal when that is what it was
 /// (the resolver's error travels inside reqwest's), and never the URL.
-fn transport(e: reqwest::Error) -> FetchError {
+pub fn transport(e: reqwest::Error) -> FetchError {
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         if let Some(FetchError::Refused { host, addr, kind }) = s.downcast_ref::<FetchError>() {

@@ -67,8 +67,9 @@ impl Runtime {
         )?);
         let breakers = Arc::new(Breakers::new(cache.clone()));
         let http = reqwest::Client::new();
+        let fetch = crate::fetch::Fetcher::new(config.fetch.clone())?;
         Ok(Self {
-            managers: Managers::build(&config.handover, &http, &config.client_name),
+            managers: Managers::build(&config.handover, &fetch, &config.client_name),
             manager_wake: Notify::new(),
             llm: Llm::new(config.llm.clone(), breakers.clone()),
             channels: Channels::new(
@@ -84,7 +85,7 @@ impl Runtime {
             sync_lock: tokio::sync::Mutex::new(()),
             cache,
             breakers,
-            fetch: crate::fetch::Fetcher::new(config.fetch.clone())?,
+            fetch,
             http,
             db,
             inbox_wake: Notify::new(),

@@ -181,8 +181,9 @@ fn parse_wrk(out: &str) -> Result<Load> {
     Ok(load)
 }
 
-/// The ChatFlow webhook every target gets; `%s` are the message id and phone.
-const PAYLOAD: &str = r#"{"messageType":"text","message":"Сколько стоит букет из 25 роз?","metadata":{"sender":"Айгерим","timestamp":1764929737,"messageId":"%s","remoteJid":"%s@s.whatsapp.net"},"mediaData":null,"nodeData":{"nodeId":"start","flowId":"f-1"}}"#;
+/// The ChatFlow webhook every target gets; `%d` is the send time (an old
+/// one is refused as a replay), `%s` are the message id and phone.
+const PAYLOAD: &str = r#"{"messageType":"text","message":"Сколько стоит букет из 25 роз?","metadata":{"sender":"Айгерим","timestamp":%d,"messageId":"%s","remoteJid":"%s@s.whatsapp.net"},"mediaData":null,"nodeData":{"nodeId":"start","flowId":"f-1"}}"#;
 
 /// wrk's script: a new message id and customer per request; stops after
 /// `max` responses when given (0: run for the duration).
@@ -199,7 +200,7 @@ function init(args)
 end
 function request()
   counter = counter + 1
-  local body = string.format(template, prefix .. "-" .. counter, string.format("77%09d", counter))
+  local body = string.format(template, os.time(), prefix .. "-" .. counter, string.format("77%09d", counter))
   return wrk.format("POST", nil, {{["Content-Type"] = "application/json"}}, body)
 end
 function response(status, headers, body)
@@ -549,6 +550,7 @@ async fn start_n8n(engine: &str) -> Result<(Server, TestDatabase)> {
     loop {
         attempt += 1;
         let body = PAYLOAD
+            .replacen("%d", &chrono::Utc::now().timestamp().to_string(), 1)
             .replacen("%s", &format!("warmup-{attempt}"), 1)
             .replacen("%s", "77000000000", 1);
         let answer = match http

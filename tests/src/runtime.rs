@@ -307,7 +307,7 @@ pub fn chatflow_text(message_id: &str, phone: &str, text: &str) -> Value {
     json!({
         "messageType": "text",
         "message": text,
-        "metadata": {"sender": "Айгерим", "timestamp": 1764929737, "messageId": message_id, "remoteJid": format!("{phone}@s.whatsapp.net")},
+        "metadata": {"sender": "Айгерим", "timestamp": chrono::Utc::now().timestamp(), "messageId": message_id, "remoteJid": format!("{phone}@s.whatsapp.net")},
         "mediaData": null,
         "nodeData": {"nodeId": "start", "flowId": "f-1"}
     })

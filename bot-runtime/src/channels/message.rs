@@ -85,6 +85,21 @@ pub struct Inbound {
     pub start: bool,
 }
 
+/// How old a provider's send time may be when its webhook arrives. Telegram
+/// keeps undelivered updates for 24 hours and Meta retries a failing webhook
+/// for about a day and a half; an older event is a replay (a body copied from
+/// a log), not a delivery.
+pub const REPLAY_WINDOW_SECS: i64 = 72 * 3600;
+
+impl Inbound {
+    /// Sent longer ago than [`REPLAY_WINDOW_SECS`] by the provider's own clock
+    /// (events without a time are judged by their id alone).
+    pub fn stale(&self, now: i64) -> bool {
+        self.timestamp
+            .is_some_and(|sent| now.saturating_sub(sent) > REPLAY_WINDOW_SECS)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Media {
     pub kind: MediaKind,

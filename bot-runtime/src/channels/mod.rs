@@ -200,6 +200,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn events_older_than_the_replay_window_are_stale() {
+        let payload = serde_json::json!({"messageType": "text", "message": "привет",
+            "metadata": {"messageId": "M1", "remoteJid": "77015705555@s.whatsapp.net", "timestamp": 1_000_000}});
+        let event = parse(Channel::Whatsapp, &payload).expect("a message");
+        let window = message::REPLAY_WINDOW_SECS;
+        assert!(
+            !event.stale(1_000_000 + window),
+            "at the edge of the window"
+        );
+        assert!(event.stale(1_000_000 + window + 1));
+        assert!(
+            !event.stale(1_000_000 - 60),
+            "a sender's clock a little ahead"
+        );
+        let timeless = Inbound {
+            timestamp: None,
+            ..event
+        };
+        assert!(!timeless.stale(i64::MAX));
+    }
+
+    #[test]
     fn short_texts_stay_whole() {
         assert_eq!(split("Здравствуйте!", 4096), vec!["Здравствуйте!"]);
         assert_eq!(split("", 10), vec![""]);

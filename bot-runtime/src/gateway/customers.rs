@@ -179,6 +179,14 @@ async fn admit(rt: &Runtime, channel: Channel, value: Value) -> (Response, &'sta
         }
     };
     tracing::Span::current().record("message_id", inbound.message_id.as_str());
+    if inbound.stale(chrono::Utc::now().timestamp()) {
+        // A 200: a provider would only retry it. Counted, not stored.
+        tracing::warn!(
+            sent_at = inbound.timestamp,
+            "webhook event older than the replay window: not stored"
+        );
+        return (reply(StatusCode::OK, json!({"status": "stale"})), "stale");
+    }
     if let Some(limited) = rate_limited(rt, &inbound).await {
         return (limited, "rate_limited");
     }

@@ -13,6 +13,8 @@ use serde_json::Value;
 use truffles_crds::client::{HandoverAdapter, HandoverAdapterType};
 use uuid::Uuid;
 
+use crate::fetch::Fetcher;
+
 /// Who acted on a handover: a manager in the Telegram group, in a CRM, or on
 /// the business's own account.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -195,17 +197,34 @@ pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15)
 
 /// POSTs JSON and returns the JSON answer (see [`send`]).
 pub async fn post_json(
-    http: &reqwest::Client,
+    fetch: &Fetcher,
     service: &'static str,
     url: &str,
     bearer: Option<&str>,
     body: &Value,
 ) -> Result<Value, AdapterError> {
-    let mut request = http.post(url).timeout(CALL_TIMEOUT).json(body);
+    let mut request = post(fetch, service, url)?.json(body);
     if let Some(token) = bearer {
         request = request.bearer_auth(token);
     }
     Ok(send(request, service).await?.1)
+}
+
+/// A POST to a manager-side service's URL (from the spec) through the
+/// guarded client: an address inside the cluster or the metadata service is
+/// refused like a customer's link would be.
+pub fn post(
+    fetch: &Fetcher,
+    service: &'static str,
+    url: &str,
+) -> Result<reqwest::RequestBuilder, AdapterError> {
+    fetch
+        .request(reqwest::Method::POST, url)
+        .map(|r| r.timeout(CALL_TIMEOUT))
+        .map_err(|e| AdapterError::Unreachable {
+            service,
+            why: e.to_string(),
+        })
 }
 
 /// Sends a request to a manager-side service: the status and the JSON answer
@@ -220,7 +239,7 @@ pub async fn send(
         .await
         .map_err(|e| AdapterError::Unreachable {
             service,
-            why: e.without_url().to_string(),
+            why: crate::fetch::transport(e).to_string(),
         })?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
@@ -288,6 +307,26 @@ impl Adapter for WhatsappWeb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A spec's adapter URL into the cluster or the metadata service is
+    /// refused before anything is sent, by literal or by what a name
+    /// resolves to.
+    #[tokio::test]
+    async fn adapter_urls_inside_the_cluster_are_refused() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let fetch = Fetcher::new(crate::fetch::Guard::default()).expect("a client");
+        for (url, kind) in [
+            ("http://169.254.169.254/latest/meta-data/", "link-local"),
+            ("http://10.0.0.1/crm", "private"),
+        ] {
+            let e = post(&fetch, "the CRM", url).expect_err(url);
+            assert!(e.to_string().contains(kind), "{e}");
+        }
+        let request = post(&fetch, "the CRM", "http://localhost:9/hook").expect("a name");
+        let e = send(request, "the CRM").await.expect_err("localhost");
+        assert!(e.to_string().contains("loopback"), "{e}");
+        assert!(post(&fetch, "the CRM", "file:///etc/passwd").is_err());
+    }
 
     fn view() -> HandoverView {
         HandoverView {

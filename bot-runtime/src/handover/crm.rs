@@ -19,6 +19,8 @@
 use serde_json::{Value, json};
 use truffles_crds::client::HandoverAdapterType;
 
+use crate::fetch::Fetcher;
+
 use super::adapter::{
     Adapter, AdapterConfig, AdapterError, Delivered, Delivery, Kind, Notice, post_json, secret,
 };
@@ -26,14 +28,14 @@ use super::telegram::notice_text;
 
 pub struct Crm {
     kind: HandoverAdapterType,
-    http: reqwest::Client,
+    fetch: Fetcher,
     base_url: String,
     token: String,
     pipeline: Option<String>,
 }
 
 impl Crm {
-    pub fn new(config: &AdapterConfig, http: reqwest::Client) -> Result<Self, AdapterError> {
+    pub fn new(config: &AdapterConfig, fetch: Fetcher) -> Result<Self, AdapterError> {
         let name = match config.spec.adapter_type {
             HandoverAdapterType::Bitrix => "bitrix",
             HandoverAdapterType::Amocrm => "amocrm",
@@ -49,7 +51,7 @@ impl Crm {
             })?;
         Ok(Self {
             kind: config.spec.adapter_type,
-            http,
+            fetch,
             base_url: crm.base_url.trim_end_matches('/').to_owned(),
             token: secret(&config.secrets, name, "token")?.to_owned(),
             pipeline: crm.pipeline.clone(),
@@ -143,8 +145,14 @@ impl Crm {
                     lead["pipeline_id"] = json!(pipeline);
                 }
                 let url = format!("{}/api/v4/leads/complex", self.base_url);
-                let answer =
-                    post_json(&self.http, service, &url, Some(&self.token), &json!([lead])).await?;
+                let answer = post_json(
+                    &self.fetch,
+                    service,
+                    &url,
+                    Some(&self.token),
+                    &json!([lead]),
+                )
+                .await?;
                 id_of(answer.get(0).and_then(|l| l.get("id"))).ok_or_else(|| missing_id(&answer))
             }
             _ => {
@@ -154,7 +162,7 @@ impl Crm {
                 }
                 let url = format!("{}/crm/v3/objects/contacts", self.base_url);
                 let answer = post_json(
-                    &self.http,
+                    &self.fetch,
                     service,
                     &url,
                     Some(&self.token),
@@ -182,7 +190,7 @@ impl Crm {
             HandoverAdapterType::Amocrm => {
                 let url = format!("{}/api/v4/leads/{lead}/notes", self.base_url);
                 let answer = post_json(
-                    &self.http,
+                    &self.fetch,
                     service,
                     &url,
                     Some(&self.token),
@@ -201,7 +209,8 @@ impl Crm {
                     // 202: note to contact, a HubSpot-defined association.
                     "associations": [{"to": {"id": lead}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 202}]}],
                 });
-                let answer = post_json(&self.http, service, &url, Some(&self.token), &body).await?;
+                let answer =
+                    post_json(&self.fetch, service, &url, Some(&self.token), &body).await?;
                 id_of(answer.get("id"))
             }
         };
@@ -211,7 +220,7 @@ impl Crm {
     /// Bitrix24 answers errors as `{"error","error_description"}`, sometimes with HTTP 200.
     async fn bitrix(&self, method: &str, body: &Value) -> Result<Value, AdapterError> {
         let url = format!("{}/{}/{method}.json", self.base_url, self.token);
-        let answer = post_json(&self.http, "Bitrix24", &url, None, body).await?;
+        let answer = post_json(&self.fetch, "Bitrix24", &url, None, body).await?;
         if let Some(error) = answer.get("error") {
             return Err(AdapterError::Rejected {
                 service: "Bitrix24",

@@ -27,6 +27,7 @@ use uuid::Uuid;
 use crate::audit;
 use crate::channels::{Channel, Outgoing};
 use crate::decide::Trigger;
+use crate::fetch::Fetcher;
 use crate::outbox;
 use crate::pii::Pii;
 use adapter::{
@@ -512,7 +513,7 @@ pub struct HandoverConfig {
 }
 
 impl Managers {
-    pub fn build(config: &HandoverConfig, http: &reqwest::Client, tenant: &str) -> Self {
+    pub fn build(config: &HandoverConfig, fetch: &Fetcher, tenant: &str) -> Self {
         let mut managers = Self {
             adapters: Vec::new(),
             fallback: config.fallback.as_ref().map(|f| f.spec.adapter_type),
@@ -540,13 +541,13 @@ impl Managers {
                     })
                 }
                 HandoverAdapterType::Webhook | HandoverAdapterType::Custom => {
-                    webhook::Webhook::new(c, http.clone(), tenant).map(|w| Arc::new(w) as _)
+                    webhook::Webhook::new(c, fetch.clone(), tenant).map(|w| Arc::new(w) as _)
                 }
                 HandoverAdapterType::Email => email::Email::new(c).map(|e| Arc::new(e) as _),
                 HandoverAdapterType::Bitrix
                 | HandoverAdapterType::Amocrm
                 | HandoverAdapterType::Hubspot => {
-                    crm::Crm::new(c, http.clone()).map(|c| Arc::new(c) as _)
+                    crm::Crm::new(c, fetch.clone()).map(|c| Arc::new(c) as _)
                 }
                 HandoverAdapterType::WhatsappWeb => Ok(Arc::new(WhatsappWeb) as _),
             };

@@ -17,8 +17,10 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use truffles_crds::client::HandoverAdapterType;
 
+use crate::fetch::Fetcher;
+
 use super::adapter::{
-    Adapter, AdapterConfig, AdapterError, CALL_TIMEOUT, Delivered, Delivery, Notice, secret, send,
+    Adapter, AdapterConfig, AdapterError, Delivered, Delivery, Notice, post, secret, send,
 };
 
 pub const TIMESTAMP_HEADER: &str = "x-truffles-timestamp";
@@ -28,18 +30,14 @@ pub const TOLERANCE_SECONDS: i64 = 300;
 
 pub struct Webhook {
     kind: HandoverAdapterType,
-    http: reqwest::Client,
+    fetch: Fetcher,
     url: String,
     key: Vec<u8>,
     tenant: String,
 }
 
 impl Webhook {
-    pub fn new(
-        config: &AdapterConfig,
-        http: reqwest::Client,
-        tenant: &str,
-    ) -> Result<Self, AdapterError> {
+    pub fn new(config: &AdapterConfig, fetch: Fetcher, tenant: &str) -> Result<Self, AdapterError> {
         let url = config
             .spec
             .webhook
@@ -52,7 +50,7 @@ impl Webhook {
         let key = secret(&config.secrets, "webhook", "signingKey")?;
         Ok(Self {
             kind: config.spec.adapter_type,
-            http,
+            fetch,
             url,
             key: key.as_bytes().to_vec(),
             tenant: tenant.to_owned(),
@@ -76,10 +74,7 @@ impl Webhook {
             why: e.to_string(),
         })?;
         let ts = now.timestamp();
-        let request = self
-            .http
-            .post(&self.url)
-            .timeout(CALL_TIMEOUT)
+        let request = post(&self.fetch, "the client's webhook", &self.url)?
             .header("content-type", "application/json")
             .header(TIMESTAMP_HEADER, ts.to_string())
             .header(SIGNATURE_HEADER, sign(&self.key, ts, &body))

@@ -17,6 +17,8 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use truffles_crds::client::GoogleDriveSource;
 
+use crate::fetch::Fetcher;
+
 /// Read-only access to file contents and metadata.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/drive.readonly";
 pub const FOLDER: &str = "application/vnd.google-apps.folder";
@@ -24,6 +26,8 @@ pub const FOLDER: &str = "application/vnd.google-apps.folder";
 const MAX_FILE_BYTES: u64 = 20 * 1024 * 1024;
 /// Folders inside folders, at most this deep (and each folder once).
 const MAX_DEPTH: usize = 5;
+/// One call to Drive or its token endpoint.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the operator mounts a Drive source's credentials.
 pub fn credentials_path(secrets_dir: &Path, source: &str) -> PathBuf {
@@ -129,18 +133,19 @@ struct Claims<'a> {
 }
 
 /// Every document of the source's folder.
-pub async fn read(source: &GoogleDriveSource, credentials: &Path) -> Result<Vec<DriveDocument>> {
+pub async fn read(
+    source: &GoogleDriveSource,
+    credentials: &Path,
+    fetch: &Fetcher,
+) -> Result<Vec<DriveDocument>> {
     let key = std::fs::read(credentials)
         .with_context(|| format!("reading the Drive credentials at {}", credentials.display()))?;
     let account: ServiceAccount = serde_json::from_slice(&key).context(
         "the Drive credentials are no service-account key (JSON with client_email and private_key)",
     )?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
-    let token = access_token(&http, &account, chrono::Utc::now().timestamp()).await?;
+    let token = access_token(fetch, &account, chrono::Utc::now().timestamp()).await?;
     let drive = Drive {
-        http,
+        fetch: fetch.clone(),
         base: format!("{}/drive/v3", source.api_base_url.trim_end_matches('/')),
         token,
     };
@@ -168,11 +173,7 @@ pub async fn read(source: &GoogleDriveSource, credentials: &Path) -> Result<Vec<
 
 /// The service-account flow: a JWT signed with the account's key, traded at
 /// its token URI for an access token (valid an hour; one sync needs one).
-pub async fn access_token(
-    http: &reqwest::Client,
-    account: &ServiceAccount,
-    now: i64,
-) -> Result<String> {
+pub async fn access_token(fetch: &Fetcher, account: &ServiceAccount, now: i64) -> Result<String> {
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(account.private_key.as_bytes())
         .context("the Drive credentials' private_key is no RSA key in PEM")?;
     let claims = Claims {
@@ -188,8 +189,10 @@ pub async fn access_token(
         &key,
     )
     .context("signing the Drive token request")?;
-    let response = http
-        .post(&account.token_uri)
+    let response = fetch
+        .request(reqwest::Method::POST, &account.token_uri)
+        .context("the Drive credentials' token_uri")?
+        .timeout(CALL_TIMEOUT)
         .form(&[
             ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
             ("assertion", assertion.as_str()),
@@ -216,7 +219,7 @@ pub async fn access_token(
 }
 
 struct Drive {
-    http: reqwest::Client,
+    fetch: Fetcher,
     base: String,
     token: String,
 }
@@ -296,8 +299,10 @@ impl Drive {
 
     async fn get(&self, url: &str, query: &[(&str, &str)]) -> Result<reqwest::Response> {
         let response = self
-            .http
-            .get(url)
+            .fetch
+            .request(reqwest::Method::GET, url)
+            .context("the Drive API's URL")?
+            .timeout(CALL_TIMEOUT)
             .query(query)
             .bearer_auth(&self.token)
             .send()

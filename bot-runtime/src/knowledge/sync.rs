@@ -134,7 +134,7 @@ pub async fn read_sources(
             }
         } else if let Some(drive) = &source.google_drive {
             let credentials = super::drive::credentials_path(secrets_dir, &source.name);
-            match super::drive::read(drive, &credentials).await {
+            match super::drive::read(drive, &credentials, &fetcher).await {
                 Ok(files) => {
                     read.insert(source.name.clone());
                     docs.extend(files.into_iter().map(|file| SourceDocument {

@@ -39,7 +39,7 @@ fn long_price_list() -> Vec<String> {
 
 fn update(id: i64, message: Value) -> Value {
     let mut m = json!({
-        "message_id": id, "date": 1_764_929_737,
+        "message_id": id, "date": chrono::Utc::now().timestamp(),
         "chat": {"id": CHAT, "type": "private", "first_name": "Айгерим"},
         "from": {"id": CHAT, "is_bot": false, "first_name": "Айгерим", "language_code": "kk"}
     });
@@ -128,6 +128,14 @@ async fn telegram_customers_are_greeted_answered_within_limits_and_heard() -> Re
         .await?,
         2
     );
+
+    // An update sent four days ago is a replay (Telegram keeps undelivered
+    // updates a day): answered, not stored, and its id is not spent.
+    let mut old = start.clone();
+    old["message"]["date"] = json!(chrono::Utc::now().timestamp() - 4 * 86_400);
+    let (status, text) = post_update(&rt, &url, Some(&token), &serde_json::to_vec(&old)?).await?;
+    assert_eq!((status, text.contains("stale")), (200, true), "{text}");
+    assert_eq!(rt.count("SELECT count(*) FROM inbox").await?, 0);
 
     // /start greets in the language of the customer's Telegram (Kazakh).
     assert_eq!(post_update(&rt, &url, Some(&token), &body).await?.0, 200);
@@ -305,7 +313,7 @@ fn delivery(events: Vec<Value>) -> Value {
 fn direct(customer: &str, mid: &str, message: Value) -> Value {
     let mut message = message;
     message["mid"] = json!(mid);
-    json!({"sender": {"id": customer}, "recipient": {"id": ACCOUNT}, "timestamp": 1_764_929_737_000_i64, "message": message})
+    json!({"sender": {"id": customer}, "recipient": {"id": ACCOUNT}, "timestamp": chrono::Utc::now().timestamp_millis(), "message": message})
 }
 
 async fn post_delivery(
@@ -391,6 +399,14 @@ async fn instagram_direct_is_verified_signed_and_answered_within_the_window() ->
             .0,
         401
     );
+    // A correctly signed delivery from four days ago is a replay of a body
+    // copied from somewhere: not stored.
+    let mut replayed = direct("6201", "m-old", json!({"text": "Здравствуйте"}));
+    replayed["timestamp"] = json!(chrono::Utc::now().timestamp_millis() - 4 * 86_400_000);
+    let old = serde_json::to_vec(&delivery(vec![replayed]))?;
+    let (status, text) = post_delivery(&rt, &url, &old, Some(signed(&old))).await?;
+    assert_eq!((status, text.contains("stale")), (200, true), "{text}");
+    assert_eq!(rt.count("SELECT count(*) FROM inbox").await?, 0);
     assert_eq!(
         post_delivery(&rt, &url, b"{\"object\":", Some(signed(b"{\"object\":")))
             .await?
@@ -459,7 +475,7 @@ async fn instagram_direct_is_verified_signed_and_answered_within_the_window() ->
     // The bot's own replies come back as echoes: not a manager writing.
     let first_part = to_6202[0].to_owned();
     let echo = serde_json::to_vec(&delivery(vec![json!({
-        "sender": {"id": ACCOUNT}, "recipient": {"id": "6202"}, "timestamp": 1_764_929_737_000_i64,
+        "sender": {"id": ACCOUNT}, "recipient": {"id": "6202"}, "timestamp": chrono::Utc::now().timestamp_millis(),
         "message": {"mid": "m-echo-1", "text": first_part, "is_echo": true}})]))?;
     assert_eq!(
         post_delivery(&rt, &url, &echo, Some(signed(&echo)))
@@ -469,7 +485,7 @@ async fn instagram_direct_is_verified_signed_and_answered_within_the_window() ->
     );
     // A manager answering from the Instagram app holds the conversation.
     let manager = serde_json::to_vec(&delivery(vec![json!({
-        "sender": {"id": ACCOUNT}, "recipient": {"id": "6201"}, "timestamp": 1_764_929_737_000_i64,
+        "sender": {"id": ACCOUNT}, "recipient": {"id": "6201"}, "timestamp": chrono::Utc::now().timestamp_millis(),
         "message": {"mid": "m-echo-2", "text": "Здравствуйте, это Дина, менеджер", "is_echo": true}})]))?;
     assert_eq!(
         post_delivery(&rt, &url, &manager, Some(signed(&manager)))

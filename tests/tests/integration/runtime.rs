@@ -526,7 +526,7 @@ async fn voice_notes_are_transcribed_or_the_customer_is_asked_to_write() -> Resu
     let rt = TenantRuntime::new("voice", json!({})).await?;
     let voice = |id: &str, phone: &str| {
         json!({"messageType": "audio", "message": null,
-            "metadata": {"messageId": id, "remoteJid": format!("{phone}@s.whatsapp.net"), "timestamp": 1764929737},
+            "metadata": {"messageId": id, "remoteJid": format!("{phone}@s.whatsapp.net"), "timestamp": chrono::Utc::now().timestamp()},
             "mediaData": {"type": "audio", "url": format!("{}/media/voice.ogg", rt.chatflow.url),
                           "mimetype": "audio/ogg; codecs=opus", "ptt": true, "seconds": 4, "size": 20}})
     };

@@ -591,6 +591,31 @@ async fn a_tenants_redis_user_is_refused_on_other_tenants_keys() -> Result<()> {
     env.finish().await
 }
 
+/// A webhook body copied from a log and posted days later is not stored (the
+/// provider's own send time is past the replay window), and its message id
+/// is not spent by the attempt: the real delivery still goes through.
+#[tokio::test]
+async fn a_replayed_old_webhook_is_not_stored() -> Result<()> {
+    let rt = TenantRuntime::new("sec-replay", json!({})).await?;
+    let running = rt.start(rt.config()?, price_list()).await?;
+    let message = |sent: i64| {
+        json!({"messageType": "text", "message": "Сколько стоит букет из 25 роз?",
+            "metadata": {"messageId": "REPLAY-1", "remoteJid": "77015705514@s.whatsapp.net", "timestamp": sent}})
+    };
+    let now = chrono::Utc::now().timestamp();
+    attack("a ChatFlow webhook replayed four days after it was sent");
+    let (status, answer) = rt
+        .post(&rt.webhook_url(&running), &message(now - 4 * 86_400))
+        .await?;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("stale")));
+    assert_eq!(rt.count("SELECT count(*) FROM inbox").await?, 0);
+    let (status, answer) = rt.post(&rt.webhook_url(&running), &message(now)).await?;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")));
+    rt.chatflow.wait_sent(1, Duration::from_secs(30)).await?;
+    tried("replays");
+    Ok(())
+}
+
 /// Customers' media links pointing inside: the cloud metadata address, a
 /// private address, and loopback (here without the tests' allowance) are not
 /// fetched, and each refusal is recorded in error_logs.
@@ -599,7 +624,7 @@ async fn a_media_link_into_the_cluster_or_metadata_is_refused_and_recorded() -> 
     let rt = TenantRuntime::new("sec-media", json!({})).await?;
     let voice = |id: &str, url: &str| {
         json!({"messageType": "audio", "message": null,
-            "metadata": {"messageId": id, "remoteJid": "77015705514@s.whatsapp.net", "timestamp": 1764929737},
+            "metadata": {"messageId": id, "remoteJid": "77015705514@s.whatsapp.net", "timestamp": chrono::Utc::now().timestamp()},
             "mediaData": {"type": "audio", "url": url,
                           "mimetype": "audio/ogg; codecs=opus", "ptt": true, "seconds": 4, "size": 20}})
     };
