@@ -104,7 +104,7 @@ async fn accept(rt: &Runtime, headers: &HeaderMap, body: &[u8]) -> (Response, &'
     if let Some(key) = chatflow_key {
         let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
         if !signature_valid(key, body, header) {
-            return bad_signature(rt, body).await;
+            return bad_signature(rt, body.len());
         }
     }
     match json_body(rt, body).await {
@@ -115,10 +115,10 @@ async fn accept(rt: &Runtime, headers: &HeaderMap, body: &[u8]) -> (Response, &'
 
 /// Unauthenticated: counted (the caller's metric) and logged, never stored —
 /// anyone can send these, and rows would let them fill the tenant's tables.
-async fn bad_signature(rt: &Runtime, body: &[u8]) -> (Response, &'static str) {
+fn bad_signature(rt: &Runtime, bytes: usize) -> (Response, &'static str) {
     tracing::warn!(
         tenant = %rt.config.client_name,
-        bytes = body.len(),
+        bytes,
         "webhook signature missing or invalid"
     );
     (
@@ -280,7 +280,7 @@ async fn instagram_webhook(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|h| h.starts_with("sha256="))
     {
-        let (response, outcome) = bad_signature(&rt, &[]).await;
+        let (response, outcome) = bad_signature(&rt, 0);
         rt.metrics.webhook(outcome);
         return response;
     }
@@ -296,7 +296,7 @@ async fn instagram_webhook(
             .and_then(|v| v.to_str().ok())
             .filter(|h| h.starts_with("sha256="));
         if !signature_valid(instagram.app_secret(), &body, header) {
-            let (response, outcome) = bad_signature(&rt, &body).await;
+            let (response, outcome) = bad_signature(&rt, body.len());
             rt.metrics.webhook(outcome);
             return response;
         }

@@ -47,7 +47,10 @@ pub async fn provision(
     let master = &ctx.settings.backup_master_key;
     let kept = custody::load(&ctx.pool, record.id, master).await?;
     let requests = custody::rotation_requests(tc.annotations());
-    let schema_exists = super::platform::schema_exists(&ctx.pool, tenant).await?;
+    // Only a tenant whose PII key is nowhere needs to know (a catalog query).
+    let key_known =
+        kept.as_ref().is_some_and(|k| !k.pii_key.is_empty()) || in_secret.pii_key.is_some();
+    let schema_exists = !key_known && super::platform::schema_exists(&ctx.pool, tenant).await?;
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     let decision = custody::decide(kept, in_secret, schema_exists, &requests, now)?;
     // Stored before the role gets a new password: a crash in between leaves

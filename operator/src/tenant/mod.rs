@@ -26,3 +26,18 @@ pub mod webhooks;
 pub use context::{Context, FIELD_MANAGER, FINALIZER, Settings};
 pub use error::Error;
 pub use reconcile::run;
+
+/// A TrufflesClient `shop` in `shops`: a minimal spec with `spec`'s fields
+/// over it (the steps' unit tests).
+#[cfg(test)]
+pub(crate) fn test_client(spec: serde_json::Value) -> truffles_crds::client::TrufflesClient {
+    let mut doc = serde_json::json!({
+        "apiVersion": "truffles.kz/v1alpha1", "kind": "TrufflesClient",
+        "metadata": {"name": "shop", "namespace": "shops"},
+        "spec": {"companyName": "Shop", "channels": {}, "handover": {"adapter": {"type": "whatsappWeb"}}}
+    });
+    if let (Some(s), Some(extra)) = (doc["spec"].as_object_mut(), spec.as_object()) {
+        s.extend(extra.clone());
+    }
+    serde_json::from_value(doc).expect("a TrufflesClient")
+}

@@ -147,17 +147,7 @@ pub fn boundary(
 mod tests {
     use super::*;
 
-    fn client(spec: serde_json::Value) -> TrufflesClient {
-        let mut doc = serde_json::json!({
-            "apiVersion": "truffles.kz/v1alpha1", "kind": "TrufflesClient",
-            "metadata": {"name": "shop", "namespace": "shops"},
-            "spec": {"companyName": "Shop", "channels": {}, "handover": {"adapter": {"type": "whatsappWeb"}}}
-        });
-        if let (Some(s), Some(extra)) = (doc["spec"].as_object_mut(), spec.as_object()) {
-            s.extend(extra.clone());
-        }
-        serde_json::from_value(doc).expect("a TrufflesClient")
-    }
+    use crate::tenant::test_client as client;
 
     const DEFAULT: &str = "ghcr.io/truffles-kz/truffles-bot:0.1.0";
 

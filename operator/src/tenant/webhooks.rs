@@ -110,18 +110,7 @@ pub fn condition(registrations: &[Registration], secret: &str) -> (bool, &'stati
 mod tests {
     use super::*;
 
-    fn client(spec: serde_json::Value) -> TrufflesClient {
-        let mut doc = serde_json::json!({
-            "apiVersion": "truffles.kz/v1alpha1", "kind": "TrufflesClient",
-            "metadata": {"name": "shop", "namespace": "shops"},
-            "spec": {"companyName": "Shop", "handover": {"adapter": {"type": "whatsappWeb"}},
-                     "channels": {"whatsapp": {"instanceId": "i", "tokenSecretRef": {"name": "s", "key": "k"}}}}
-        });
-        if let (Some(s), Some(extra)) = (doc["spec"].as_object_mut(), spec.as_object()) {
-            s.extend(extra.clone());
-        }
-        serde_json::from_value(doc).expect("a client")
-    }
+    use crate::tenant::test_client as client;
 
     #[test]
     fn each_channel_says_how_its_webhook_is_registered() {

@@ -4,7 +4,6 @@
 //! run reads (the command line's own description of its arguments).
 
 use std::collections::BTreeSet;
-use truffles_operator::tenant::custody::Rotating;
 
 use clap::CommandFactory;
 use k8s_openapi::api::core::v1::PodSpec;
@@ -49,25 +48,7 @@ fn everything_on() -> TrufflesClient {
 }
 
 fn objects(tc: &TrufflesClient) -> TenantObjects {
-    let inputs = BuildInputs {
-        client_id: "5d1c".into(),
-        database_url: "postgres://tenant_smile:pw@db:5432/truffles_platform".into(),
-        webhook_secret: Rotating {
-            current: "s3cr3t".into(),
-            previous: Some("old-s3cr3t".into()),
-            previous_until: Some(1_900_000_000),
-        },
-        admin_token: Rotating {
-            current: "adm1n".into(),
-            ..Rotating::default()
-        },
-        pii_key: "ab".repeat(32),
-        backup_key: "cd".repeat(32),
-        redis_url: Some("redis://:pw@redis:6379".into()),
-        default_image: "truffles-bot:1".into(),
-        billing_suspended: false,
-        network: Default::default(),
-    };
+    let inputs = BuildInputs::sample("postgres://tenant_smile:pw@db:5432/truffles_platform");
     build(tc, &inputs).expect("the objects build")
 }
 

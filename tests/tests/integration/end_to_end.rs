@@ -13,7 +13,8 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use truffles_tests::dev::scenario::{self, Transcript};
-use truffles_tests::dev::{Platform, Settings};
+use truffles_tests::dev::supervisor::LocalRuntime;
+use truffles_tests::dev::{LocalTenant, Platform, Settings};
 use truffles_tests::managers::eventually;
 use truffles_tests::{TestDatabase, TestNamespace, env_var, kube_client, workspace_root};
 
@@ -113,6 +114,7 @@ async fn the_supervisor_rolls_out_changed_secrets_and_restarts_crashes() -> Resu
         let tenant = platform.apply_tenant(&ns.name, &path, Some(&name)).await?;
         let first = platform.wait_ready(&tenant, WAIT).await?;
         let first_pid = first.pid.context("no pid")?;
+        boundary_attacks(&platform, &tenant, &first).await?;
         // The clinic keeps its knowledge on a Qdrant server: the operator made its collection.
         let qdrant = tenant
             .stand_ins
@@ -182,6 +184,66 @@ async fn the_supervisor_rolls_out_changed_secrets_and_restarts_crashes() -> Resu
     result?;
     ns.delete().await?;
     let _ = std::fs::remove_dir_all(state_dir);
+    Ok(())
+}
+
+/// The tenant boundary's attacks that need only HTTP, against the real
+/// truffles-bot binary as the operator rendered it (the security suite runs
+/// the rest in-process): the webhook secret is no admin credential, the admin
+/// API is not on the public listener, another tenant's name is unknown, and a
+/// days-old webhook is a replay.
+async fn boundary_attacks(
+    platform: &Platform,
+    tenant: &LocalTenant,
+    runtime: &LocalRuntime,
+) -> Result<()> {
+    use super::security::attack;
+    let http = reqwest::Client::new();
+    let webhook = platform.webhook_url(tenant).await?;
+    let secret = webhook.rsplit('/').next().context("no secret")?.to_owned();
+    let admin_token = platform
+        .secret_text(
+            &tenant.namespace,
+            &format!("{}-runtime", tenant.name),
+            truffles_crds::contract::env::ADMIN_TOKEN,
+        )
+        .await?;
+    let sync = |addr: std::net::SocketAddr, bearer: &str| {
+        http.post(format!(
+            "http://{addr}/t/{}/admin/knowledge/sync",
+            tenant.name
+        ))
+        .bearer_auth(bearer)
+        .send()
+    };
+    attack("the webhook URL's secret as the admin credential (real binary)");
+    assert_eq!(sync(runtime.admin_addr, &secret).await?.status(), 401);
+    attack("the admin API through the public listener (real binary)");
+    assert_eq!(sync(runtime.addr, &admin_token).await?.status(), 404);
+    assert_eq!(
+        sync(runtime.admin_addr, &admin_token).await?.status(),
+        200,
+        "the admin token works on the admin listener"
+    );
+    let message = |sent: i64| {
+        json!({"messageType": "text", "message": "Здравствуйте",
+            "metadata": {"messageId": "E2E-REPLAY", "remoteJid": "77015705514@s.whatsapp.net", "timestamp": sent}})
+    };
+    attack("another tenant's name with this tenant's webhook secret (real binary)");
+    let elsewhere = webhook.replace(&format!("/t/{}/", tenant.name), "/t/someone-else/");
+    let answer = http.post(&elsewhere).json(&message(0)).send().await?;
+    assert_eq!(answer.status(), 404);
+    attack("a webhook replayed four days after it was sent (real binary)");
+    let old = chrono::Utc::now().timestamp() - 4 * 86_400;
+    let answer: serde_json::Value = http
+        .post(&webhook)
+        .json(&message(old))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(answer["status"], "stale", "{answer}");
+    super::security::tried("the real binaries");
     Ok(())
 }
 

@@ -23,12 +23,12 @@ use super::operator::{Env, WAIT, secret_value, start_rendered_runtime};
 /// Attacks tried by this suite (all tests of the process).
 static ATTACKS: AtomicUsize = AtomicUsize::new(0);
 
-fn attack(what: &str) {
+pub(super) fn attack(what: &str) {
     let n = ATTACKS.fetch_add(1, Ordering::Relaxed) + 1;
     println!("attack {n}: {what}");
 }
 
-fn tried(test: &str) {
+pub(super) fn tried(test: &str) {
     println!(
         "security suite: {test}: {} attacks tried so far, each refused",
         ATTACKS.load(Ordering::Relaxed)

@@ -70,6 +70,32 @@ pub struct BuildInputs {
     pub network: NetworkSettings,
 }
 
+impl BuildInputs {
+    /// Fixed stand-in values, for rendering a tenant's objects without a
+    /// platform database (the build's unit tests and the contract test).
+    pub fn sample(database_url: &str) -> Self {
+        Self {
+            client_id: "5d1c".into(),
+            database_url: database_url.into(),
+            webhook_secret: Rotating {
+                current: "s3cr3t".into(),
+                previous: Some("old-s3cr3t".into()),
+                previous_until: Some(1_900_000_000),
+            },
+            admin_token: Rotating {
+                current: "adm1n".into(),
+                ..Rotating::default()
+            },
+            pii_key: "ab".repeat(32),
+            backup_key: "cd".repeat(32),
+            redis_url: Some("redis://:pw@redis:6379".into()),
+            default_image: "truffles-bot:1".into(),
+            billing_suspended: false,
+            network: NetworkSettings::default(),
+        }
+    }
+}
+
 /// Everything a tenant has in Kubernetes.
 #[derive(Clone, Debug)]
 pub struct TenantObjects {

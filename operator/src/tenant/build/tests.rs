@@ -1,5 +1,4 @@
 use super::*;
-use crate::tenant::custody::Rotating;
 use crate::tenant::references::{referenced_secret_keys, referenced_secrets};
 use k8s_openapi::api::core::v1::{Container, EnvVar};
 use truffles_crds::client::TenantState;
@@ -20,25 +19,7 @@ fn example(file: &str, namespace: &str) -> TrufflesClient {
 }
 
 fn inputs() -> BuildInputs {
-    BuildInputs {
-        client_id: "5d1c".into(),
-        database_url: "postgres://tenant_flower_shop:pw@db:5432/truffles_platform".into(),
-        webhook_secret: Rotating {
-            current: "s3cr3t".into(),
-            previous: Some("old-s3cr3t".into()),
-            previous_until: Some(1_900_000_000),
-        },
-        admin_token: Rotating {
-            current: "adm1n".into(),
-            ..Rotating::default()
-        },
-        pii_key: "ab".repeat(32),
-        backup_key: "cd".repeat(32),
-        redis_url: Some("redis://:pw@redis:6379".into()),
-        default_image: "truffles-bot:1".into(),
-        billing_suspended: false,
-        network: Default::default(),
-    }
+    BuildInputs::sample("postgres://tenant_flower_shop:pw@db:5432/truffles_platform")
 }
 
 fn hash(d: &Deployment) -> Option<String> {
