@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Truffles test environment: private PostgreSQL and Redis instances and a real
-# Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager), all on
+# Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager), a real
+# Qdrant server, S3 (moto) and the local embedding model, all on
 # free loopback ports in a temporary directory. Nothing system-wide is changed
 # except installing missing Debian packages.
 #
@@ -11,6 +12,7 @@
 #                                      the variables and wait until Ctrl-C (the
 #                                      whole platform is `make run`)
 #   scripts/testenv.sh build           build (or reuse) the control-plane binaries
+#                                      and the Qdrant server
 #
 # The control plane (and promtool, Alertmanager) is built with `go build` from
 # the Go modules in tests/controlplane/ and cached in ${TRUFFLES_CACHE:-~/.cache/truffles}, keyed by
@@ -125,6 +127,86 @@ build_monitoring() {
     rm -rf "$out"
     mv "$tmp" "$out"
     echo "$out"
+}
+
+# ---------------------------------------------------------------- Qdrant
+# A real Qdrant server, built once from the sources in ../shared/data/qdrant
+# (Qdrant's own tree plus the two git dependencies this machine cannot clone;
+# that folder's README has the recipe). Cached like the control plane, keyed by
+# the archives' hashes. Debug build: enough for tests, a quarter of a release
+# build's time.
+QDRANT_VERSION=1.18.3
+QDRANT_SOURCES="${TRUFFLES_QDRANT_SOURCES:-$ROOT/../shared/data/qdrant}"
+qdrant_dir() {
+    local key
+    key=$(cat "$QDRANT_SOURCES"/{qdrant-$QDRANT_VERSION,raft-rs-aafb07c,tonic-0.14.6-qdrant}.tar.gz | sha256sum | cut -c1-12)
+    echo "$CACHE/qdrant-$QDRANT_VERSION-$key"
+}
+
+build_qdrant() {
+    [[ -f $QDRANT_SOURCES/qdrant-$QDRANT_VERSION.tar.gz ]] ||
+        die "Qdrant's sources are not at $QDRANT_SOURCES (set TRUFFLES_QDRANT_SOURCES)"
+    local out
+    out=$(qdrant_dir)
+    if [[ -x $out/qdrant && -d $out/config ]]; then
+        echo "$out"
+        return
+    fi
+    local missing=() p
+    # libprotobuf-dev: protobuf's own .proto files (well-known types), which
+    # protobuf-compiler only recommends.
+    for p in protobuf-compiler libprotobuf-dev clang libunwind-dev cmake pkg-config g++; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        log "installing Debian packages for Qdrant's build: ${missing[*]}"
+        local sudo=""
+        [[ $(id -u) == 0 ]] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    log "building Qdrant $QDRANT_VERSION from $QDRANT_SOURCES into $out (first run only, about 10 minutes on 2 cores)"
+    # A failed build's tree (and its target/) is reused by the next attempt.
+    local src="$out.build"
+    if [[ ! -f $src/prepared ]]; then
+        rm -rf "$src"
+        mkdir -p "$src"
+        for p in qdrant-$QDRANT_VERSION raft-rs-aafb07c tonic-0.14.6-qdrant; do
+            tar -xzf "$QDRANT_SOURCES/$p.tar.gz" -C "$src"
+        done
+        prepare_qdrant "$src"
+        touch "$src/prepared"
+    fi
+    # The project's own flags (RUSTFLAGS=-D warnings and the like) are not Qdrant's.
+    (cd "$src/qdrant-$QDRANT_VERSION" &&
+        env -u RUSTFLAGS -u CARGO_BUILD_RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS CARGO_TARGET_DIR="$src/target" \
+            cargo build --quiet --bin qdrant) >&2 || die "Qdrant did not build (the tree is kept in $src for the next attempt)"
+    local tmp="$out.tmp.$$"
+    mkdir -p "$tmp"
+    cp "$src/target/debug/qdrant" "$tmp/"
+    cp -r "$src/qdrant-$QDRANT_VERSION/config" "$tmp/"
+    rm -rf "$out" "$src"
+    mv "$tmp" "$out"
+    echo "$out"
+}
+
+# Points Qdrant's two git dependencies at the unpacked archives.
+prepare_qdrant() {
+    python3 - "$1" <<'PY'
+import pathlib, sys
+src = pathlib.Path(sys.argv[1])
+manifest = src / "qdrant-1.18.3" / "Cargo.toml"
+text = manifest.read_text()
+fork = 'tonic = { git = "https://github.com/qdrant/tonic", branch = "v0.14.6-qdrant" }'
+assert fork in text, "Qdrant's tonic patch line changed"
+text = text.replace(fork, f'tonic = {{ path = "{src}/tonic-0.14.6-qdrant" }}')
+text += f"""
+[patch."https://github.com/tikv/raft-rs"]
+raft = {{ path = "{src}/raft-rs-aafb07c" }}
+raft-proto = {{ path = "{src}/raft-rs-aafb07c/proto" }}
+"""
+manifest.write_text(text)
+PY
 }
 
 # ---------------------------------------------------------------- helpers
@@ -268,6 +350,28 @@ start_redis() {
     log "Redis on 127.0.0.1:$port"
 }
 
+# Qdrant on free loopback ports with an API key, its storage in the run's
+# directory. Its working directory holds the config/ folder it reads.
+start_qdrant() {
+    local bin=$1 http grpc key
+    http=$(free_port)
+    grpc=$(free_port)
+    key=$(openssl rand -hex 16)
+    mkdir -p "$TMP/qdrant/storage" "$TMP/qdrant/snapshots"
+    ln -s "$bin/config" "$TMP/qdrant/config"
+    (cd "$TMP/qdrant" && QDRANT__SERVICE__HOST=127.0.0.1 QDRANT__SERVICE__HTTP_PORT=$http \
+        QDRANT__SERVICE__GRPC_PORT=$grpc QDRANT__SERVICE__API_KEY=$key \
+        QDRANT__STORAGE__STORAGE_PATH="$TMP/qdrant/storage" \
+        QDRANT__STORAGE__SNAPSHOTS_PATH="$TMP/qdrant/snapshots" \
+        QDRANT__LOG_LEVEL=WARN exec "$bin/qdrant" --disable-telemetry) >"$TMP/logs/qdrant.log" 2>&1 &
+    PIDS+=($!)
+    wait_for "Qdrant" 120 curl -fsS "http://127.0.0.1:$http/readyz"
+    export TRUFFLES_QDRANT_URL="http://127.0.0.1:$grpc"
+    export TRUFFLES_QDRANT_HTTP_URL="http://127.0.0.1:$http"
+    export TRUFFLES_QDRANT_API_KEY="$key"
+    log "Qdrant $QDRANT_VERSION on 127.0.0.1:$grpc (gRPC), 127.0.0.1:$http (REST)"
+}
+
 make_certs() {
     local d=$TMP/pki
     mkdir -p "$d"
@@ -346,6 +450,7 @@ start_all() {
     ensure_packages
     BIN=$(build_controlplane)
     MONITORING=$(build_monitoring)
+    QDRANT=$(build_qdrant)
     TMP=$(mktemp -d "${TMPDIR:-/tmp}/truffles-testenv.XXXXXX")
     chmod 755 "$TMP"
     mkdir -p "$TMP/logs"
@@ -356,6 +461,7 @@ start_all() {
     start_redis
     start_embeddings
     start_s3
+    start_qdrant "$QDRANT"
     start_kubernetes "$BIN"
     export TRUFFLES_TESTENV_DIR="$TMP"
     export TRUFFLES_MONITORING_CRDS="$MONITORING/crds"
@@ -368,6 +474,7 @@ build)
     ensure_packages
     build_controlplane
     build_monitoring
+    build_qdrant
     ;;
 run)
     shift
@@ -389,6 +496,8 @@ up)
 export DATABASE_URL='$DATABASE_URL'
 export REDIS_URL='$REDIS_URL'
 export TRUFFLES_EMBEDDINGS_URL='$TRUFFLES_EMBEDDINGS_URL'
+export TRUFFLES_QDRANT_URL='$TRUFFLES_QDRANT_URL'
+export TRUFFLES_QDRANT_API_KEY='$TRUFFLES_QDRANT_API_KEY'
 export KUBECONFIG='$KUBECONFIG'
 export PATH='$BIN':\$PATH   # kubectl $K8S_VERSION
 EOF
@@ -396,7 +505,7 @@ EOF
     while true; do sleep 3600; done
     ;;
 *)
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -28,6 +28,17 @@ pub struct Running {
 }
 
 impl Running {
+    /// Stops every task and waits until they have let go of the runtime: what
+    /// it holds (an Edge shard flushes to its directory when it closes) is
+    /// closed when this returns, unless the caller keeps a handle of its own.
+    pub async fn stop(mut self) {
+        self.tasks.shutdown().await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&self.runtime) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Waits until a task ends (only on error or shutdown) and returns why.
     pub async fn wait(&mut self) -> Result<()> {
         match self.tasks.join_next().await {
@@ -116,17 +127,19 @@ pub async fn start(runtime: Runtime) -> Result<Running> {
             loop {
                 every.tick().await;
                 // Its own task: even a panic in a sync is that sync's failure,
-                // not the end of the process.
-                let sync = tokio::spawn({
+                // not the end of the process. Held in a set, so stopping the
+                // runtime stops a sync in progress too.
+                let mut sync = JoinSet::new();
+                sync.spawn({
                     let rt = rt.clone();
                     async move { rt.sync_knowledge().await }
                 });
-                match sync.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
+                match sync.join_next().await {
+                    Some(Ok(Ok(_))) | None => {}
+                    Some(Ok(Err(e))) => {
                         tracing::error!(error = %format!("{e:#}"), "knowledge sync failed")
                     }
-                    Err(e) => tracing::error!(error = %e, "knowledge sync panicked"),
+                    Some(Err(e)) => tracing::error!(error = %e, "knowledge sync panicked"),
                 }
             }
         });

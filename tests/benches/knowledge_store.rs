@@ -146,17 +146,18 @@ async fn main() -> Result<()> {
     store_figures("Qdrant Edge (in-process)", &edge, chunks).await?;
     drop(edge);
     let _ = std::fs::remove_dir_all(dir);
-    let server = truffles_tests::qdrant::TestQdrant::start(None).await?;
+    let server = truffles_tests::qdrant::TestQdrant::from_env()?;
+    let collection = format!("bench_{}_knowledge", uuid::Uuid::new_v4().simple());
     let qdrant = QdrantStore::connect(
         &QdrantConfig {
             url: server.url.clone(),
-            api_key: None,
-            collection: "bench_knowledge".into(),
+            api_key: Some(server.api_key.clone()),
+            collection: collection.clone(),
         },
         384,
     )?;
     store_figures(
-        "Qdrant server backend (gRPC, tests' server)",
+        "Qdrant server backend (gRPC, a real Qdrant 1.18.3 debug build on loopback)",
         &qdrant,
         chunks,
     )

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use qdrant_client::Qdrant;
 use qdrant_client::qdrant::points_selector::PointsSelectorOneOf;
 use qdrant_client::qdrant::{
-    Condition, CountPointsBuilder, DeletePointsBuilder, Filter, PointStruct, PointsIdsList,
-    QueryPointsBuilder, UpsertPointsBuilder,
+    Condition, CountPointsBuilder, DeletePoints, DeletePointsBuilder, Filter, PointStruct,
+    PointsIdsList, QueryPointsBuilder, UpsertPoints, UpsertPointsBuilder,
 };
 use serde_json::Value;
 use truffles_migrations::collection;
@@ -59,11 +59,7 @@ impl QdrantStore {
     /// Deletes the points `selector` picks, waiting for Qdrant to apply it.
     async fn delete_points(&self, selector: impl Into<PointsSelectorOneOf>) -> Result<()> {
         self.client
-            .delete_points(
-                DeletePointsBuilder::new(&self.collection)
-                    .points(selector)
-                    .wait(true),
-            )
+            .delete_points(delete_request(&self.collection, selector))
             .await
             .map_err(anyhow::Error::from)
             .with_context(|| self.context("deleting from"))?;
@@ -77,6 +73,38 @@ impl QdrantStore {
             self.collection, self.url
         )
     }
+}
+
+/// The upserts for `points`: batches of [`UPSERT_BATCH`], each answered only
+/// once Qdrant has applied it (`wait`), so the next step of a sync sees it.
+fn upsert_requests(collection: &str, points: Vec<Point>) -> Result<Vec<UpsertPoints>> {
+    let mut points = points.into_iter().peekable();
+    let mut requests = Vec::new();
+    while points.peek().is_some() {
+        let batch: Vec<PointStruct> = points
+            .by_ref()
+            .take(UPSERT_BATCH)
+            .map(|p| {
+                let payload = qdrant_client::Payload::try_from(p.payload)
+                    .context("a chunk's payload is no JSON object")?;
+                Ok(PointStruct::new(p.id.to_string(), p.vector, payload))
+            })
+            .collect::<Result<_>>()?;
+        requests.push(
+            UpsertPointsBuilder::new(collection, batch)
+                .wait(true)
+                .build(),
+        );
+    }
+    Ok(requests)
+}
+
+/// A deletion answered once Qdrant has applied it.
+fn delete_request(collection: &str, selector: impl Into<PointsSelectorOneOf>) -> DeletePoints {
+    DeletePointsBuilder::new(collection)
+        .points(selector)
+        .wait(true)
+        .build()
 }
 
 impl VectorStore for QdrantStore {
@@ -98,19 +126,9 @@ impl VectorStore for QdrantStore {
 
     fn upsert(&self, points: Vec<Point>) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let mut points = points.into_iter().peekable();
-            while points.peek().is_some() {
-                let batch: Vec<PointStruct> = points
-                    .by_ref()
-                    .take(UPSERT_BATCH)
-                    .map(|p| {
-                        let payload = qdrant_client::Payload::try_from(p.payload)
-                            .context("a chunk's payload is no JSON object")?;
-                        Ok(PointStruct::new(p.id.to_string(), p.vector, payload))
-                    })
-                    .collect::<Result<_>>()?;
+            for request in upsert_requests(&self.collection, points)? {
                 self.client
-                    .upsert_points(UpsertPointsBuilder::new(&self.collection, batch).wait(true))
+                    .upsert_points(request)
                     .await
                     .map_err(anyhow::Error::from)
                     .with_context(|| self.context("upserting into"))?;
@@ -185,5 +203,56 @@ impl VectorStore for QdrantStore {
     /// The server persists every acknowledged write itself.
     fn flush(&self) -> StoreFuture<'_, ()> {
         Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(i: usize) -> Point {
+        Point {
+            id: Uuid::from_u128(i as u128),
+            vector: vec![0.5; 4],
+            payload: serde_json::json!({"text": format!("chunk {i}")}),
+        }
+    }
+
+    /// Every write the store sends waits for Qdrant to apply it (a sync's
+    /// "new points first, then the old go" depends on it); large documents
+    /// go in batches.
+    #[test]
+    fn every_write_waits_and_upserts_go_in_batches() {
+        let requests =
+            upsert_requests("shop_knowledge", (0..600).map(point).collect()).expect("the requests");
+        let sizes: Vec<usize> = requests.iter().map(|r| r.points.len()).collect();
+        assert_eq!(sizes, [UPSERT_BATCH, UPSERT_BATCH, 600 - 2 * UPSERT_BATCH]);
+        for r in &requests {
+            assert_eq!(
+                (r.collection_name.as_str(), r.wait),
+                ("shop_knowledge", Some(true))
+            );
+        }
+        assert!(
+            upsert_requests("shop_knowledge", Vec::new())
+                .expect("none")
+                .is_empty()
+        );
+        let by_ids = delete_request("shop_knowledge", PointsIdsList { ids: Vec::new() });
+        let by_document = delete_request(
+            "shop_knowledge",
+            Filter::must([Condition::matches(collection::DOCUMENT_ID, "d".to_owned())]),
+        );
+        for r in [by_ids, by_document] {
+            assert_eq!(
+                (r.collection_name.as_str(), r.wait),
+                ("shop_knowledge", Some(true))
+            );
+        }
+        let not_an_object = Point {
+            payload: serde_json::json!("text"),
+            ..point(1)
+        };
+        assert!(upsert_requests("shop_knowledge", vec![not_an_object]).is_err());
     }
 }

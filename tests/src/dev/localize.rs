@@ -88,10 +88,8 @@ pub enum Need {
     Smtp {
         slot: Slot,
     },
-    /// `vectorStore.backend: Qdrant`, with the API key of its Secret.
-    Qdrant {
-        api_key: Option<String>,
-    },
+    /// `vectorStore.backend: Qdrant`: the test environment's Qdrant server.
+    Qdrant,
 }
 
 /// Where the started stand-ins listen.
@@ -99,8 +97,8 @@ pub enum Need {
 pub struct Endpoints {
     pub chatflow: Option<String>,
     pub customer_bot: Option<String>,
-    /// The Qdrant server's gRPC URL.
-    pub qdrant: Option<String>,
+    /// The Qdrant server's gRPC URL and API key.
+    pub qdrant: Option<(String, String)>,
     /// Base URL (Telegram, CRMs, webhook) or `host:port` (SMTP) per slot.
     pub handover: Vec<(Slot, String)>,
 }
@@ -176,14 +174,7 @@ pub fn needs(docs: &[Value], options: &LocalOptions) -> Result<Vec<Need>> {
     }
     let store = &spec["knowledge"]["vectorStore"];
     if store["backend"] == "Qdrant" {
-        let r = &store["apiKeySecretRef"];
-        let api_key = match (r["name"].as_str(), r["key"].as_str()) {
-            (Some(name), Some(key)) => Some(secret_value(docs, name, key).with_context(|| {
-                format!("the Qdrant API key {name}/{key} is not in the manifests")
-            })?),
-            _ => None,
-        };
-        out.push(Need::Qdrant { api_key });
+        out.push(Need::Qdrant);
     }
     for slot in [Slot::Adapter, Slot::Fallback] {
         let adapter = &spec["handover"][slot.field()];
@@ -233,7 +224,7 @@ fn str_of(v: &Value) -> Result<&str> {
 
 /// Rewrites the manifests for this machine (see the module comment).
 pub fn localize(docs: &mut [Value], endpoints: &Endpoints, options: &LocalOptions) -> Result<()> {
-    let (llm_secret, chatflow_secret) = {
+    let (llm_secret, chatflow_secret, qdrant_secret) = {
         let spec = &client(docs)?["spec"];
         let name_key = |r: &Value| {
             Some((
@@ -244,6 +235,7 @@ pub fn localize(docs: &mut [Value], endpoints: &Endpoints, options: &LocalOption
         (
             name_key(&spec["llm"]["apiKeySecretRef"]),
             name_key(&spec["channels"]["whatsapp"]["tokenSecretRef"]),
+            name_key(&spec["knowledge"]["vectorStore"]["apiKeySecretRef"]),
         )
     };
     // Credentials the developer gave go into the tenant's own Secrets.
@@ -257,6 +249,26 @@ pub fn localize(docs: &mut [Value], endpoints: &Endpoints, options: &LocalOption
     if let (Some(real), Some((name, key))) = (&options.chatflow, &chatflow_secret) {
         set_secret_value(docs, name, key, &real.token)?;
     }
+    // The local Qdrant server's key, in the Secret the tenant names for it, or
+    // in the manifests' first Secret when it names none.
+    let qdrant_key_ref = match (&endpoints.qdrant, qdrant_secret) {
+        (Some((_, api_key)), named) => {
+            let (name, key) = match named {
+                Some(named) => named,
+                None => {
+                    let first = docs
+                        .iter()
+                        .find(|d| d["kind"] == "Secret")
+                        .and_then(|d| d["metadata"]["name"].as_str())
+                        .context("a tenant on a Qdrant server needs a Secret in its manifests for the server's API key")?;
+                    (first.to_owned(), "qdrant-api-key".to_owned())
+                }
+            };
+            set_secret_value(docs, &name, &key, api_key)?;
+            Some(json!({"name": name, "key": key}))
+        }
+        (None, _) => None,
+    };
 
     let spec = &mut client_mut(docs)?["spec"];
     if spec["channels"]["whatsapp"].is_object() {
@@ -291,9 +303,12 @@ pub fn localize(docs: &mut [Value], endpoints: &Endpoints, options: &LocalOption
     llm["embeddingModel"] = json!("multilingual-e5-small");
     llm["embeddingDimensions"] = json!(384);
     // A tenant on a Qdrant server gets the local one; the others keep Edge.
-    match &endpoints.qdrant {
-        Some(url) => spec["knowledge"]["vectorStore"]["url"] = json!(url),
-        None => spec["knowledge"]["vectorStore"] = json!({"backend": "Edge"}),
+    match (&endpoints.qdrant, qdrant_key_ref) {
+        (Some((url, _)), Some(key_ref)) => {
+            spec["knowledge"]["vectorStore"]["url"] = json!(url);
+            spec["knowledge"]["vectorStore"]["apiKeySecretRef"] = key_ref;
+        }
+        _ => spec["knowledge"]["vectorStore"] = json!({"backend": "Edge"}),
     }
     // No public HTTPS address: the runtime reads Telegram by long polling.
     spec["ingress"] = json!({"enabled": false});
@@ -477,11 +492,11 @@ mod tests {
         assert!(needs.contains(&Need::CustomerBot {
             token: "replace-with-customer-bot-token".into()
         }));
-        assert!(needs.contains(&Need::Qdrant { api_key: None }));
+        assert!(needs.contains(&Need::Qdrant));
         let endpoints = Endpoints {
             chatflow: Some("http://127.0.0.1:1".into()),
             customer_bot: Some("http://127.0.0.1:4".into()),
-            qdrant: Some("http://127.0.0.1:5".into()),
+            qdrant: Some(("http://127.0.0.1:5".into(), "k3y".into())),
             handover: vec![
                 (Slot::Adapter, "http://127.0.0.1:3/rest/1/".into()),
                 (Slot::Fallback, "127.0.0.1:2525".into()),
@@ -498,6 +513,13 @@ mod tests {
         assert_eq!(
             spec["knowledge"]["vectorStore"]["url"],
             "http://127.0.0.1:5"
+        );
+        // The server's key goes into a Secret of the manifests, named by the spec.
+        let key_ref = &spec["knowledge"]["vectorStore"]["apiKeySecretRef"];
+        let (name, key) = (key_ref["name"].as_str(), key_ref["key"].as_str());
+        assert_eq!(
+            secret_value(&docs, name.expect("a name"), key.expect("a key")).as_deref(),
+            Some("k3y")
         );
         serde_json::from_value::<truffles_crds::TrufflesClientSpec>(spec.clone())
             .expect("a valid spec");

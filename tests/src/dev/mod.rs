@@ -68,7 +68,7 @@ pub struct StandIns {
     pub telegram: Option<FakeTelegram>,
     pub services: Vec<FakeService>,
     pub smtp: Option<SmtpServer>,
-    /// The tests' Qdrant server, for a tenant on `vectorStore.backend: Qdrant`.
+    /// The test environment's Qdrant server, for a tenant on `vectorStore.backend: Qdrant`.
     pub qdrant: Option<crate::qdrant::TestQdrant>,
 }
 
@@ -186,9 +186,11 @@ impl Platform {
                     endpoints.handover.push((slot, fake.base_url()));
                     stand_ins.services.push(fake);
                 }
-                Need::Qdrant { api_key } => {
-                    let server = crate::qdrant::TestQdrant::start(api_key.as_deref()).await?;
-                    endpoints.qdrant = Some(server.url.clone());
+                Need::Qdrant => {
+                    let server = crate::qdrant::TestQdrant::from_env().context(
+                        "a tenant on vectorStore.backend: Qdrant needs the test environment's Qdrant server",
+                    )?;
+                    endpoints.qdrant = Some((server.url.clone(), server.api_key.clone()));
                     stand_ins.qdrant = Some(server);
                 }
                 Need::Smtp { slot } => {

@@ -106,7 +106,7 @@ async fn a_full_backup_restores_exactly_the_source_and_exports_json_and_csv() ->
         rt.wait_count("SELECT count(*) FROM outbox WHERE status = 'sent'", n)
             .await?;
     }
-    drop(running);
+    running.stop().await;
 
     let report = fx.job(30)?.run(Kind::Weekly, Utc::now()).await?;
     assert!(report.rows >= 8, "{report}");
@@ -202,7 +202,7 @@ async fn a_person_erased_after_a_backup_is_left_out_of_its_restore() -> Result<(
         rt.wait_count("SELECT count(*) FROM outbox WHERE status = 'sent'", n)
             .await?;
     }
-    drop(running);
+    running.stop().await;
     let before = fx.job(30)?.run(Kind::Weekly, Utc::now()).await?;
 
     let pii = truffles_bot::pii::Pii::new(&truffles_tests::runtime::PII_KEY);

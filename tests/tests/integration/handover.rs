@@ -484,7 +484,7 @@ async fn crms_get_a_lead_with_the_conversation_and_later_messages_as_comments() 
             _ => assert_eq!(calls[2].body["associations"][0]["to"]["id"], json!(lead_id)),
         }
         assert_eq!(crm.violations(), Vec::<String>::new(), "{kind}");
-        drop(running);
+        running.stop().await;
     }
     Ok(())
 }

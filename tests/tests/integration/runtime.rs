@@ -540,7 +540,7 @@ async fn voice_notes_are_transcribed_or_the_customer_is_asked_to_write() -> Resu
         .await?;
     let sent = rt.chatflow.wait_sent(1, WAIT).await?;
     assert!(sent[0].msg.contains("18 000"), "{sent:?}");
-    drop(running);
+    running.stop().await;
 
     // Without one: asked to write, in the customer's language.
     let running = rt.start(rt.config()?, price_list()).await?;

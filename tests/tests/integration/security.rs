@@ -212,7 +212,7 @@ async fn a_deleted_runtime_secret_returns_with_the_same_keys() -> Result<()> {
     let (running, dir) = start_rendered_runtime(&env, "kept-shop", &extra).await?;
     assert_eq!(write(&running, "KEPT-1").await?.status(), 200);
     chatflow.wait_sent(1, Duration::from_secs(30)).await?;
-    drop(running);
+    running.stop().await;
 
     attack("deleting the tenant's runtime Secret");
     secrets
@@ -275,7 +275,7 @@ async fn a_deleted_runtime_secret_returns_with_the_same_keys() -> Result<()> {
         users, 1,
         "the customer who wrote before is the same customer"
     );
-    drop(running);
+    running.stop().await;
     for d in [dir, dir2] {
         let _ = std::fs::remove_dir_all(d);
     }
@@ -389,7 +389,7 @@ async fn rotations_replace_the_webhook_secret_and_the_database_password() -> Res
         let status = reqwest::Client::new().post(url).json(&body).send().await?;
         assert_eq!(status.status(), 200);
     }
-    drop(running);
+    running.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 
     // A typo in the annotation is an invalid spec, not a silent no-op.
@@ -578,7 +578,7 @@ async fn a_tenants_redis_user_is_refused_on_other_tenants_keys() -> Result<()> {
         .query_async(&mut admin)
         .await?;
     assert!(!a_keys.is_empty(), "A's runtime wrote under its prefix");
-    drop(running);
+    running.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 
     // A purge deletes the user with the keys.
