@@ -91,7 +91,8 @@ impl ExampleClassifier {
             .filter(|(_, score)| *score >= MIN_SIMILARITY)
             .map(|(intent, score)| Classification {
                 intent: intent.to_owned(),
-                confidence: score,
+                // Float error can put an identical text a hair above 1.
+                confidence: score.clamp(0.0, 1.0),
                 language: crate::decide::detect_language(text),
                 entities: serde_json::Value::Object(Default::default()),
             }))

@@ -45,6 +45,9 @@ impl Chunker {
     }
 
     fn split_format(&self, extension: &str, content: &[u8]) -> Result<Vec<String>> {
+        // Windows editors and Excel's "CSV UTF-8" start text with a byte-order
+        // mark; left in, it hides the title heading or the first column's name.
+        let content = content.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(content);
         match extension {
             "md" | "markdown" | "txt" | "text" | "" => {
                 let text = std::str::from_utf8(content).context("the file is not UTF-8 text")?;
@@ -362,6 +365,18 @@ fn spreadsheet_rows(content: &[u8]) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_byte_order_mark_hides_no_title_and_no_column() {
+        let chunker = Chunker::new(500, 50).expect("a chunker");
+        let md = "\u{feff}# Цветы Алматы\n\n## Доставка\n\nПо Алматы 2 000 ₸.\n";
+        let chunks = chunker.split("faq.md", md.as_bytes()).expect("chunks");
+        assert!(chunks[0].starts_with("# Цветы Алматы"), "{chunks:?}");
+        let csv = "\u{feff}Товар,Цена\nБукет из 25 роз,27 000 ₸\n";
+        let rows = chunker.split("prices.csv", csv.as_bytes()).expect("rows");
+        assert!(rows[0].contains("Товар: Букет из 25 роз"), "{rows:?}");
+        assert!(!rows[0].contains('\u{feff}'), "{rows:?}");
+    }
 
     #[test]
     fn markdown_is_split_by_headings_within_the_token_budget() {

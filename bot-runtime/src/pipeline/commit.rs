@@ -83,7 +83,7 @@ pub(super) async fn commit_reply(
     .bind(conv.id)
     .bind(&d.reply)
     .bind(&d.intent)
-    .bind(d.confidence)
+    .bind(storable(d.confidence))
     .bind(d.language.code())
     .bind(meta)
     .fetch_one(&mut *tx)
@@ -117,7 +117,7 @@ pub(super) async fn commit_reply(
     sqlx::query("UPDATE messages SET processed_at = now(), intent = $2, confidence = $3, language = $4 WHERE external_id = ANY($1)")
         .bind(external_ids)
         .bind(&d.intent)
-        .bind(d.confidence)
+        .bind(storable(d.confidence))
         .bind(d.language.code())
         .execute(&mut *tx)
         .await?;
@@ -132,4 +132,28 @@ pub(super) async fn commit_reply(
     rt.manager_wake.notify_one();
     tracing::info!(intent = %d.intent, action = d.action.as_str(), "reply queued");
     Ok(())
+}
+
+/// A confidence as the `messages` table takes it (0..=1): a cosine of two
+/// equal vectors can come out a hair above 1, and nothing may fail a turn
+/// over that.
+fn storable(confidence: f32) -> f32 {
+    if confidence.is_finite() {
+        confidence.clamp(0.0, 1.0)
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn confidences_are_stored_within_the_tables_range() {
+        use super::storable;
+        assert_eq!(storable(1.000_000_1), 1.0);
+        assert_eq!(storable(-0.2), 0.0);
+        assert_eq!(storable(f32::NAN), 0.0);
+        assert_eq!(storable(f32::INFINITY), 0.0);
+        assert_eq!(storable(0.42), 0.42);
+    }
 }

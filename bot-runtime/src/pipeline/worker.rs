@@ -9,10 +9,12 @@ use tracing::{Instrument, info_span};
 use super::claim::{Claimed, claim};
 use super::commit::recipient;
 use super::respond::default_language;
+use super::store::{conversation, upsert_user};
 use super::turn::handle;
 use crate::audit::Level;
 use crate::channels::{self, Inbound, Outgoing};
-use crate::decide::{self};
+use crate::decide::{self, Trigger};
+use crate::handover;
 use crate::outbox;
 use crate::runtime::Runtime;
 use crate::texts::{Phrase, phrase};
@@ -93,6 +95,9 @@ pub(super) async fn fail(rt: &Runtime, rows: &[Claimed], error: &anyhow::Error) 
 }
 
 /// The last step of the fallback chain when a turn cannot be processed at all.
+/// The apology promises a manager, so one is told: the apology and a handover
+/// (trigger `error`) go in one transaction. When even that fails (the database
+/// is what broke), the apology alone is tried.
 pub(super) async fn apologize(rt: &Runtime, last: &Inbound) {
     let language = last
         .text
@@ -102,6 +107,45 @@ pub(super) async fn apologize(rt: &Runtime, last: &Inbound) {
     let apology = Outgoing::Text {
         text: phrase(Phrase::Apology, language).into(),
     };
+    let with_handover = async {
+        let mut tx = rt.db.begin().await?;
+        let (user_id, _) = upsert_user(&mut tx, rt, last).await?;
+        let conv = conversation(&mut tx, rt, user_id, last.channel).await?;
+        outbox::queue(
+            &mut *tx,
+            &rt.pii,
+            Some(conv.id),
+            None,
+            recipient(last),
+            &apology,
+            &last.message_id,
+        )
+        .await?;
+        let request = handover::Request {
+            conversation_id: conv.id,
+            trigger: Trigger::Error,
+            value: "turn_failed",
+            context_summary: last.text.clone().unwrap_or_default(),
+            adapter: rt.config.spec.handover.adapter.adapter_type,
+            language: language.code(),
+        };
+        let opened = handover::open(&mut tx, &request).await?;
+        tx.commit().await?;
+        anyhow::Ok(opened)
+    };
+    match with_handover.await {
+        Ok(opened) => {
+            if opened {
+                rt.metrics.handover(Trigger::Error.as_str());
+            }
+            rt.outbox_wake.notify_one();
+            rt.manager_wake.notify_one();
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "could not open a handover with the apology")
+        }
+    }
     let queued = outbox::queue(
         &rt.db,
         &rt.pii,

@@ -614,8 +614,8 @@ async fn without_postgresql_the_runtime_is_not_ready_and_asks_for_a_retry() -> R
 }
 
 #[tokio::test]
-async fn a_turn_that_keeps_failing_is_kept_for_replay_and_the_customer_gets_an_apology()
--> Result<()> {
+async fn a_turn_that_keeps_failing_is_kept_for_replay_and_a_manager_takes_the_apology() -> Result<()>
+{
     let rt = TenantRuntime::new("broken", json!({})).await?;
     // Storing messages fails (as a broken migration or a full disk would).
     let tenant = truffles_migrations::TenantDb::for_client(&rt.name)?;
@@ -657,6 +657,17 @@ async fn a_turn_that_keeps_failing_is_kept_for_replay_and_the_customer_gets_an_a
         levels,
         ["warning", "critical"],
         "kept with its input for replay"
+    );
+    // The apology says a manager will be in touch: one is told.
+    let (trigger, value, conversation): (String, String, String) = sqlx::query_as(
+        "SELECT h.trigger_type, h.trigger_value, c.status FROM handovers h
+         JOIN conversations c ON c.id = h.conversation_id",
+    )
+    .fetch_one(&rt.pool)
+    .await?;
+    assert_eq!(
+        (trigger.as_str(), value.as_str(), conversation.as_str()),
+        ("error", "turn_failed", "handover")
     );
     Ok(())
 }
