@@ -8,6 +8,22 @@ use truffles_bot::runtime::Runtime;
 use truffles_bot::serve;
 use truffles_crds::contract::ADMIN_PORT;
 
+/// `RUST_LOG` (info by default) without two warnings Qdrant Edge logs at every
+/// start: its process-wide feature flags and mmap check are set only by
+/// Qdrant's own `main`, not reachable through qdrant-edge's API, and their
+/// defaults are what an Edge shard uses anyway.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    [
+        "qdrant_edge::common::flags=error",
+        "qdrant_edge::common::mmap=error",
+    ]
+    .into_iter()
+    .filter_map(|d| d.parse().ok())
+    .fold(filter, |f, d| f.add_directive(d))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     // Two rustls providers in one tree make rustls panic unless one is chosen.
@@ -15,9 +31,7 @@ async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .json()
         .with_current_span(true)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(log_filter())
         .init();
     match Cli::parse().command {
         Command::Serve(args) => {

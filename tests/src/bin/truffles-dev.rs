@@ -104,6 +104,11 @@ async fn print_summary(platform: &Platform, tenants: &[LocalTenant]) {
     {
         println!("  export PATH={}:$PATH   # kubectl", dir.display());
     }
+    // The developer's own throwaway database: its URL is for their shell.
+    println!(
+        "  export DATABASE_URL='{}'\n  psql \"$DATABASE_URL\" -c '\\dn'   # the platform schema and one tenant_<name> schema per tenant",
+        platform.settings.database_url
+    );
     println!(
         "  logs: {}\n",
         platform.settings.state_dir.join("logs").display()
@@ -147,7 +152,7 @@ async fn print_summary(platform: &Platform, tenants: &[LocalTenant]) {
         }
         if let Some(q) = &t.stand_ins.qdrant {
             println!(
-                "    Qdrant server (the tests' gRPC server over Qdrant Edge): {}",
+                "    Qdrant server (the test environment's, built from source): {}",
                 q.url
             );
         }
@@ -173,6 +178,13 @@ async fn print_summary(platform: &Platform, tenants: &[LocalTenant]) {
     );
 }
 
+/// One message as a block of its own, so a conversation can be followed
+/// when replies run over several lines.
+fn block(header: &str, text: &str) -> String {
+    let body: Vec<String> = text.lines().map(|l| format!("│ {l}")).collect();
+    format!("┌─ {header}\n{}\n└─", body.join("\n"))
+}
+
 /// What the stand-ins received that was already printed.
 #[derive(Default)]
 struct Seen {
@@ -185,17 +197,16 @@ impl Seen {
             let s = &t.stand_ins;
             if let Some(c) = &s.chatflow {
                 for m in self.fresh(&t.name, "chatflow", c.sent()) {
-                    println!(
-                        "[{}] bot → {}: {}",
-                        t.name,
-                        m.jid.trim_end_matches("@s.whatsapp.net"),
-                        m.msg
-                    );
+                    let to = m.jid.trim_end_matches("@s.whatsapp.net");
+                    println!("{}", block(&format!("[{}] bot → {to}", t.name), &m.msg));
                 }
             }
             if let Some(tg) = &s.telegram {
                 for m in self.fresh(&t.name, "telegram", tg.messages()) {
-                    println!("[{}] managers' group ← {}", t.name, m.text);
+                    println!(
+                        "{}",
+                        block(&format!("[{}] managers' group ←", t.name), &m.text)
+                    );
                 }
             }
             let calls: Vec<_> = s.services.iter().flat_map(|f| f.calls()).collect();
@@ -218,5 +229,20 @@ impl Seen {
         let new: Vec<T> = all.into_iter().skip(*seen).collect();
         *seen += new.len();
         new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_message_is_a_delimited_block() {
+        let shown = super::block(
+            "[flower-shop] bot → 77015550101",
+            "Букет из 25 роз — 27 000 ₸.\nДоставка 2 000 ₸.",
+        );
+        assert_eq!(
+            shown,
+            "┌─ [flower-shop] bot → 77015550101\n│ Букет из 25 роз — 27 000 ₸.\n│ Доставка 2 000 ₸.\n└─"
+        );
     }
 }
