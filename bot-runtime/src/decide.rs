@@ -249,6 +249,30 @@ const STEMS: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// What follows a greeting that opens a message ("Добрый день! Вы открыты
+/// сегодня? Тюльпаны есть?" → "Вы открыты сегодня? Тюльпаны есть?"): the part
+/// the customer wants answered. `None` when the message is only a greeting or
+/// does not open with one.
+pub fn after_greeting(text: &str) -> Option<&str> {
+    let end = text.find(['!', '.', '?', ',', '\n'])?;
+    let (first, rest) = text.split_at(end);
+    let rest = rest.trim_start_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace());
+    let greeting = STEMS
+        .iter()
+        .find(|(intent, _)| *intent == "greeting")
+        .map_or(&[][..], |(_, stems)| *stems);
+    let first = Words::new(first);
+    let greets = greeting.iter().any(|s| first.has(s));
+    // More than politeness: a question, or words of a specific intent ("У меня
+    // вопрос" or "Спасибо" after a greeting still wants the greeting back).
+    let more = rest.contains('?')
+        || !matches!(
+            classify_by_keywords(rest).intent.as_str(),
+            "unclear" | "question_other" | "greeting"
+        );
+    (greets && more).then_some(rest)
+}
+
 /// Keyword classification: the fallback when the LLM is absent, slow or down.
 pub fn classify_by_keywords(text: &str) -> Classification {
     let words = Words::new(text);
@@ -482,5 +506,31 @@ mod tests {
             }
         );
         assert_eq!(route(&c("ready_to_buy"), &[], 0), Action::Answer);
+    }
+
+    #[test]
+    fn a_greeting_with_a_question_leaves_the_question() {
+        assert_eq!(
+            after_greeting("Добрый день! Вы открыты сегодня? Тюльпаны есть?"),
+            Some("Вы открыты сегодня? Тюльпаны есть?")
+        );
+        assert_eq!(
+            after_greeting("Сәлеметсіз бе, жеткізу бар ма?"),
+            Some("жеткізу бар ма?")
+        );
+        assert_eq!(
+            after_greeting("Hello! Do you deliver"),
+            Some("Do you deliver")
+        );
+        for only in [
+            "Здравствуйте!",
+            "Добрый вечер",
+            "Привет! Спасибо",
+            "Hi!",
+            "Сәлеметсіз бе\nбір сұрақ бар",
+        ] {
+            assert_eq!(after_greeting(only), None, "{only}");
+        }
+        assert_eq!(after_greeting("Тюльпаны есть? Добрый день"), None);
     }
 }

@@ -7,6 +7,8 @@ use crate::decide::Language;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phrase {
     Greeting,
+    /// Put before an answer when the customer greeted first.
+    Salutation,
     HandoverNotice,
     /// The last step of the fallback chain (docs/architecture.md, "Errors and fallbacks": the hardcoded apology).
     Apology,
@@ -23,6 +25,9 @@ pub fn phrase(p: Phrase, lang: Language) -> &'static str {
         (Greeting, Ru) => "Здравствуйте! Чем могу помочь?",
         (Greeting, Kk) => "Сәлеметсіз бе! Қалай көмектесе аламын?",
         (Greeting, En) => "Hello! How can I help you?",
+        (Salutation, Ru) => "Здравствуйте!",
+        (Salutation, Kk) => "Сәлеметсіз бе!",
+        (Salutation, En) => "Hello!",
         (HandoverNotice, Ru) => "Передаю ваш вопрос менеджеру, он скоро ответит вам здесь.",
         (HandoverNotice, Kk) => "Сұрағыңызды менеджерге жібердім, ол жақында осында жауап береді.",
         (HandoverNotice, En) => {

@@ -277,7 +277,18 @@ pub(super) async fn decide(
             facts: 0,
         });
     }
-    let c = classify(rt, text, history).await;
+    let mut c = classify(rt, text, history).await;
+    // A greeting with a question after it: the question decides.
+    if c.intent == "greeting"
+        && let Some(question) = decide::after_greeting(text)
+    {
+        let mut q = classify(rt, question, history).await;
+        if matches!(q.intent.as_str(), "unclear" | "greeting") {
+            q.intent = "question_other".into();
+        }
+        q.language = q.language.or(c.language);
+        c = q;
+    }
     // Letters decide over the model's guess: Kazakh has letters Russian lacks.
     let language = decide::detect_language(text)
         .or(c.language)
@@ -347,7 +358,9 @@ pub(super) async fn generate(
 /// the hardcoded apology, with an automatic handover.
 pub(super) async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut Decision) {
     d.action = ReplyKind::Answer;
-    let facts = match rt.knowledge.search(text, FACTS).await {
+    // What is looked up is the question, without a greeting before it.
+    let query = decide::after_greeting(text).unwrap_or(text);
+    let facts = match rt.knowledge.search(query, FACTS).await {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(error = %e, "knowledge lookup failed");
@@ -365,10 +378,16 @@ pub(super) async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut D
     rt.metrics.rag(!facts.is_empty());
     d.facts = facts.len();
     if !rt.llm.configured() {
-        // Retrieval-only: the best passage itself, or an honest "don't know".
-        d.reply = match facts.first() {
+        // Retrieval-only: the best passage itself, or an honest "don't know";
+        // greeted back first when the customer greeted (an LLM does that itself).
+        let reply = match facts.first() {
             Some(f) => f.content.clone(),
             None => phrase(Phrase::NoAnswer, d.language).into(),
+        };
+        d.reply = if query.len() < text.len() {
+            format!("{} {reply}", phrase(Phrase::Salutation, d.language))
+        } else {
+            reply
         };
         return;
     }

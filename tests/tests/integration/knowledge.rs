@@ -605,6 +605,22 @@ async fn the_bot_answers_a_price_question_from_the_synced_documents() -> Result<
     .fetch_one(&rt.pool)
     .await?;
     assert_eq!((done, in_range), (6, 6));
+
+    // A greeting with a question: the question is answered, greeted back.
+    rt.post(
+        &rt.webhook_url(&running),
+        &chatflow_text("KB-HI-1", "77015705610", "Добрый день! Тюльпаны есть?"),
+    )
+    .await?;
+    let sent = rt
+        .chatflow
+        .wait_sent(2 + phrases.len(), Duration::from_secs(60))
+        .await?;
+    let reply = &sent[1 + phrases.len()].msg;
+    assert!(
+        reply.starts_with("Здравствуйте!") && reply.contains("600 ₸"),
+        "{reply}"
+    );
     running.stop().await;
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
