@@ -11,6 +11,7 @@
 use anyhow::{Context, Result};
 use serde_json::json;
 use truffles_bot::knowledge::{Knowledge, KnowledgeBase, KnowledgeConfig, sync};
+use truffles_bot::pipeline::extract;
 use truffles_crds::client::KnowledgeSource;
 use truffles_tests::runtime::{TenantRuntime, local_knowledge};
 use truffles_tests::workspace_root;
@@ -43,10 +44,27 @@ async fn main() -> Result<()> {
     let (mut n, mut hit1, mut hit3, mut rr, mut above_floor) =
         (0usize, 0usize, 0usize, 0f64, 0usize);
     let mut misses = Vec::new();
+    // Retrieval-only replies: the top passage as it was sent before, and the
+    // extracted answer sent now, from the facts above the floor.
+    let mut passage = Replies::default();
+    let mut extracted = Replies::default();
     for record in reader.records() {
         let record = record?;
         let (question, expected) = (&record[0], &record[1]);
         let facts = kb.search(question, 10).await?;
+        let above: Vec<&str> = facts
+            .iter()
+            .filter(|f| f.score >= floor)
+            .take(5)
+            .map(|f| f.content.as_str())
+            .collect();
+        if let Some(top) = above.first() {
+            passage.add(top, expected);
+            extracted.add(
+                &extract::answer(&above, question, extract::REPLY_CHARS),
+                expected,
+            );
+        }
         let rank = facts.iter().position(|f| f.content.contains(expected));
         n += 1;
         match rank {
@@ -75,10 +93,53 @@ async fn main() -> Result<()> {
         hit3 as f64 / n as f64,
         rr / n as f64,
     );
+    for (name, r) in [
+        ("top passage (before)", &mut passage),
+        ("extracted (now)", &mut extracted),
+    ] {
+        println!("retrieval-only replies, {name}: {}", r.summary());
+    }
     println!("not first:\n{}", misses.join("\n"));
     drop(kb);
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
+}
+
+/// Replies to the questions that had a fact above the floor.
+#[derive(Default)]
+struct Replies {
+    lengths: Vec<usize>,
+    with_fact: usize,
+    with_heading: usize,
+}
+
+impl Replies {
+    fn add(&mut self, reply: &str, expected: &str) {
+        self.lengths.push(reply.chars().count());
+        self.with_fact += usize::from(reply.contains(expected));
+        self.with_heading += usize::from(reply.lines().any(|l| l.trim_start().starts_with('#')));
+    }
+
+    fn summary(&mut self) -> String {
+        self.lengths.sort_unstable();
+        let n = self.lengths.len().max(1);
+        let at = |q: f64| {
+            self.lengths
+                .get(((n - 1) as f64 * q) as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        format!(
+            "{} replies; the expected phrase in {} ({:.0}%), a heading or title in {}; length p50 {}, p90 {}, max {} characters",
+            self.lengths.len(),
+            self.with_fact,
+            100.0 * self.with_fact as f64 / n as f64,
+            self.with_heading,
+            at(0.5),
+            at(0.9),
+            self.lengths.last().copied().unwrap_or(0)
+        )
+    }
 }
 
 fn first_line(text: &str) -> String {

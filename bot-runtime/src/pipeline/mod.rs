@@ -6,6 +6,7 @@
 
 mod claim;
 mod commit;
+pub mod extract;
 pub(crate) mod respond;
 pub(crate) mod store;
 mod turn;

@@ -378,11 +378,14 @@ pub(super) async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut D
     rt.metrics.rag(!facts.is_empty());
     d.facts = facts.len();
     if !rt.llm.configured() {
-        // Retrieval-only: the best passage itself, or an honest "don't know";
-        // greeted back first when the customer greeted (an LLM does that itself).
-        let reply = match facts.first() {
-            Some(f) => f.content.clone(),
-            None => phrase(Phrase::NoAnswer, d.language).into(),
+        // Retrieval-only: the facts' own sentences that answer, or an honest
+        // "don't know"; greeted back first when the customer greeted (an LLM
+        // does that itself).
+        let reply = if facts.is_empty() {
+            phrase(Phrase::NoAnswer, d.language).into()
+        } else {
+            let passages: Vec<&str> = facts.iter().map(|f| f.content.as_str()).collect();
+            super::extract::answer(&passages, query, super::extract::REPLY_CHARS)
         };
         d.reply = if query.len() < text.len() {
             format!("{} {reply}", phrase(Phrase::Salutation, d.language))
