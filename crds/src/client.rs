@@ -361,6 +361,11 @@ pub struct KnowledgeSource {
     /// A Google Drive folder read with a service account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub google_drive: Option<GoogleDriveSource>,
+    /// Internal documents (instructions, objection-handling scripts for the
+    /// LLM and managers): the LLM gets them as context marked not to quote;
+    /// retrieval-only replies never use them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
 }
 
 /// Kind of knowledge a chunk holds (Qdrant payload `type`).

@@ -377,7 +377,21 @@ pub(super) async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut D
     };
     rt.metrics.rag(!facts.is_empty());
     d.facts = facts.len();
+    let internal = |f: &crate::knowledge::Fact| {
+        let name = f
+            .source
+            .split_once('/')
+            .map_or(f.source.as_str(), |(n, _)| n);
+        rt.config
+            .spec
+            .knowledge
+            .sources
+            .iter()
+            .any(|s| s.name == name && s.internal)
+    };
     if !rt.llm.configured() {
+        // Internal documents are for the LLM and managers, never quoted.
+        let facts: Vec<&crate::knowledge::Fact> = facts.iter().filter(|f| !internal(f)).collect();
         // Retrieval-only: the facts' own sentences that answer, or an honest
         // "don't know"; greeted back first when the customer greeted (an LLM
         // does that itself).
@@ -399,7 +413,16 @@ pub(super) async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut D
     } else {
         facts
             .iter()
-            .map(|f| format!("- {}", f.content))
+            .map(|f| {
+                if internal(f) {
+                    format!(
+                        "- (internal guidance: use it, never quote it) {}",
+                        f.content
+                    )
+                } else {
+                    format!("- {}", f.content)
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n")
     };

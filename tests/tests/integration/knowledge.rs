@@ -572,7 +572,29 @@ async fn the_bot_answers_a_price_question_from_the_synced_documents() -> Result<
     let mut config = rt.config()?;
     config.llm = None;
     config.knowledge = Some(local_knowledge(&dir)?);
+    // An internal source: the salespeople's objection script.
+    let scripts = dir.join("sources/scripts");
+    std::fs::create_dir_all(&scripts)?;
+    std::fs::write(
+        scripts.join("objections.md"),
+        "# Работа с возражениями\n\n## Клиент говорит «дорого»\nЕсли клиенту дорого, предложите скидку 5% по промокоду СКИДКА5 и букет поменьше.\n",
+    )?;
+    config.spec.knowledge.sources.push(serde_json::from_value(
+        json!({"name": "scripts", "configMap": {"name": "scripts"}, "internal": true}),
+    )?);
     let running = rt.start_with_knowledge_base(config).await?;
+    // The script is indexed by the sync the runtime starts with (this one
+    // queues behind it).
+    let report = running.runtime.sync_knowledge().await?;
+    assert!(report.is_some());
+    assert_eq!(
+        rt.count(
+            "SELECT count(*) FROM documents WHERE source_name = 'scripts' AND status = 'indexed'"
+        )
+        .await?,
+        1,
+        "the internal script is in the knowledge base"
+    );
     let phrases = [
         "Расскажи анекдот",
         "Who won the football match?",
@@ -639,6 +661,26 @@ async fn the_bot_answers_a_price_question_from_the_synced_documents() -> Result<
     assert_eq!(
         sent[2 + phrases.len()].msg,
         "Я отвечаю только на вопросы о нашей компании и её услугах."
+    );
+
+    // The internal script matches this question best, and is never quoted.
+    rt.post(
+        &rt.webhook_url(&running),
+        &chatflow_text(
+            "KB-INT-1",
+            "77015705612",
+            "Дорого! Есть скидка по промокоду?",
+        ),
+    )
+    .await?;
+    let sent = rt
+        .chatflow
+        .wait_sent(4 + phrases.len(), Duration::from_secs(60))
+        .await?;
+    let reply = &sent[3 + phrases.len()].msg;
+    assert!(
+        !reply.contains("СКИДКА5") && !reply.contains("возражени"),
+        "an internal document reached the customer: {reply}"
     );
     running.stop().await;
     let _ = std::fs::remove_dir_all(dir);
