@@ -48,6 +48,7 @@ async fn main() -> Result<()> {
     // extracted answer sent now, from the facts above the floor.
     let mut passage = Replies::default();
     let mut extracted = Replies::default();
+    let mut extract_misses = Vec::new();
     for record in reader.records() {
         let record = record?;
         let (question, expected) = (&record[0], &record[1]);
@@ -60,10 +61,11 @@ async fn main() -> Result<()> {
             .collect();
         if let Some(top) = above.first() {
             passage.add(top, expected);
-            extracted.add(
-                &extract::answer(&above, question, extract::REPLY_CHARS),
-                expected,
-            );
+            let reply = extract::answer(&above, question, extract::REPLY_CHARS);
+            if !reply.contains(expected) {
+                extract_misses.push(format!("  {question} (wanted {expected:?}): {reply:?}"));
+            }
+            extracted.add(&reply, expected);
         }
         let rank = facts.iter().position(|f| f.content.contains(expected));
         n += 1;
@@ -99,6 +101,10 @@ async fn main() -> Result<()> {
     ] {
         println!("retrieval-only replies, {name}: {}", r.summary());
     }
+    println!(
+        "extracted replies without the expected phrase:\n{}",
+        extract_misses.join("\n")
+    );
     println!("not first:\n{}", misses.join("\n"));
     drop(kb);
     let _ = std::fs::remove_dir_all(dir);

@@ -198,12 +198,17 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
     let mut chosen: Vec<usize> = Vec::new();
     let mut length = 0;
     loop {
+        // The first unit comes from the best passage (retrieval ranked it first
+        // for a reason); later ones from it for any word still uncovered, from
+        // another passage only for two or more (one shared word is how a stray
+        // passage gets in).
         let best = all
             .iter()
             .enumerate()
-            .filter(|(i, _)| !chosen.contains(i))
-            .map(|(i, u)| (i, uncovered.iter().filter(|w| covers(&u.3, w)).count()))
-            .filter(|&(_, gain)| gain > 0)
+            .filter(|(i, u)| !chosen.contains(i) && (u.0 == 0 || !chosen.is_empty()))
+            .map(|(i, u)| (i, u.0, uncovered.iter().filter(|w| covers(&u.3, w)).count()))
+            .filter(|&(_, passage, gain)| gain >= if passage == 0 { 1 } else { 2 })
+            .map(|(i, _, gain)| (i, gain))
             // The most new words; among equals the earlier passage and unit.
             .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
         let Some((i, _)) = best else { break };
@@ -216,7 +221,8 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
         chosen.push(i);
     }
     if chosen.is_empty() {
-        // Similar in meaning, no word in common: the best passage's opening.
+        // Similar in meaning, no word of the best passage in common (another
+        // language, other words): its opening.
         for (i, u) in all.iter().enumerate().filter(|(_, u)| u.0 == 0) {
             let size = u.2.chars().count() + 1;
             if !chosen.is_empty() && length + size > max {
@@ -295,6 +301,23 @@ mod tests {
         assert!(reply.chars().count() <= 120, "{reply}");
         assert!(reply.ends_with('.') || reply.ends_with('…'), "{reply}");
         assert_eq!(shorten("один два три четыре", 9), "один два…");
+    }
+
+    #[test]
+    fn a_stray_passage_does_not_get_in_on_one_shared_word() {
+        let subscription =
+            "## Подписка на цветы\nСвежий букет каждую неделю: 4 букета в месяц за 60 000 ₸.";
+        let returns =
+            "## Returns (English)\nIf the flowers arrive damaged, send a photo within 2 hours.";
+        let reply = answer(
+            &[subscription, returns],
+            "Is there a flower subscription?",
+            350,
+        );
+        assert_eq!(
+            reply,
+            "Свежий букет каждую неделю: 4 букета в месяц за 60 000 ₸."
+        );
     }
 
     #[test]
