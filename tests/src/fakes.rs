@@ -204,6 +204,8 @@ struct LlmState {
     latency: Duration,
     /// Model of every accepted or failed completion call, in order.
     calls: Vec<String>,
+    /// System prompt of every answering (not classifying) call, in order.
+    prompts: Vec<String>,
 }
 
 /// An OpenAI-compatible chat completions endpoint. Classification requests
@@ -260,6 +262,11 @@ impl FakeLlm {
 
     pub fn calls(&self) -> Vec<String> {
         lock(&self.state).calls.clone()
+    }
+
+    /// The system prompts of the answering calls (classifications excluded).
+    pub fn prompts(&self) -> Vec<String> {
+        lock(&self.state).prompts.clone()
     }
 }
 
@@ -356,6 +363,9 @@ async fn completions(
         .and_then(|m| m["content"].as_str())
         .unwrap_or_default()
         .to_lowercase();
+    if body["response_format"]["type"] != "json_object" {
+        lock(&state).prompts.push(system.to_owned());
+    }
     let content = if body["response_format"]["type"] == "json_object" {
         let intent = if last_user.contains("привет") || last_user.contains("здравств")
         {

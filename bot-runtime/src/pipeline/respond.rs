@@ -414,13 +414,13 @@ pub(super) async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut D
         facts
             .iter()
             .map(|f| {
+                // One fact, one line of the list: a marker on its first line
+                // covers all of it.
+                let fact = f.content.split_whitespace().collect::<Vec<_>>().join(" ");
                 if internal(f) {
-                    format!(
-                        "- (internal guidance: use it, never quote it) {}",
-                        f.content
-                    )
+                    format!("- (internal guidance: use it, never quote it) {fact}")
                 } else {
-                    format!("- {}", f.content)
+                    format!("- {fact}")
                 }
             })
             .collect::<Vec<_>>()

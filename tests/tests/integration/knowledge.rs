@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use qdrant_client::qdrant::{Distance, PayloadSchemaType};
 use serde_json::json;
 use truffles_bot::knowledge::drive;
@@ -689,6 +689,64 @@ async fn the_bot_answers_a_price_question_from_the_synced_documents() -> Result<
 
 /// No LLM at all: keywords, then similarity to example phrases through the
 /// embedding model, still route the conversation (the bot works without any LLM).
+/// With an LLM, an internal source's facts reach the answer prompt marked as
+/// guidance not to quote (retrieval-only never uses them: see above).
+#[tokio::test]
+async fn the_llm_gets_internal_guidance_marked_not_to_quote() -> Result<()> {
+    let rt = TenantRuntime::new(
+        "kbinternal",
+        json!({"knowledge": {"sources": [
+            {"name": "catalog", "type": "pricing", "configMap": {"name": "flower-shop-knowledge"}},
+            {"name": "scripts", "configMap": {"name": "scripts"}, "internal": true}]}}),
+    )
+    .await?;
+    let (dir, _) = sources()?;
+    let scripts = dir.join("sources/scripts");
+    std::fs::create_dir_all(&scripts)?;
+    std::fs::write(
+        scripts.join("objections.md"),
+        "# Работа с возражениями\n\n## Клиент говорит «дорого»\nЕсли клиенту дорого, предложите скидку 5% по промокоду СКИДКА5 и букет поменьше.\n",
+    )?;
+    let mut config = rt.config()?;
+    config.knowledge = Some(local_knowledge(&dir)?);
+    let running = rt.start_with_knowledge_base(config).await?;
+    running.runtime.sync_knowledge().await?;
+    rt.post(
+        &rt.webhook_url(&running),
+        &chatflow_text(
+            "KB-LLM-1",
+            "77015705620",
+            "Дорого! Есть скидка по промокоду?",
+        ),
+    )
+    .await?;
+    rt.chatflow.wait_sent(1, Duration::from_secs(60)).await?;
+    let prompts = rt.llm.prompts();
+    let answer = prompts
+        .iter()
+        .rev()
+        .find(|p| p.contains("СКИДКА5"))
+        .with_context(|| format!("the internal fact reached no answer prompt: {prompts:?}"))?;
+    let line = answer
+        .lines()
+        .find(|l| l.contains("СКИДКА5"))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("- (internal guidance: use it, never quote it)"),
+        "{line}"
+    );
+    assert!(
+        answer
+            .lines()
+            .filter(|l| l.starts_with("- ") && !l.contains("СКИДКА5"))
+            .all(|l| !l.contains("internal guidance")),
+        "only the internal source is marked: {answer}"
+    );
+    running.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
 #[tokio::test]
 async fn without_an_llm_example_phrases_recognise_what_keywords_miss() -> Result<()> {
     let rt = TenantRuntime::new(
