@@ -28,6 +28,14 @@ CACHE="${TRUFFLES_CACHE:-$HOME/.cache/truffles}"
 log() { printf '[testenv] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# Installs Debian packages (as root, or through sudo).
+apt_install() {
+    local sudo=""
+    [[ $(id -u) == 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 # ---------------------------------------------------------------- packages
 ensure_packages() {
     local missing=()
@@ -46,11 +54,10 @@ ensure_packages() {
     fi
     if ((${#missing[@]})); then
         log "installing Debian packages: ${missing[*]}"
+        apt_install "${missing[@]}"
+        # The package starts system-wide services we do not use; ours are private.
         local sudo=""
         [[ $(id -u) == 0 ]] || sudo="sudo"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-        # The package starts system-wide services we do not use; ours are private.
         $sudo service redis-server stop >/dev/null 2>&1 || true
     fi
 }
@@ -160,10 +167,7 @@ build_qdrant() {
     done
     if ((${#missing[@]})); then
         log "installing Debian packages for Qdrant's build: ${missing[*]}"
-        local sudo=""
-        [[ $(id -u) == 0 ]] || sudo="sudo"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        apt_install "${missing[@]}"
     fi
     log "building Qdrant $QDRANT_VERSION from $QDRANT_SOURCES into $out (first run only, about 10 minutes on 2 cores)"
     # A failed build's tree (and its target/) is reused by the next attempt.

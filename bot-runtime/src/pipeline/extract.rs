@@ -182,7 +182,6 @@ fn shorten(text: &str, max: usize) -> String {
 /// at most `max` characters. Without any word in common, the best passage's
 /// first units.
 pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
-    let words = question_words(question);
     // (passage, line, text, tokens)
     let all: Vec<(usize, usize, String, Vec<String>)> = passages
         .iter()
@@ -194,7 +193,7 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
             })
         })
         .collect();
-    let mut uncovered = words.clone();
+    let mut uncovered = question_words(question);
     let mut chosen: Vec<usize> = Vec::new();
     let mut length = 0;
     loop {

@@ -94,6 +94,18 @@ async fn indexed_chunks(rt: &TenantRuntime) -> Result<usize> {
     Ok(n as usize)
 }
 
+/// The salespeople's objection script, the internal source `scripts`
+/// (its promo code СКИДКА5 must never reach a customer unasked).
+fn write_objection_script(dir: &Path) -> Result<()> {
+    let scripts = dir.join("sources/scripts");
+    std::fs::create_dir_all(&scripts)?;
+    std::fs::write(
+        scripts.join("objections.md"),
+        "# Работа с возражениями\n\n## Клиент говорит «дорого»\nЕсли клиенту дорого, предложите скидку 5% по промокоду СКИДКА5 и букет поменьше.\n",
+    )?;
+    Ok(())
+}
+
 fn catalog(dir: &Path) -> PathBuf {
     dir.join("sources/catalog")
 }
@@ -573,12 +585,7 @@ async fn the_bot_answers_a_price_question_from_the_synced_documents() -> Result<
     config.llm = None;
     config.knowledge = Some(local_knowledge(&dir)?);
     // An internal source: the salespeople's objection script.
-    let scripts = dir.join("sources/scripts");
-    std::fs::create_dir_all(&scripts)?;
-    std::fs::write(
-        scripts.join("objections.md"),
-        "# Работа с возражениями\n\n## Клиент говорит «дорого»\nЕсли клиенту дорого, предложите скидку 5% по промокоду СКИДКА5 и букет поменьше.\n",
-    )?;
+    write_objection_script(&dir)?;
     config.spec.knowledge.sources.push(serde_json::from_value(
         json!({"name": "scripts", "configMap": {"name": "scripts"}, "internal": true}),
     )?);
@@ -701,12 +708,7 @@ async fn the_llm_gets_internal_guidance_marked_not_to_quote() -> Result<()> {
     )
     .await?;
     let (dir, _) = sources()?;
-    let scripts = dir.join("sources/scripts");
-    std::fs::create_dir_all(&scripts)?;
-    std::fs::write(
-        scripts.join("objections.md"),
-        "# Работа с возражениями\n\n## Клиент говорит «дорого»\nЕсли клиенту дорого, предложите скидку 5% по промокоду СКИДКА5 и букет поменьше.\n",
-    )?;
+    write_objection_script(&dir)?;
     let mut config = rt.config()?;
     config.knowledge = Some(local_knowledge(&dir)?);
     let running = rt.start_with_knowledge_base(config).await?;
