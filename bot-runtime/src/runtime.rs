@@ -30,6 +30,10 @@ pub struct Runtime {
     pub knowledge_base: Option<Arc<KnowledgeBase>>,
     /// Intent by similarity to example phrases, when embeddings are available.
     pub examples: Option<crate::semantic::ExampleClassifier>,
+    /// The tenant's handover topics, built-in definitions filled in.
+    pub topics: Vec<crate::topics::Topic>,
+    /// Topic by similarity to the topics' examples, when embeddings are available.
+    pub topic_examples: Option<crate::semantic::ExampleClassifier>,
     /// One sync at a time (the schedule and the admin endpoint).
     pub sync_lock: tokio::sync::Mutex<()>,
     pub pii: Pii,
@@ -82,6 +86,8 @@ impl Runtime {
             knowledge,
             knowledge_base: None,
             examples: None,
+            topics: crate::topics::resolve(&config.spec.handover.topics),
+            topic_examples: None,
             sync_lock: tokio::sync::Mutex::new(()),
             cache,
             breakers,
@@ -115,6 +121,10 @@ impl Runtime {
     pub fn with_knowledge_base(mut self, kb: Arc<KnowledgeBase>) -> Self {
         self.knowledge = kb.clone();
         self.examples = Some(crate::semantic::ExampleClassifier::new(kb.embedder.clone()));
+        self.topic_examples = Some(crate::semantic::ExampleClassifier::topics(
+            kb.embedder.clone(),
+            &self.topics,
+        ));
         self.knowledge_base = Some(kb);
         self
     }

@@ -8,12 +8,11 @@ use tokio::sync::OnceCell;
 use crate::decide::Classification;
 use crate::knowledge::embed::{Embedder, Kind};
 
-/// Example phrases per intent, in the customers' three languages.
+/// Example phrases per intent, in the customers' three languages. None for
+/// greetings and orders: the keywords know how those are said, and by
+/// similarity alone short questions ("вы где", a Kazakh address question)
+/// came out as either, so a question got a greeting or went to a manager.
 const EXAMPLES: &[(&str, &str)] = &[
-    ("greeting", "Здравствуйте"),
-    ("greeting", "Добрый день!"),
-    ("greeting", "Сәлеметсіз бе"),
-    ("greeting", "Hello there"),
     ("question_price", "Сколько это стоит?"),
     ("question_price", "Какая цена?"),
     ("question_price", "Бағасы қанша?"),
@@ -24,10 +23,6 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("complaint", "Мне привезли испорченный товар, я недоволен"),
     ("complaint", "Ужасное обслуживание, верните деньги"),
     ("complaint", "This is unacceptable, I want a refund"),
-    ("ready_to_buy", "Хочу оформить заказ"),
-    ("ready_to_buy", "Беру, как оплатить?"),
-    ("ready_to_buy", "Тапсырыс бергім келеді"),
-    ("ready_to_buy", "I'd like to place an order"),
     ("human_request", "Соедините с живым человеком"),
     ("human_request", "Можно поговорить с сотрудником?"),
     ("human_request", "Can I talk to a person?"),
@@ -36,12 +31,22 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("off_topic", "Who won the football match?"),
 ];
 
-/// Similarity an example must reach to decide (E5 scale; see knowledge).
+/// Similarity an intent example must reach to decide (E5 scale; see knowledge).
 const MIN_SIMILARITY: f32 = 0.88;
 
+/// Similarity a topic example must reach to hand over, for the local E5
+/// model, set on the evaluation's messages (BENCHMARKS.md): at 0.93 no
+/// message that wanted an answer reaches it (at 0.90, 11 did: short
+/// questions such as "Where is your shop?" near "Where is my delivery?").
+/// The stems find most topics; the examples catch what they miss.
+const TOPIC_SIMILARITY: f32 = 0.93;
+
+/// Labelled example phrases and the similarity that decides.
 pub struct ExampleClassifier {
     embedder: Embedder,
-    examples: OnceCell<Vec<(&'static str, Vec<f32>)>>,
+    phrases: Vec<(String, String)>,
+    min_similarity: f32,
+    examples: OnceCell<Vec<(String, Vec<f32>)>>,
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -52,24 +57,58 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 impl ExampleClassifier {
+    /// The built-in intent examples.
     pub fn new(embedder: Embedder) -> Self {
+        let phrases = EXAMPLES
+            .iter()
+            .map(|(i, p)| ((*i).to_owned(), (*p).to_owned()))
+            .collect();
+        Self::with_phrases(embedder, phrases, MIN_SIMILARITY)
+    }
+
+    /// The tenant's handover topics' examples, labelled by topic name.
+    pub fn topics(embedder: Embedder, topics: &[crate::topics::Topic]) -> Self {
+        let phrases = topics
+            .iter()
+            .flat_map(|t| t.examples.iter().map(|e| (t.name.clone(), e.clone())))
+            .collect();
+        Self::with_phrases(embedder, phrases, TOPIC_SIMILARITY)
+    }
+
+    fn with_phrases(embedder: Embedder, phrases: Vec<(String, String)>, min: f32) -> Self {
         Self {
             embedder,
+            phrases,
+            min_similarity: min,
             examples: OnceCell::new(),
         }
     }
 
-    /// The intent of the nearest example, when it is near enough.
-    pub async fn classify(&self, text: &str) -> Result<Option<Classification>> {
+    /// The label of the nearest example and its similarity when it is near
+    /// enough to decide.
+    pub async fn decide(&self, text: &str) -> Result<Option<(String, f32)>> {
+        Ok(self
+            .nearest(text)
+            .await?
+            .filter(|(_, score)| *score >= self.min_similarity))
+    }
+
+    /// The label of the nearest example and its similarity (clamped: float
+    /// error can put an identical text a hair above 1), however far. The
+    /// examples are embedded on first use.
+    pub async fn nearest(&self, text: &str) -> Result<Option<(String, f32)>> {
+        if self.phrases.is_empty() {
+            return Ok(None);
+        }
         let examples = self
             .examples
             .get_or_try_init(|| async {
-                let phrases: Vec<String> = EXAMPLES.iter().map(|(_, p)| (*p).to_owned()).collect();
+                let phrases: Vec<String> = self.phrases.iter().map(|(_, p)| p.clone()).collect();
                 let vectors = self.embedder.embed(&phrases, Kind::Query).await?;
                 anyhow::Ok(
-                    EXAMPLES
+                    self.phrases
                         .iter()
-                        .map(|(i, _)| *i)
+                        .map(|(label, _)| label.clone())
                         .zip(vectors)
                         .collect::<Vec<_>>(),
                 )
@@ -85,16 +124,22 @@ impl ExampleClassifier {
         };
         let best = examples
             .iter()
-            .map(|(intent, example)| (*intent, cosine(&vector, example)))
+            .map(|(label, example)| (label, cosine(&vector, example)))
             .max_by(|a, b| a.1.total_cmp(&b.1));
-        Ok(best
-            .filter(|(_, score)| *score >= MIN_SIMILARITY)
-            .map(|(intent, score)| Classification {
-                intent: intent.to_owned(),
-                // Float error can put an identical text a hair above 1.
-                confidence: score.clamp(0.0, 1.0),
+        Ok(best.map(|(label, score)| (label.clone(), score.clamp(0.0, 1.0))))
+    }
+
+    /// The intent of the nearest example, when it is near enough.
+    pub async fn classify(&self, text: &str) -> Result<Option<Classification>> {
+        Ok(self
+            .decide(text)
+            .await?
+            .map(|(intent, confidence)| Classification {
+                intent,
+                confidence,
                 language: crate::decide::detect_language(text),
                 entities: serde_json::Value::Object(Default::default()),
+                topic: None,
             }))
     }
 }

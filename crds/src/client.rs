@@ -544,6 +544,15 @@ pub struct HandoverSpec {
     #[serde(default = "default_handover_intents")]
     #[schemars(length(max = 20))]
     pub intents: Vec<String>,
+    /// Subjects a human handles: a message about one is handed over. The
+    /// built-in topics (`BUILT_IN_HANDOVER_TOPICS`) come with example phrases
+    /// and word stems in Russian, Kazakh and English; a topic of the tenant's
+    /// own needs examples. Matched semantically (the embedding model) without
+    /// an LLM and by the LLM's classification with one. `[]` hands over by
+    /// topic never.
+    #[serde(default = "default_handover_topics")]
+    #[schemars(length(max = 20))]
+    pub topics: Vec<HandoverTopic>,
     /// Hours after which a human-held conversation returns to the bot.
     #[serde(default = "default_auto_return_hours")]
     #[schemars(range(min = 1, max = 720))]
@@ -569,6 +578,52 @@ fn default_keywords() -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
+}
+
+/// A subject handed to a human (`handovers.trigger_value` is its name).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandoverTopic {
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]{0,39}$"))]
+    pub name: String,
+    /// What the topic covers, for the LLM classifier (the built-in topics
+    /// have their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 300))]
+    pub description: Option<String>,
+    /// Customer messages about the topic, added to a built-in topic's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub examples: Vec<String>,
+    /// Word beginnings (or phrases) that decide the topic alone
+    /// ("перенес" for "перенести", "перенесите").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub stems: Vec<String>,
+}
+
+/// Topics the runtime knows examples and stems for: problems with a payment
+/// already made, moving or cancelling a booking or order, health questions
+/// (contraindications, allergies, pregnancy, symptoms), complaints, and the
+/// state of the customer's own order.
+pub const BUILT_IN_HANDOVER_TOPICS: [&str; 5] = [
+    "payment",
+    "booking_change",
+    "medical",
+    "complaint",
+    "order_status",
+];
+
+fn default_handover_topics() -> Vec<HandoverTopic> {
+    BUILT_IN_HANDOVER_TOPICS
+        .iter()
+        .map(|name| HandoverTopic {
+            name: (*name).to_owned(),
+            description: None,
+            examples: Vec::new(),
+            stems: Vec::new(),
+        })
+        .collect()
 }
 
 fn default_handover_intents() -> Vec<String> {

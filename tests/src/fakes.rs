@@ -379,7 +379,11 @@ async fn completions(
         } else {
             "question_other"
         };
-        json!({"intent": intent, "confidence": 0.9, "language": "ru", "entities": {}}).to_string()
+        // A topic only when the prompt offers it, as a model would.
+        let topic = (system.contains("- booking_change:") && last_user.contains("сдвин"))
+            .then_some("booking_change");
+        json!({"intent": intent, "confidence": 0.9, "language": "ru", "entities": {}, "topic": topic})
+            .to_string()
     } else if let Some((_, facts)) = system.split_once("База знаний:") {
         let facts: Vec<&str> = facts
             .lines()

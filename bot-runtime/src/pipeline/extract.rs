@@ -3,7 +3,10 @@
 //! sentences; headings and document titles never quoted), and units are
 //! chosen greedily by the question's words they cover that the chosen ones do
 //! not yet (so a question about two things gets both facts), within a
-//! character budget, in the passage's order.
+//! character budget, in the passage's order. What the question asks for (a
+//! price, opening hours, an address, a phone, a duration) counts too: a unit
+//! holding a price answers "сколько стоит" better than one that only shares
+//! its words.
 
 /// How long a retrieval-only answer may be: a fact or two, not a document.
 pub const REPLY_CHARS: usize = 350;
@@ -150,16 +153,29 @@ fn sentences(line: &str) -> Vec<String> {
     out
 }
 
-/// The units of a passage, in order: (line number, text). Headings (the
-/// document's title among them) are not quoted.
-fn units(passage: &str) -> Vec<(usize, String)> {
-    passage
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        .flat_map(|(n, l)| sentences(&clean(l)).into_iter().map(move |s| (n, s)))
-        .filter(|(_, s)| s.chars().any(char::is_alphanumeric))
-        .collect()
+/// The units of a passage, in order: (line number, text, the heading above
+/// it). Headings (the document's title among them) are not quoted, but a
+/// unit is matched with its heading's words too: "Ежедневно с 9:00 до 21:00"
+/// answers "до скольки работаете" because it stands under "Часы работы".
+fn units(passage: &str) -> Vec<(usize, String, String)> {
+    let mut heading = String::new();
+    let mut out = Vec::new();
+    for (n, line) in passage.lines().enumerate() {
+        let line = line.trim();
+        if let Some(h) = line.strip_prefix('#') {
+            heading = h.trim_start_matches('#').trim().to_owned();
+            continue;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        for s in sentences(&clean(line)) {
+            if s.chars().any(char::is_alphanumeric) {
+                out.push((n, s, heading.clone()));
+            }
+        }
+    }
+    out
 }
 
 /// Cuts `text` to `max` characters at a sentence end, else a word, with "…".
@@ -178,6 +194,247 @@ fn shorten(text: &str, max: usize) -> String {
     })
 }
 
+/// Kinds of fact a question asks for, by its words, and how a unit shows it
+/// holds one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Want {
+    Price,
+    Hours,
+    Address,
+    Phone,
+    Duration,
+}
+
+const WANTS: &[(Want, &[&str])] = &[
+    (
+        Want::Price,
+        &[
+            "сколько стоит",
+            "сколько стоят",
+            "стоимост",
+            "цена",
+            "цену",
+            "цен ",
+            "почем",
+            "прайс",
+            "платн",
+            "сколько будет стоить",
+            "сколько выйдет",
+            "баға",
+            "қанша тұрады",
+            "how much",
+            "price",
+            "cost",
+        ],
+    ),
+    (
+        Want::Hours,
+        &[
+            "во сколько",
+            "до скольки",
+            "работаете",
+            "работает",
+            "открыт",
+            "часы работы",
+            "график",
+            "выходн",
+            "воскресень",
+            "суббот",
+            "жұмыс істей",
+            "opening hours",
+            "open",
+        ],
+    ),
+    (
+        Want::Address,
+        &[
+            "где ",
+            "где?",
+            "адрес",
+            "находит",
+            "куда подъехать",
+            "как вас найти",
+            "қайда",
+            "мекенжай",
+            "where",
+            "address",
+            "located",
+        ],
+    ),
+    (
+        Want::Phone,
+        &["как записаться", "телефон", "позвонить", "номер для записи"],
+    ),
+    (
+        Want::Duration,
+        &[
+            "сколько длится",
+            "сколько времени",
+            "как долго",
+            "по времени",
+            "за сколько часов",
+            "сколько ждать",
+            "how long",
+        ],
+    ),
+];
+
+/// What the question asks for (its words, lower-case, ё as е, with a space
+/// after so "где" at the end matches "где ").
+fn wants(question: &str) -> Vec<Want> {
+    let q = format!("{} ", normalize(question));
+    let found: Vec<Want> = WANTS
+        .iter()
+        .filter(|(_, cues)| cues.iter().any(|c| q.contains(c)))
+        .map(|(w, _)| *w)
+        .collect();
+    // "Фторирование сколько?": a bare "how much" in a shop's chat is a price.
+    if found.is_empty()
+        && ["сколько", "қанша", "how much"]
+            .iter()
+            .any(|c| q.contains(c))
+    {
+        return vec![Want::Price];
+    }
+    found
+}
+
+/// A word of the question that only says what kind of fact is wanted
+/// ("находитесь" in "Где вы находитесь?").
+fn cue_word(word: &str, wants: &[Want]) -> bool {
+    WANTS
+        .iter()
+        .filter(|(w, _)| wants.contains(w))
+        .flat_map(|(_, cues)| cues.iter().flat_map(|c| tokens(c)))
+        .any(|cue| word.starts_with(&cue) || cue.starts_with(&stem(word)))
+}
+
+/// Whether a unit holds a fact of the kind.
+fn holds(unit: &str, want: Want) -> bool {
+    let lower = normalize(unit);
+    let digits = unit.chars().filter(char::is_ascii_digit).count();
+    match want {
+        Want::Price => {
+            (digits > 0
+                && ["₸", "тенге", "тг", "$", "руб"]
+                    .iter()
+                    .any(|c| lower.contains(c)))
+                || ["бесплатн", "тегін", "free of charge"]
+                    .iter()
+                    .any(|c| lower.contains(c))
+        }
+        Want::Hours => {
+            let chars: Vec<char> = unit.chars().collect();
+            chars
+                .windows(3)
+                .any(|w| w[0].is_ascii_digit() && w[1] == ':' && w[2].is_ascii_digit())
+                || ["ежедневно", "без выходных", "выходной", "күн сайын"]
+                    .iter()
+                    .any(|c| lower.contains(c))
+        }
+        Want::Address => [
+            "ул.",
+            "пр.",
+            "г. ",
+            "улиц",
+            "проспект",
+            "к-сі",
+            "бокс",
+            "этаж",
+            "бц ",
+            "тц ",
+            "қабат",
+            "напротив",
+        ]
+        .iter()
+        .any(|c| lower.contains(c)),
+        Want::Phone => unit.contains('+') && digits >= 10,
+        Want::Duration => {
+            digits > 0
+                && [
+                    "минут",
+                    "час",
+                    "дн",
+                    "недел",
+                    "месяц",
+                    "сағат",
+                    "minute",
+                    "hour",
+                    "day",
+                ]
+                .iter()
+                .any(|c| lower.contains(c))
+        }
+    }
+}
+
+/// Parts of a question joined by "и", "and", "және" or a comma-"а": each
+/// may want a fact of its own from another passage.
+fn parts(question: &str) -> usize {
+    let q = format!(" {} ", normalize(question));
+    1 + [" и ", " and ", " және ", ", а ", " а также "]
+        .iter()
+        .map(|c| q.matches(c).count())
+        .sum::<usize>()
+}
+
+/// How much of the question a passage holds in words: the question's words
+/// it covers (headings included) and two for each kind of fact asked for
+/// that it holds.
+fn lexical(passage: &str, words: &[String], wanted: &[Want]) -> usize {
+    let units = units(passage);
+    let mut t: Vec<String> = Vec::new();
+    for (_, s, heading) in &units {
+        t.extend(tokens(s));
+        t.extend(tokens(heading));
+    }
+    words.iter().filter(|w| covers(&t, w)).count()
+        + 2 * wanted
+            .iter()
+            .filter(|w| units.iter().any(|(_, s, _)| holds(s, **w)))
+            .count()
+}
+
+/// The passages (best first by similarity) in the order of what they hold
+/// of the question in words (`lexical`), the most similar one given a point
+/// more, ties in the similarity order: a price list the embedding put fourth
+/// comes first for "Сколько стоит чистка?" when it holds the words and a
+/// price. (Reciprocal rank fusion was tried: it lets the first by similarity
+/// win whenever it is second by words.) A re-ranking of the retrieved
+/// candidates, not a lexical search of the whole knowledge base.
+pub fn rerank(passages: &[&str], question: &str) -> Vec<usize> {
+    let words = question_words(question);
+    let wanted = wants(question);
+    let mut scored: Vec<(usize, usize)> = passages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i, lexical(p, &words, &wanted) + usize::from(i == 0)))
+        .collect();
+    scored.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.into_iter().map(|(i, _)| i).collect()
+}
+
+/// Whether a passage is lexically about what was asked: it shares a word
+/// (not a number) with the question, its headings included, or the question
+/// has no words but those asking for a kind of fact ("Где вы находитесь?")
+/// and a passage holds one.
+pub fn grounded(passages: &[&str], question: &str) -> bool {
+    let wanted = wants(question);
+    let words: Vec<String> = question_words(question)
+        .into_iter()
+        .filter(|w| !w.chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    let only_cues = !wanted.is_empty() && words.iter().all(|w| cue_word(w, &wanted));
+    passages.iter().any(|p| {
+        units(p).iter().any(|(_, s, heading)| {
+            let mut t = tokens(s);
+            t.extend(tokens(heading));
+            words.iter().any(|w| covers(&t, w))
+                || (only_cues && wanted.iter().any(|w| holds(s, *w)))
+        })
+    })
+}
+
 /// The reply to `question` from `passages` (best first): their best units,
 /// at most `max` characters. Without any word in common, the best passage's
 /// first units.
@@ -187,28 +444,44 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
         .iter()
         .enumerate()
         .flat_map(|(p, text)| {
-            units(text).into_iter().map(move |(line, s)| {
-                let t = tokens(&s);
+            units(text).into_iter().map(move |(line, s, heading)| {
+                let mut t = tokens(&s);
+                t.extend(tokens(&heading));
                 (p, line, s, t)
             })
         })
         .collect();
     let mut uncovered = question_words(question);
+    let mut unmet = wants(question);
+    let several = parts(question) > 1;
     let mut chosen: Vec<usize> = Vec::new();
     let mut length = 0;
     loop {
-        // The first unit comes from the best passage (retrieval ranked it first
-        // for a reason); later ones from it for any word still uncovered, from
-        // another passage only for two or more (one shared word is how a stray
-        // passage gets in).
+        // A unit's worth: the question's words it covers that the chosen
+        // ones do not, and two more for a kind of fact still wanted. From
+        // the best passage any worth will do (retrieval ranked it first for
+        // a reason); from another, the first unit only when it holds the
+        // fact wanted, later ones with two or more (one shared word is how a
+        // stray passage gets in), and a wanted fact without a shared word
+        // only when the question asks several things.
         let best = all
             .iter()
             .enumerate()
-            .filter(|(i, u)| !chosen.contains(i) && (u.0 == 0 || !chosen.is_empty()))
-            .map(|(i, u)| (i, u.0, uncovered.iter().filter(|w| covers(&u.3, w)).count()))
-            .filter(|&(_, passage, gain)| gain >= if passage == 0 { 1 } else { 2 })
-            .map(|(i, _, gain)| (i, gain))
-            // The most new words; among equals the earlier passage and unit.
+            .filter(|(i, _)| !chosen.contains(i))
+            .filter_map(|(i, u)| {
+                let gain = uncovered.iter().filter(|w| covers(&u.3, w)).count();
+                let wanted = unmet.iter().any(|w| holds(&u.2, *w));
+                let worth = gain + if wanted { 2 } else { 0 };
+                let enough = match (u.0, gain) {
+                    (0, _) => worth >= 1,
+                    // The first unit from another passage only with the fact wanted.
+                    _ if chosen.is_empty() => wanted && gain >= 1,
+                    (_, 0) => several && wanted,
+                    _ => worth >= 2,
+                };
+                enough.then_some((i, worth))
+            })
+            // The most worth; among equals the earlier passage and unit.
             .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
         let Some((i, _)) = best else { break };
         let size = all[i].2.chars().count() + 1;
@@ -217,7 +490,24 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
         }
         length += size;
         uncovered.retain(|w| !covers(&all[i].3, w));
+        unmet.retain(|w| !holds(&all[i].2, *w));
         chosen.push(i);
+    }
+    if chosen.is_empty() {
+        // No word in common anywhere, but the question asks for a kind of
+        // fact ("Где вы?"): the first unit holding each kind, best passage first.
+        for want in &unmet {
+            if let Some(i) =
+                (0..all.len()).find(|&i| !chosen.contains(&i) && holds(&all[i].2, *want))
+            {
+                let size = all[i].2.chars().count() + 1;
+                if !chosen.is_empty() && length + size > max {
+                    break;
+                }
+                length += size;
+                chosen.push(i);
+            }
+        }
     }
     if chosen.is_empty() {
         // Similar in meaning, no word of the best passage in common (another
@@ -317,6 +607,80 @@ mod tests {
             reply,
             "Свежий букет каждую неделю: 4 букета в месяц за 60 000 ₸."
         );
+    }
+
+    #[test]
+    fn the_kind_of_fact_asked_for_wins_over_shared_words() {
+        let faq =
+            "## Как часто делать чистку?\nПрофессиональную чистку рекомендуем раз в 6 месяцев.";
+        let prices = "## Гигиена\n- Профессиональная чистка (ультразвук и Air Flow) — 22 000 ₸\n- Фторирование — 6 000 ₸";
+        // The FAQ ranked first, the price list second: the price answers.
+        assert_eq!(
+            answer(
+                &[faq, prices],
+                "Сколько стоит профессиональная чистка?",
+                350
+            ),
+            "Профессиональная чистка (ультразвук и Air Flow) — 22 000 ₸"
+        );
+        let clinic = "## Адрес\nг. Астана, ул. Кенесары 40, 2 этаж.\n\n## Часы работы\nПн–Пт с 9:00 до 20:00.";
+        let records = "## Запись\nЗаписаться можно по телефону +7 717 255 40 40.";
+        let both = answer(
+            &[records, clinic],
+            "Где вы находитесь и до скольки работаете?",
+            350,
+        );
+        assert!(
+            both.contains("Кенесары 40") && both.contains("9:00 до 20:00"),
+            "{both}"
+        );
+        assert!(!both.contains("+7 717"), "{both}");
+        // One thing asked: a price from another passage with no shared word stays out.
+        assert_eq!(
+            answer(&[records, prices], "Как записаться?", 350),
+            "Записаться можно по телефону +7 717 255 40 40."
+        );
+        assert_eq!(wants("Сколько длится чистка?"), vec![Want::Duration]);
+        assert_eq!(parts("Сколько стоит имплант и есть ли рассрочка?"), 2);
+    }
+
+    #[test]
+    fn a_unit_is_matched_with_its_heading_never_quoted_with_it() {
+        let service = "## Скидки\nСкидка 10% на работы пенсионерам.\n\n## Часы работы\nЕжедневно с 9:00 до 21:00.";
+        assert_eq!(
+            answer(&[service], "Во сколько вы работаете?", 350),
+            "Ежедневно с 9:00 до 21:00."
+        );
+    }
+
+    #[test]
+    fn the_price_list_comes_first_for_a_price_question() {
+        let faq =
+            "## Как часто делать чистку?\nПрофессиональную чистку рекомендуем раз в 6 месяцев.";
+        let hours = "## Часы работы\nПн–Пт с 9:00 до 20:00.";
+        let care = "## После чистки\n2 часа не ешьте окрашивающие продукты.";
+        let prices = "## Гигиена\n- Профессиональная чистка — 22 000 ₸";
+        let order = rerank(
+            &[faq, hours, care, prices],
+            "Сколько стоит профессиональная чистка?",
+        );
+        assert_eq!(order[0], 3, "{order:?}");
+        // Nothing lexical to go by: the similarity order stays.
+        assert_eq!(rerank(&[faq, hours, care], "Hello there"), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn a_number_alone_is_no_evidence() {
+        assert!(!grounded(&[PRICES], "Сколько стоит айфон 15?"));
+        assert!(grounded(&[PRICES], "Сколько стоят розы?"));
+        assert!(grounded(
+            &["## Часы работы\nЕжедневно с 9:00."],
+            "до скольки работаете"
+        ));
+        let address = "## Адрес\nг. Караганда, ул. Бухар-Жырау 112/3.";
+        assert!(grounded(&[address], "Где вы находитесь?"));
+        assert!(!grounded(&[address], "Где ближайшая аптека?"));
+        assert_eq!(wants("Фторирование сколько?"), vec![Want::Price]);
     }
 
     #[test]

@@ -15,6 +15,9 @@ use crate::runtime::Runtime;
 use crate::texts::{Phrase, phrase};
 
 const FACTS: usize = 5;
+/// Retrieval-only, more candidates are fetched and re-ranked by the
+/// question's words before the best `FACTS` are used.
+const CANDIDATES: usize = 20;
 
 /// A customer's message as text for the bot, and whether anything in it was
 /// understood (an untranscribed voice note is not).
@@ -206,9 +209,12 @@ pub(super) async fn tenant_phrase(
 
 pub(super) async fn classify(rt: &Runtime, text: &str, history: &[Turn]) -> Classification {
     if rt.llm.configured() {
-        let system = prompt(rt, "classify").await.unwrap_or_else(|| {
+        let mut system = prompt(rt, "classify").await.unwrap_or_else(|| {
             "Classify the customer's last message. Answer JSON {\"intent\", \"confidence\", \"language\", \"entities\"}.".into()
         });
+        if let Some(topics) = crate::topics::prompt(&rt.topics) {
+            system = format!("{system}\n\n{topics}");
+        }
         match rt
             .llm
             .complete(&fill(&system, rt, ""), history, text, true, Some(0.0))
@@ -223,7 +229,7 @@ pub(super) async fn classify(rt: &Runtime, text: &str, history: &[Turn]) -> Clas
             Err(e) => tracing::warn!(error = %e, "classification falls back to keywords"),
         }
     }
-    let by_keywords = decide::classify_by_keywords(text);
+    let by_keywords = crate::keywords::classify_by_keywords(text);
     // Keywords found nothing specific: ask the embedding model which example
     // phrase the message is closest to.
     if matches!(by_keywords.intent.as_str(), "question_other" | "unclear")
@@ -262,10 +268,14 @@ pub(super) async fn decide(
     user_language: Option<Language>,
 ) -> Result<Decision> {
     let spec = &rt.config.spec;
+    // "скок стоит" as "сколько стоит": for the keywords, the lookup and the
+    // sentences chosen (the stored message keeps the customer's words).
+    let standard = crate::knowledge::query::standard(text);
+    let text = standard.as_str();
     let guess = decide::detect_language(text)
         .or(user_language)
         .unwrap_or_else(|| default_language(rt));
-    if let Some(keyword) = decide::handover_keyword(text, &spec.handover.keywords) {
+    if let Some(keyword) = crate::keywords::handover_keyword(text, &spec.handover.keywords) {
         return Ok(Decision {
             reply: tenant_phrase(rt, Phrase::HandoverNotice, "handover_notice", guess).await,
             intent: "human_request".into(),
@@ -277,10 +287,14 @@ pub(super) async fn decide(
             facts: 0,
         });
     }
+    // A topic a human handles, by its stems: as sure as a keyword.
+    if let Some(topic) = crate::topics::by_stems(text, &rt.topics) {
+        return Ok(topic_handover(rt, &topic.name, guess).await);
+    }
     let mut c = classify(rt, text, history).await;
     // A greeting with a question after it: the question decides.
     if c.intent == "greeting"
-        && let Some(question) = decide::after_greeting(text)
+        && let Some(question) = crate::keywords::after_greeting(text)
     {
         let mut q = classify(rt, question, history).await;
         if matches!(q.intent.as_str(), "unclear" | "greeting") {
@@ -294,6 +308,13 @@ pub(super) async fn decide(
         .or(c.language)
         .or(user_language)
         .unwrap_or(guess);
+    if let Some(topic) = topic(rt, text, &c).await {
+        return Ok(Decision {
+            intent: c.intent,
+            confidence: c.confidence,
+            ..topic_handover(rt, &topic, language).await
+        });
+    }
     let clarifications = recent_clarifications(rt, conversation_id).await?;
     let action = decide::route(&c, &spec.handover.intents, clarifications);
     let mut d = Decision {
@@ -328,6 +349,43 @@ pub(super) async fn decide(
     Ok(d)
 }
 
+/// The handover topic of a classified message: the one the LLM named (if the
+/// tenant has it), or without an LLM the topic of the nearest example phrase.
+/// Greetings alone and off-topic messages have none.
+async fn topic(rt: &Runtime, text: &str, c: &Classification) -> Option<String> {
+    if let Some(named) = &c.topic {
+        return rt
+            .topics
+            .iter()
+            .any(|t| t.name == *named)
+            .then(|| named.clone());
+    }
+    if rt.llm.configured() || matches!(c.intent.as_str(), "greeting" | "off_topic") {
+        return None;
+    }
+    let question = crate::keywords::after_greeting(text).unwrap_or(text);
+    match rt.topic_examples.as_ref()?.decide(question).await {
+        Ok(nearest) => nearest.map(|(name, _)| name),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "topic matching failed");
+            None
+        }
+    }
+}
+
+async fn topic_handover(rt: &Runtime, topic: &str, language: Language) -> Decision {
+    Decision {
+        reply: tenant_phrase(rt, Phrase::HandoverNotice, "handover_notice", language).await,
+        intent: "human_request".into(),
+        confidence: 1.0,
+        language,
+        action: ReplyKind::Handover,
+        handover: Some((Trigger::Topic, topic.to_owned())),
+        model: None,
+        facts: 0,
+    }
+}
+
 /// Greeting, clarification or decline: the LLM with the tenant's prompt, the
 /// fixed phrase when the LLM is absent or failing (not worth a handover).
 pub(super) async fn generate(
@@ -359,8 +417,13 @@ pub(super) async fn generate(
 pub(super) async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut Decision) {
     d.action = ReplyKind::Answer;
     // What is looked up is the question, without a greeting before it.
-    let query = decide::after_greeting(text).unwrap_or(text);
-    let facts = match rt.knowledge.search(query, FACTS).await {
+    let query = crate::keywords::after_greeting(text).unwrap_or(text);
+    let limit = if rt.llm.configured() {
+        FACTS
+    } else {
+        CANDIDATES
+    };
+    let facts = match rt.knowledge.search(query, limit).await {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(error = %e, "knowledge lookup failed");
@@ -392,13 +455,31 @@ pub(super) async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut D
     if !rt.llm.configured() {
         // Internal documents are for the LLM and managers, never quoted.
         let facts: Vec<&crate::knowledge::Fact> = facts.iter().filter(|f| !internal(f)).collect();
+        // The candidates re-ranked by the question's words, then the best five.
+        let candidates: Vec<&str> = facts.iter().map(|f| f.content.as_str()).collect();
+        let facts: Vec<&crate::knowledge::Fact> = super::extract::rerank(&candidates, query)
+            .into_iter()
+            .take(FACTS)
+            .map(|i| facts[i])
+            .collect();
+        d.facts = facts.len();
         // Retrieval-only: the facts' own sentences that answer, or an honest
         // "don't know"; greeted back first when the customer greeted (an LLM
         // does that itself).
-        let reply = if facts.is_empty() {
+        let passages: Vec<&str> = facts.iter().map(|f| f.content.as_str()).collect();
+        // Near the floor a fact must share a word with the question.
+        let best = facts
+            .iter()
+            .copied()
+            .max_by(|a, b| a.score.total_cmp(&b.score));
+        let sure = match (&rt.config.knowledge, best) {
+            (Some(k), Some(best)) => best.score >= k.min_score + crate::knowledge::SURE_MARGIN,
+            (None, best) => best.is_some(),
+            (_, None) => false,
+        };
+        let reply = if facts.is_empty() || !(sure || super::extract::grounded(&passages, query)) {
             phrase(Phrase::NoAnswer, d.language).into()
         } else {
-            let passages: Vec<&str> = facts.iter().map(|f| f.content.as_str()).collect();
             super::extract::answer(&passages, query, super::extract::REPLY_CHARS)
         };
         d.reply = if query.len() < text.len() {

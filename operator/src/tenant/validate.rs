@@ -18,6 +18,16 @@ pub fn validate(tc: &TrufflesClient) -> Result<(), InvalidSpec> {
             spec.runtime.replicas
         )));
     }
+    if let Some(topic) = spec.handover.topics.iter().find(|t| {
+        !truffles_crds::client::BUILT_IN_HANDOVER_TOPICS.contains(&t.name.as_str())
+            && t.examples.is_empty()
+    }) {
+        return Err(InvalidSpec(format!(
+            "handover.topics: {:?} is not a built-in topic ({}) and has no examples to match it by",
+            topic.name,
+            truffles_crds::client::BUILT_IN_HANDOVER_TOPICS.join(", ")
+        )));
+    }
     let rotations = super::custody::rotation_requests(tc.annotations());
     if let Some(message) = super::custody::unknown_rotation(&rotations) {
         return Err(InvalidSpec(message));
@@ -150,6 +160,26 @@ mod tests {
     use crate::tenant::test_client as client;
 
     const DEFAULT: &str = "ghcr.io/truffles-kz/truffles-bot:0.1.0";
+
+    #[test]
+    fn a_topic_of_the_tenants_own_needs_examples() {
+        let handover = |topics: serde_json::Value| {
+            client(
+                serde_json::json!({"handover": {"adapter": {"type": "whatsappWeb"}, "topics": topics}}),
+            )
+        };
+        assert!(validate(&handover(serde_json::json!([{"name": "payment"}]))).is_ok());
+        assert!(validate(&handover(serde_json::json!([]))).is_ok());
+        assert!(
+            validate(&handover(serde_json::json!([
+                {"name": "warranty", "examples": ["Гарантия закончилась, что делать?"]}
+            ])))
+            .is_ok()
+        );
+        let err = validate(&handover(serde_json::json!([{"name": "warranty"}])))
+            .expect_err("no examples");
+        assert!(err.0.contains("\"warranty\""), "{err}");
+    }
 
     #[test]
     fn only_the_platforms_images_run() {
