@@ -1,5 +1,6 @@
 //! A tenant's Qdrant collection for the server backend: `{name}_knowledge`,
-//! one unnamed cosine vector of the embedding model's size, and keyword
+//! one unnamed cosine vector of the embedding model's size, the `bm25`
+//! sparse vector (IDF applied by Qdrant) for lexical search, and keyword
 //! indexes on the payload fields chunks are filtered and deleted by. Here
 //! beside the SQL schema because both the operator (onboarding, purge) and
 //! the runtime's knowledge sync (a lost collection is created again) need
@@ -7,13 +8,16 @@
 
 use qdrant_client::Qdrant;
 use qdrant_client::qdrant::{
-    CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, Distance, FieldType,
-    VectorParamsBuilder, vectors_config,
+    CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, CreateVectorNameRequestBuilder,
+    Distance, FieldType, Modifier, SparseVectorCreationConfigBuilder, SparseVectorParamsBuilder,
+    SparseVectorsConfigBuilder, VectorParamsBuilder, vectors_config,
 };
 
 /// The payload field naming a chunk's document: what a removed document's
 /// points are deleted by.
 pub const DOCUMENT_ID: &str = "document_id";
+/// The sparse vector holding each chunk's BM25 term weights.
+pub const LEXICAL_VECTOR: &str = "bm25";
 /// Payload fields with a keyword index.
 pub const INDEXED_FIELDS: [&str; 4] = [DOCUMENT_ID, "source", "source_id", "type"];
 
@@ -61,23 +65,34 @@ fn qdrant_error(url: &str, e: qdrant_client::QdrantError) -> CollectionError {
     }
 }
 
+/// What [`ensure`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ensured {
+    /// There, as defined.
+    Ready,
+    /// Missing: created empty.
+    Created,
+    /// Made before lexical search: it has no `bm25` vector. The runtime
+    /// adds it ([`add_lexical`]) and writes every point again; the operator
+    /// leaves it, so that the one who re-indexes is the one who upgrades.
+    LacksLexical,
+}
+
 /// Creates the collection and its payload indexes unless it exists; an
-/// existing one must have the model's vector size. Returns whether it was
-/// created.
+/// existing one must have the model's vector size.
 pub async fn ensure(
     client: &Qdrant,
     url: &str,
     name: &str,
     dimensions: u64,
-) -> Result<bool, CollectionError> {
+) -> Result<Ensured, CollectionError> {
     let err = |e| qdrant_error(url, e);
     if client.collection_exists(name).await.map_err(err)? {
         let info = client.collection_info(name).await.map_err(err)?;
-        let size = info
-            .result
-            .and_then(|i| i.config)
-            .and_then(|c| c.params)
-            .and_then(|p| p.vectors_config)
+        let params = info.result.and_then(|i| i.config).and_then(|c| c.params);
+        let size = params
+            .as_ref()
+            .and_then(|p| p.vectors_config.clone())
             .and_then(|v| v.config);
         if let Some(vectors_config::Config::Params(params)) = size
             && params.size != dimensions
@@ -88,12 +103,25 @@ pub async fn ensure(
                 wanted: dimensions,
             });
         }
-        return Ok(false);
+        let lexical = params
+            .and_then(|p| p.sparse_vectors_config)
+            .is_some_and(|s| s.map.contains_key(LEXICAL_VECTOR));
+        return Ok(if lexical {
+            Ensured::Ready
+        } else {
+            Ensured::LacksLexical
+        });
     }
+    let mut sparse = SparseVectorsConfigBuilder::default();
+    sparse.add_named_vector_params(
+        LEXICAL_VECTOR,
+        SparseVectorParamsBuilder::default().modifier(Modifier::Idf),
+    );
     client
         .create_collection(
             CreateCollectionBuilder::new(name)
-                .vectors_config(VectorParamsBuilder::new(dimensions, Distance::Cosine)),
+                .vectors_config(VectorParamsBuilder::new(dimensions, Distance::Cosine))
+                .sparse_vectors_config(sparse),
         )
         .await
         .map_err(err)?;
@@ -105,7 +133,23 @@ pub async fn ensure(
             .await
             .map_err(err)?;
     }
-    Ok(true)
+    Ok(Ensured::Created)
+}
+
+/// Gives a collection made before lexical search its `bm25` vector.
+pub async fn add_lexical(client: &Qdrant, url: &str, name: &str) -> Result<(), CollectionError> {
+    client
+        .create_vector_name(
+            CreateVectorNameRequestBuilder::new(
+                name,
+                LEXICAL_VECTOR,
+                SparseVectorCreationConfigBuilder::default().modifier(Modifier::Idf),
+            )
+            .wait(true),
+        )
+        .await
+        .map_err(|e| qdrant_error(url, e))?;
+    Ok(())
 }
 
 /// Deletes the collection (a purge). Returns whether there was one.

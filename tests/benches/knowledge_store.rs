@@ -1,11 +1,11 @@
 //! Knowledge base figures: each vector store with 10k chunks (upsert rate,
-//! query latency p50/p99, with vectors that need no embedder): Qdrant Edge
-//! in-process, and the Qdrant server backend through qdrant-client against the
-//! tests' Qdrant server (Qdrant's gRPC API over Qdrant's engine on loopback; no
-//! real Qdrant server can be installed here, so its figure is the client,
-//! gRPC and engine cost, not a production server's). Then a sync of generated
-//! documents through the real local embedding model, with the embedder's own
-//! time measured apart.
+//! hybrid query latency p50/p99 — dense and BM25 lists fused — with dense
+//! vectors that need no embedder and the real BM25 model's sparse ones):
+//! Qdrant Edge in-process, and the Qdrant server backend through
+//! qdrant-client against the test environment's Qdrant server (a debug build
+//! on loopback: the client, gRPC and engine cost, not a production server's).
+//! Then a sync of generated documents through the real local embedding
+//! model, with the embedder's own time measured apart.
 //!
 //!   make bench            (TRUFFLES_BENCH_CHUNKS=10000, TRUFFLES_BENCH_DOCS=200)
 //!
@@ -17,8 +17,9 @@ use anyhow::Result;
 use serde_json::json;
 use truffles_bot::knowledge::edge::EdgeStore;
 use truffles_bot::knowledge::embed::Kind;
+use truffles_bot::knowledge::lexical::Lexical;
 use truffles_bot::knowledge::qdrant::QdrantStore;
-use truffles_bot::knowledge::{KnowledgeBase, Point, QdrantConfig, VectorStore, sync};
+use truffles_bot::knowledge::{KnowledgeBase, Point, QdrantConfig, Search, VectorStore, sync};
 use truffles_crds::client::KnowledgeSource;
 use truffles_tests::peak_rss_mib;
 use truffles_tests::runtime::{TenantRuntime, local_knowledge};
@@ -52,6 +53,14 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 async fn store_figures(name: &str, store: &dyn VectorStore, chunks: usize) -> Result<()> {
     store.ensure().await?;
+    let bm25 = Lexical::new(125)?;
+    let text = |i: usize| {
+        format!(
+            "Букет {i}: {} роз, цена {} ₸, доставка по Алматы",
+            i % 51,
+            1_000 + i * 7
+        )
+    };
     let started = Instant::now();
     for batch in (0..chunks).collect::<Vec<_>>().chunks(500) {
         let points = batch
@@ -59,7 +68,8 @@ async fn store_figures(name: &str, store: &dyn VectorStore, chunks: usize) -> Re
             .map(|i| Point {
                 id: uuid::Uuid::new_v4(),
                 vector: vector(*i as u64, 384),
-                payload: json!({"content": format!("chunk {i}"), "source": "bench", "source_id": format!("doc-{}", i / 10)}),
+                lexical: bm25.document(&text(*i)),
+                payload: json!({"content": text(*i), "source": "bench", "source_id": format!("doc-{}", i / 10)}),
             })
             .collect();
         store.upsert(points).await?;
@@ -68,12 +78,19 @@ async fn store_figures(name: &str, store: &dyn VectorStore, chunks: usize) -> Re
     let mut latencies = Vec::new();
     for q in 0..500u64 {
         let t = Instant::now();
-        store.search(vector(1_000_000 + q, 384), 5, 0.0).await?;
+        store
+            .search(Search {
+                dense: vector(1_000_000 + q, 384),
+                lexical: bm25.query(&format!("сколько стоит букет из {} роз", q % 51)),
+                limit: 5,
+                threshold: -1.0,
+            })
+            .await?;
         latencies.push(t.elapsed());
     }
     latencies.sort();
     println!(
-        "{name}, {chunks} chunks of 384 dims: upsert {:.0} chunks/s; query top-5 p50 {:.2} ms p99 {:.2} ms (500 queries)",
+        "{name}, {chunks} chunks of 384 dims: upsert {:.0} chunks/s; hybrid query top-5 p50 {:.2} ms p99 {:.2} ms (500 queries)",
         chunks as f64 / upsert.as_secs_f64(),
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),

@@ -7,7 +7,10 @@
 use anyhow::{Context, Result};
 use qdrant_client::Qdrant;
 use qdrant_client::qdrant::vectors_config::Config;
-use qdrant_client::qdrant::{CountPointsBuilder, Distance, PayloadSchemaType};
+use qdrant_client::qdrant::{
+    CountPointsBuilder, DeleteVectorNameRequestBuilder, Distance, Modifier, PayloadSchemaType,
+};
+use truffles_migrations::collection::LEXICAL_VECTOR;
 
 /// Payload indexes: field and type, sorted by field.
 pub type Indexes = Vec<(String, PayloadSchemaType)>;
@@ -72,6 +75,38 @@ impl TestQdrant {
         indexes.sort();
         let distance = Distance::try_from(params.distance).unwrap_or(Distance::UnknownDistance);
         Ok(Some((params.size, distance, indexes)))
+    }
+
+    /// The modifier of the collection's `bm25` sparse vector, `None` when
+    /// it has none.
+    pub async fn lexical(&self, collection: &str) -> Result<Option<Modifier>> {
+        let info = self
+            .client
+            .collection_info(collection)
+            .await?
+            .result
+            .context("no collection info")?;
+        Ok(info
+            .config
+            .and_then(|c| c.params)
+            .and_then(|p| p.sparse_vectors_config)
+            .and_then(|s| s.map.get(LEXICAL_VECTOR).cloned())
+            .map(|v| {
+                v.modifier
+                    .and_then(|m| Modifier::try_from(m).ok())
+                    .unwrap_or(Modifier::None)
+            }))
+    }
+
+    /// Removes the `bm25` vector, points kept: a collection as it was
+    /// before lexical search.
+    pub async fn drop_lexical(&self, collection: &str) -> Result<()> {
+        self.client
+            .delete_vector_name(
+                DeleteVectorNameRequestBuilder::new(collection, LEXICAL_VECTOR).wait(true),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Exact point count, `None` when the collection does not exist.

@@ -14,6 +14,7 @@ pub mod chunk;
 pub mod drive;
 pub mod edge;
 pub mod embed;
+pub mod lexical;
 pub mod qdrant;
 pub mod query;
 pub mod store;
@@ -21,13 +22,15 @@ pub mod sync;
 pub mod upload;
 
 pub use qdrant::QdrantConfig;
-pub use store::{Point, StoreFuture, VectorStore};
+pub use store::{Point, Search, StoreFuture, VectorStore};
 
 use chunk::Chunker;
 use edge::EdgeStore;
 use embed::{Embedder, Kind};
+use lexical::Lexical;
 
-/// One retrieved passage.
+/// One retrieved passage: `score` is its cosine similarity to the question;
+/// the order facts come in is the fused (dense and lexical) rank.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Fact {
     pub content: String,
@@ -100,6 +103,8 @@ pub struct KnowledgeBase {
     /// Shared with the blocking thread that parses a document.
     pub chunker: Arc<Chunker>,
     pub embedder: Embedder,
+    /// BM25 term weights of chunks and questions.
+    pub lexical: Arc<Lexical>,
     pub store: Arc<dyn VectorStore>,
     pub min_score: f32,
 }
@@ -114,6 +119,9 @@ impl KnowledgeBase {
                 &config.model,
                 config.dimensions,
             ),
+            // A chunk is at most `max_tokens` model tokens, most far fewer;
+            // a word is about two of them.
+            lexical: Arc::new(Lexical::new(config.max_tokens / 4)?),
             store: match &config.qdrant {
                 Some(q) => Arc::new(qdrant::QdrantStore::connect(q, config.dimensions)?),
                 None => Arc::new(EdgeStore::open(&config.store_dir, config.dimensions)?),
@@ -132,7 +140,15 @@ impl Knowledge for KnowledgeBase {
                 .await?
                 .pop()
                 .ok_or_else(|| anyhow::anyhow!("no embedding for the query"))?;
-            let found = self.store.search(vector, limit, self.min_score).await?;
+            let found = self
+                .store
+                .search(Search {
+                    dense: vector,
+                    lexical: self.lexical.query(query),
+                    limit,
+                    threshold: self.min_score,
+                })
+                .await?;
             Ok(found
                 .into_iter()
                 .filter_map(|(score, payload)| {

@@ -8,14 +8,16 @@ use anyhow::{Context, Result};
 use qdrant_client::Qdrant;
 use qdrant_client::qdrant::points_selector::PointsSelectorOneOf;
 use qdrant_client::qdrant::{
-    Condition, CountPointsBuilder, DeletePoints, DeletePointsBuilder, Filter, PointStruct,
-    PointsIdsList, QueryPointsBuilder, UpsertPoints, UpsertPointsBuilder,
+    Condition, CountPointsBuilder, DeletePoints, DeletePointsBuilder, Filter, NamedVectors,
+    PointStruct, PointsIdsList, PrefetchQueryBuilder, Query, QueryPoints, QueryPointsBuilder,
+    RrfBuilder, UpsertPoints, UpsertPointsBuilder, Vector, VectorInput, vector_output,
+    vectors_output,
 };
 use serde_json::Value;
 use truffles_migrations::collection;
 use uuid::Uuid;
 
-use super::store::{Point, StoreFuture, VectorStore};
+use super::store::{Point, RRF_K, Search, StoreFuture, VectorStore, admitted};
 
 /// A Qdrant server (`knowledge.vectorStore.backend: Qdrant`).
 #[derive(Clone)]
@@ -87,7 +89,15 @@ fn upsert_requests(collection: &str, points: Vec<Point>) -> Result<Vec<UpsertPoi
             .map(|p| {
                 let payload = qdrant_client::Payload::try_from(p.payload)
                     .context("a chunk's payload is no JSON object")?;
-                Ok(PointStruct::new(p.id.to_string(), p.vector, payload))
+                let mut vectors =
+                    NamedVectors::default().add_vector("", Vector::new_dense(p.vector));
+                if !p.lexical.is_empty() {
+                    vectors = vectors.add_vector(
+                        collection::LEXICAL_VECTOR,
+                        Vector::new_sparse(p.lexical.indices, p.lexical.values),
+                    );
+                }
+                Ok(PointStruct::new(p.id.to_string(), vectors, payload))
             })
             .collect::<Result<_>>()?;
         requests.push(
@@ -99,6 +109,46 @@ fn upsert_requests(collection: &str, points: Vec<Point>) -> Result<Vec<UpsertPoi
     Ok(requests)
 }
 
+/// The dense nearest points above the floor and the lexical best matches,
+/// fused by Qdrant by rank; each with its dense vector, for its cosine.
+fn hybrid_request(collection: &str, search: &Search) -> QueryPoints {
+    let mut request = QueryPointsBuilder::new(collection).add_prefetch(
+        PrefetchQueryBuilder::default()
+            .query(Query::new_nearest(search.dense.clone()))
+            .score_threshold(search.threshold)
+            .limit(search.limit as u64),
+    );
+    if !search.lexical.is_empty() {
+        request = request.add_prefetch(
+            PrefetchQueryBuilder::default()
+                .query(Query::new_nearest(VectorInput::new_sparse(
+                    search.lexical.indices.clone(),
+                    search.lexical.values.clone(),
+                )))
+                .using(collection::LEXICAL_VECTOR)
+                .limit(search.limit as u64),
+        );
+    }
+    request
+        .query(Query::new_rrf(RrfBuilder::with_k(RRF_K as u32)))
+        .limit(search.limit as u64)
+        .with_payload(true)
+        .with_vectors(true)
+        .build()
+}
+
+/// The unnamed dense vector of a returned point.
+fn dense(vectors: Option<qdrant_client::qdrant::VectorsOutput>) -> Option<Vec<f32>> {
+    let output = match vectors?.vectors_options? {
+        vectors_output::VectorsOptions::Vector(v) => v,
+        vectors_output::VectorsOptions::Vectors(mut named) => named.vectors.remove("")?,
+    };
+    match output.into_vector() {
+        vector_output::Vector::Dense(d) => Some(d.data),
+        _ => None,
+    }
+}
+
 /// A deletion answered once Qdrant has applied it.
 fn delete_request(collection: &str, selector: impl Into<PointsSelectorOneOf>) -> DeletePoints {
     DeletePointsBuilder::new(collection)
@@ -108,19 +158,26 @@ fn delete_request(collection: &str, selector: impl Into<PointsSelectorOneOf>) ->
 }
 
 impl VectorStore for QdrantStore {
-    fn ensure(&self) -> StoreFuture<'_, ()> {
+    fn ensure(&self) -> StoreFuture<'_, bool> {
         Box::pin(async move {
-            let created = collection::ensure(
+            let ensured = collection::ensure(
                 &self.client,
                 &self.url,
                 &self.collection,
                 self.dimensions as u64,
             )
             .await?;
-            if created {
-                tracing::warn!(collection = %self.collection, "the Qdrant collection was missing: created it empty");
+            match ensured {
+                collection::Ensured::Ready => return Ok(false),
+                collection::Ensured::Created => {
+                    tracing::warn!(collection = %self.collection, "the Qdrant collection was missing: created it empty");
+                }
+                collection::Ensured::LacksLexical => {
+                    collection::add_lexical(&self.client, &self.url, &self.collection).await?;
+                    tracing::info!(collection = %self.collection, "the Qdrant collection got its lexical vector: re-indexing");
+                }
             }
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -154,37 +211,23 @@ impl VectorStore for QdrantStore {
         )])))
     }
 
-    fn search(
-        &self,
-        vector: Vec<f32>,
-        limit: usize,
-        threshold: f32,
-    ) -> StoreFuture<'_, Vec<(f32, Value)>> {
+    fn search(&self, search: Search) -> StoreFuture<'_, Vec<(f32, Value)>> {
         Box::pin(async move {
             let found = self
                 .client
-                .query(
-                    QueryPointsBuilder::new(&self.collection)
-                        .query(vector)
-                        .limit(limit as u64)
-                        .score_threshold(threshold)
-                        .with_payload(true),
-                )
+                .query(hybrid_request(&self.collection, &search))
                 .await
                 .map_err(anyhow::Error::from)
                 .with_context(|| self.context("searching"))?;
-            Ok(found
-                .result
-                .into_iter()
-                .map(|p| {
-                    let payload = p
-                        .payload
-                        .into_iter()
-                        .map(|(k, v)| (k, Value::from(v)))
-                        .collect();
-                    (p.score, Value::Object(payload))
-                })
-                .collect())
+            let fused = found.result.into_iter().map(|p| {
+                let payload = p
+                    .payload
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::from(v)))
+                    .collect();
+                (dense(p.vectors), Value::Object(payload))
+            });
+            Ok(admitted(fused, &search.dense, search.threshold))
         })
     }
 
@@ -214,6 +257,7 @@ mod tests {
         Point {
             id: Uuid::from_u128(i as u128),
             vector: vec![0.5; 4],
+            lexical: Default::default(),
             payload: serde_json::json!({"text": format!("chunk {i}")}),
         }
     }

@@ -208,14 +208,15 @@ pub async fn sync(
     read_sources: &HashSet<String>,
 ) -> Result<Report> {
     let mut report = Report::default();
-    kb.store.ensure().await?;
+    let rewrite = kb.store.ensure().await?;
     let indexed_chunks: i64 = sqlx::query_scalar(
         "SELECT coalesce(sum(chunk_count), 0)::int8 FROM documents WHERE status = 'indexed'",
     )
     .fetch_one(db)
     .await?;
-    // The store lost points (a new volume, a wiped directory): rebuild all.
-    let rebuild = kb.store.count().await? < indexed_chunks as usize;
+    // The store lost points (a new volume, a wiped directory) or was made
+    // before lexical search: rebuild all.
+    let rebuild = rewrite || kb.store.count().await? < indexed_chunks as usize;
     if rebuild {
         tracing::warn!(
             indexed_chunks,
@@ -383,6 +384,7 @@ async fn index(kb: &KnowledgeBase, doc: &SourceDocument, document_id: Uuid) -> R
         .map(|(content, vector)| Point {
             id: Uuid::new_v4(),
             vector,
+            lexical: kb.lexical.document(&content),
             payload: json!({
                 "content": content, "type": doc.doc_type, "source": doc.source_name, "source_id": doc.source_id,
                 "document_id": document_id, "updated_at": updated_at,

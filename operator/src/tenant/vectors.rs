@@ -62,8 +62,14 @@ pub async fn ensure(
     };
     let collection_name = collection::name(name);
     let dimensions = u64::from(tc.spec.llm.embedding_dimensions);
-    if collection::ensure(&client, &url, &collection_name, dimensions).await? {
-        tracing::info!(client = %name, collection = %collection_name, "Qdrant collection created");
+    match collection::ensure(&client, &url, &collection_name, dimensions).await? {
+        collection::Ensured::Ready => {}
+        collection::Ensured::Created => {
+            tracing::info!(client = %name, collection = %collection_name, "Qdrant collection created");
+        }
+        collection::Ensured::LacksLexical => {
+            tracing::info!(client = %name, collection = %collection_name, "Qdrant collection from before lexical search: the runtime adds it and re-indexes");
+        }
     }
     Ok(VectorStore::Collection {
         name: collection_name,

@@ -18,7 +18,7 @@ use truffles_tests::runtime::{TenantRuntime, chatflow_text, local_knowledge};
 use truffles_tests::workspace_root;
 
 /// A temporary folder with the example documents as source `catalog`.
-fn sources() -> Result<(PathBuf, Vec<KnowledgeSource>)> {
+pub(crate) fn sources() -> Result<(PathBuf, Vec<KnowledgeSource>)> {
     let dir = std::env::temp_dir().join(format!("truffles-kb-{}", uuid::Uuid::new_v4().simple()));
     let catalog = dir.join("sources/catalog");
     std::fs::create_dir_all(&catalog)?;
@@ -42,7 +42,7 @@ fn sources() -> Result<(PathBuf, Vec<KnowledgeSource>)> {
     Ok((dir, vec![source]))
 }
 
-async fn run(
+pub(crate) async fn run(
     kb: &KnowledgeBase,
     rt: &TenantRuntime,
     sources: &[KnowledgeSource],
@@ -81,6 +81,7 @@ async fn orphan(kb: &KnowledgeBase, rt: &TenantRuntime, source_id: &str) -> Resu
         .upsert(vec![Point {
             id: uuid::Uuid::new_v4(),
             vector: vec![1.0 / (384f32).sqrt(); 384],
+            lexical: Default::default(),
             payload: json!({"content": "orphan", "document_id": document}),
         }])
         .await

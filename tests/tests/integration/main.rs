@@ -20,5 +20,6 @@ mod operator;
 mod privacy;
 mod redis;
 mod report;
+mod retrieval;
 mod runtime;
 mod security;
