@@ -20,6 +20,7 @@ pub mod query;
 pub mod store;
 pub mod sync;
 pub mod upload;
+pub mod vocabulary;
 
 pub use qdrant::QdrantConfig;
 pub use store::{Point, Search, StoreFuture, VectorStore};
@@ -28,6 +29,7 @@ use chunk::Chunker;
 use edge::EdgeStore;
 use embed::{Embedder, Kind};
 use lexical::Lexical;
+use vocabulary::Vocabulary;
 
 /// One retrieved passage: `score` is its cosine similarity to the question;
 /// the order facts come in is the fused (dense and lexical) rank.
@@ -44,6 +46,23 @@ pub trait Knowledge: Send + Sync {
     /// The most relevant facts for `query`, best first; empty when nothing in
     /// the knowledge base is relevant enough.
     fn search<'a>(&'a self, query: &'a str, limit: usize) -> SearchFuture<'a>;
+
+    /// `text` with the customer's misspelt, clipped or transliterated words
+    /// read as the business's own (`vocabulary.rs`).
+    fn correct(&self, text: &str) -> String {
+        text.to_owned()
+    }
+
+    /// The same, with `hint` words added to the lexical side only: what a
+    /// row holding the kind of fact asked for says ("тенге" for a price).
+    fn search_hinted<'a>(
+        &'a self,
+        query: &'a str,
+        _hint: &'a str,
+        limit: usize,
+    ) -> SearchFuture<'a> {
+        self.search(query, limit)
+    }
 }
 
 /// A tenant without a knowledge base.
@@ -107,6 +126,8 @@ pub struct KnowledgeBase {
     pub lexical: Arc<Lexical>,
     pub store: Arc<dyn VectorStore>,
     pub min_score: f32,
+    /// The indexed documents' words, replaced after each sync.
+    pub vocabulary: std::sync::RwLock<Arc<Vocabulary>>,
 }
 
 impl KnowledgeBase {
@@ -127,12 +148,30 @@ impl KnowledgeBase {
                 None => Arc::new(EdgeStore::open(&config.store_dir, config.dimensions)?),
             },
             min_score: config.min_score,
+            vocabulary: Default::default(),
         })
     }
 }
 
 impl Knowledge for KnowledgeBase {
+    fn correct(&self, text: &str) -> String {
+        let vocabulary = match self.vocabulary.read() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        vocabulary.correct(text)
+    }
+
     fn search<'a>(&'a self, query: &'a str, limit: usize) -> SearchFuture<'a> {
+        self.search_hinted(query, "", limit)
+    }
+
+    fn search_hinted<'a>(
+        &'a self,
+        query: &'a str,
+        hint: &'a str,
+        limit: usize,
+    ) -> SearchFuture<'a> {
         Box::pin(async move {
             let vector = self
                 .embedder
@@ -144,7 +183,7 @@ impl Knowledge for KnowledgeBase {
                 .store
                 .search(Search {
                     dense: vector,
-                    lexical: self.lexical.query(query),
+                    lexical: self.lexical.query(&format!("{query} {hint}")),
                     limit,
                     threshold: self.min_score,
                 })

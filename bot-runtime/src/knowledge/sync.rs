@@ -4,6 +4,7 @@
 //! lost vector store is rebuilt by the same run.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -14,6 +15,7 @@ use uuid::Uuid;
 
 use super::Point;
 use super::embed::Kind;
+use super::vocabulary::Vocabulary;
 use super::{KnowledgeBase, KnowledgeConfig};
 use crate::audit;
 use crate::fetch::Fetcher;
@@ -251,7 +253,7 @@ pub async fn sync(
             None => (Uuid::new_v4(), Vec::new(), "added"),
         };
         match index(kb, doc, id).await {
-            Ok(points) => {
+            Ok((points, words)) => {
                 // New points first, then the old ones go: a search meanwhile
                 // sees the old or the new document, never a half of one.
                 kb.store
@@ -265,10 +267,11 @@ pub async fn sync(
                 let mut tx = db.begin().await?;
                 sqlx::query(
                     "INSERT INTO documents (id, source, source_name, source_id, filename, content_hash, doc_type, point_ids,
-                                            chunk_count, status, error, indexed_at, updated_at, deleted_at)
-                     VALUES ($1, $9, $2, $3, $4, $5, $6, $7, $8, 'indexed', NULL, now(), now(), NULL)
+                                            chunk_count, status, error, indexed_at, updated_at, deleted_at, words)
+                     VALUES ($1, $9, $2, $3, $4, $5, $6, $7, $8, 'indexed', NULL, now(), now(), NULL, $10)
                      ON CONFLICT (source_name, source_id) DO UPDATE SET
                          content_hash = EXCLUDED.content_hash, doc_type = EXCLUDED.doc_type, point_ids = EXCLUDED.point_ids,
+                         words = EXCLUDED.words,
                          chunk_count = EXCLUDED.chunk_count, status = 'indexed', error = NULL, indexed_at = now(),
                          updated_at = now(), deleted_at = NULL",
                 )
@@ -281,6 +284,7 @@ pub async fn sync(
                 .bind(&points)
                 .bind(points.len() as i32)
                 .bind(doc.kind)
+                .bind(&words)
                 .execute(&mut *tx)
                 .await?;
                 audit::record(
@@ -357,11 +361,37 @@ pub async fn sync(
         report.removed += 1;
     }
     kb.store.flush().await?;
+    load_vocabulary(kb, db).await?;
     Ok(report)
 }
 
-/// Chunks, embeds and stores one document; returns its point ids.
-async fn index(kb: &KnowledgeBase, doc: &SourceDocument, document_id: Uuid) -> Result<Vec<Uuid>> {
+/// The indexed documents' words as the knowledge base's vocabulary (each
+/// with the number of documents that have it).
+pub async fn load_vocabulary(kb: &KnowledgeBase, db: &PgPool) -> Result<()> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT w, count(*) FROM documents, unnest(words) AS w WHERE status = 'indexed' GROUP BY w",
+    )
+    .fetch_all(db)
+    .await
+    .context("reading the knowledge base's vocabulary")?;
+    let vocabulary = Vocabulary::new(
+        rows.into_iter()
+            .map(|(w, n)| (w, u32::try_from(n).unwrap_or(u32::MAX))),
+    );
+    let mut slot = match kb.vocabulary.write() {
+        Ok(slot) => slot,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    *slot = Arc::new(vocabulary);
+    Ok(())
+}
+
+/// Chunks, embeds and stores one document; returns its point ids and words.
+async fn index(
+    kb: &KnowledgeBase,
+    doc: &SourceDocument,
+    document_id: Uuid,
+) -> Result<(Vec<Uuid>, Vec<String>)> {
     // Parsing is CPU-bound and runs untrusted files: off the async workers.
     let (chunker, name, content) = (
         kb.chunker.clone(),
@@ -372,6 +402,7 @@ async fn index(kb: &KnowledgeBase, doc: &SourceDocument, document_id: Uuid) -> R
         .await
         .context("the parsing thread")??;
     anyhow::ensure!(!chunks.is_empty(), "the document has no text");
+    let words = super::vocabulary::document_words(&chunks.join("\n"));
     let vectors = kb
         .embedder
         .embed(&chunks, Kind::Passage)
@@ -393,7 +424,7 @@ async fn index(kb: &KnowledgeBase, doc: &SourceDocument, document_id: Uuid) -> R
         .collect();
     let ids = points.iter().map(|p| p.id).collect();
     kb.store.upsert(points).await?;
-    Ok(ids)
+    Ok((ids, words))
 }
 
 fn chrono_now() -> String {

@@ -11,96 +11,7 @@
 /// How long a retrieval-only answer may be: a fact or two, not a document.
 pub const REPLY_CHARS: usize = 350;
 
-/// Words that say nothing about what is asked.
-const STOPWORDS: &[&str] = &[
-    "что",
-    "как",
-    "это",
-    "есть",
-    "или",
-    "для",
-    "все",
-    "вас",
-    "вам",
-    "ваш",
-    "ваши",
-    "мне",
-    "можно",
-    "пожалуйста",
-    "сколько",
-    "стоит",
-    "через",
-    "когда",
-    "нужно",
-    "где",
-    "там",
-    "здесь",
-    "скажите",
-    "подскажите",
-    "какая",
-    "какой",
-    "какие",
-    "the",
-    "and",
-    "you",
-    "are",
-    "have",
-    "what",
-    "how",
-    "can",
-    "please",
-    "your",
-    "does",
-    "is",
-    "do",
-    "қанша",
-    "бар",
-    "ма",
-    "ме",
-    "ба",
-    "бе",
-];
-
-/// Lower-case, ё as е: the spelling customers and documents mix.
-fn normalize(word: &str) -> String {
-    word.to_lowercase().replace('ё', "е")
-}
-
-fn tokens(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(normalize)
-        .collect()
-}
-
-/// The part of a word inflection leaves alone: its first five letters
-/// ("находитесь", "находимся" → "наход"; "оплатить", "оплата" → "оплат").
-fn stem(word: &str) -> String {
-    word.chars().take(5).collect()
-}
-
-/// The question's words worth matching: numbers exactly, other words by stem.
-fn question_words(question: &str) -> Vec<String> {
-    let mut words: Vec<String> = tokens(question)
-        .into_iter()
-        .filter(|w| {
-            w.chars().all(|c| c.is_ascii_digit())
-                || (w.chars().count() >= 3 && !STOPWORDS.contains(&w.as_str()))
-        })
-        .collect();
-    words.sort();
-    words.dedup();
-    words
-}
-
-fn covers(unit: &[String], word: &str) -> bool {
-    if word.chars().all(|c| c.is_ascii_digit()) {
-        return unit.iter().any(|t| t == word);
-    }
-    let s = stem(word);
-    unit.iter()
-        .any(|t| t.starts_with(&s) || (t.chars().count() >= 3 && word.starts_with(&stem(t))))
-}
+use super::words::{covers, normalize, question_words, stem, tokens};
 
 /// A line without its list marker ("- ", "* ", "1. ") and Markdown emphasis.
 fn clean(line: &str) -> String {
@@ -241,6 +152,7 @@ const WANTS: &[(Want, &[&str])] = &[
             "воскресень",
             "суббот",
             "жұмыс істей",
+            "қашан жұмыс",
             "opening hours",
             "open",
         ],
@@ -255,6 +167,7 @@ const WANTS: &[(Want, &[&str])] = &[
             "куда подъехать",
             "как вас найти",
             "қайда",
+            "қайда орналас",
             "мекенжай",
             "where",
             "address",
@@ -299,14 +212,51 @@ fn wants(question: &str) -> Vec<Want> {
     found
 }
 
+/// Words a customer names the business itself by ("Где находится
+/// клиника?" asks where the business is, nothing else).
+const THE_BUSINESS: &[&str] = &[
+    "клиник",
+    "магазин",
+    "сервис",
+    "салон",
+    "офис",
+    "студи",
+    "дүкен",
+    "клиника",
+    "shop",
+    "clinic",
+];
+
 /// A word of the question that only says what kind of fact is wanted
-/// ("находитесь" in "Где вы находитесь?").
+/// ("находитесь" in "Где вы находитесь?"), or names the business.
 fn cue_word(word: &str, wants: &[Want]) -> bool {
-    WANTS
-        .iter()
-        .filter(|(w, _)| wants.contains(w))
-        .flat_map(|(_, cues)| cues.iter().flat_map(|c| tokens(c)))
-        .any(|cue| word.starts_with(&cue) || cue.starts_with(&stem(word)))
+    THE_BUSINESS.iter().any(|b| word.starts_with(b))
+        || WANTS
+            .iter()
+            .filter(|(w, _)| wants.contains(w))
+            .flat_map(|(_, cues)| cues.iter().flat_map(|c| tokens(c)))
+            .any(|cue| word.starts_with(&cue) || cue.starts_with(&stem(word)))
+}
+
+/// Words a row holding the kind of fact asked for says, for the lexical
+/// search: "Где находится клиника?" should find the row with «ул.», not the
+/// one with «клиника».
+pub fn hint(question: &str) -> String {
+    // A Kazakh question is best answered by the Kazakh part of a document.
+    let kazakh = question.chars().any(|c| "әғқңөұүһіӘҒҚҢӨҰҮҺІ".contains(c));
+    wants(question)
+        .into_iter()
+        .map(|w| match (w, kazakh) {
+            (Want::Price, _) => "тенге",
+            (Want::Hours, false) => "ежедневно выходных",
+            (Want::Hours, true) => "күн сайын",
+            (Want::Address, false) => "ул улица проспект этаж",
+            (Want::Address, true) => "көшесі сі қабат",
+            (Want::Phone, _) => "телефон whatsapp",
+            (Want::Duration, _) => "минут",
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Whether a unit holds a fact of the kind.
@@ -456,6 +406,15 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
     let several = parts(question) > 1;
     let mut chosen: Vec<usize> = Vec::new();
     let mut length = 0;
+    let worth_of = |u: &(usize, usize, String, Vec<String>), words: &[String], wanted: &[Want]| {
+        words.iter().filter(|w| covers(&u.3, w)).count()
+            + if wanted.iter().any(|w| holds(&u.2, *w)) {
+                2
+            } else {
+                0
+            }
+    };
+    let (question_words_all, wanted_all) = (uncovered.clone(), unmet.clone());
     loop {
         // A unit's worth: the question's words it covers that the chosen
         // ones do not, and two more for a kind of fact still wanted. From
@@ -492,6 +451,26 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
         uncovered.retain(|w| !covers(&all[i].3, w));
         unmet.retain(|w| !holds(&all[i].2, *w));
         chosen.push(i);
+    }
+    // Rows as good as the first ("масло поменять": the oil change with and
+    // without a filter) are part of the answer, up to three in all.
+    if let Some(&first) = chosen.first() {
+        let top = worth_of(&all[first], &question_words_all, &wanted_all);
+        let ties: Vec<usize> = (0..all.len())
+            .filter(|i| !chosen.contains(i))
+            .filter(|&i| {
+                question_words_all.iter().any(|w| covers(&all[i].3, w))
+                    && worth_of(&all[i], &question_words_all, &wanted_all) == top
+            })
+            .collect();
+        for i in ties {
+            let size = all[i].2.chars().count() + 1;
+            if chosen.len() >= 3 || length + size > max {
+                break;
+            }
+            length += size;
+            chosen.push(i);
+        }
     }
     if chosen.is_empty() {
         // No word in common anywhere, but the question asks for a kind of
@@ -539,6 +518,22 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_question_word_in_a_passage_grounds_nothing() {
+        let directions = "## Как добраться\nОт остановки «Гелиос» пять минут пешком.";
+        assert!(!grounded(&[directions], "Посоветуй, какую квартиру снять"));
+        let wisdom = "## Зуб мудрости\nУдаление — 20 000 ₸";
+        assert!(grounded(&[wisdom], "удалить зубы мудрости сколько"));
+    }
+
+    #[test]
+    fn the_lexical_hint_names_what_a_row_of_the_asked_kind_says() {
+        assert_eq!(hint("Где находится клиника?"), "ул улица проспект этаж");
+        assert_eq!(hint("Клиника қайда орналасқан?"), "көшесі сі қабат");
+        assert_eq!(hint("Сколько стоит чистка?"), "тенге");
+        assert_eq!(hint("Привет"), "");
+    }
 
     const PRICES: &str = "# Цены «Цветы Алматы»\n\n## Букеты из роз\n- Букет из 15 красных роз — 18 000 ₸\n- Букет из 25 роз — 27 000 ₸\n- Букет из 51 розы — 52 000 ₸\n";
     const SHOP: &str = "# Цветы Алматы\n\n## Адрес и часы\nМы находимся на ул. Абая, 10. Работаем ежедневно с 8:00 до 22:00.\n\n## Оплата\nПринимаем **Kaspi Pay**, наличные и карты.\n";

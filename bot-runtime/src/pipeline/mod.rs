@@ -10,6 +10,7 @@ pub mod extract;
 pub(crate) mod respond;
 pub(crate) mod store;
 mod turn;
+mod words;
 mod worker;
 
 pub use worker::run_worker;

@@ -416,14 +416,20 @@ pub(super) async fn generate(
 /// the hardcoded apology, with an automatic handover.
 pub(super) async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut Decision) {
     d.action = ReplyKind::Answer;
-    // What is looked up is the question, without a greeting before it.
-    let query = crate::keywords::after_greeting(text).unwrap_or(text);
+    // What is looked up is the question, without a greeting before it, its
+    // misspelt words read as the business's own ("брекиты" as «брекеты»; not
+    // before the keywords, which must see what the customer wrote).
+    let question = crate::keywords::after_greeting(text);
+    let greeted = question.is_some();
+    let query = rt.knowledge.correct(question.unwrap_or(text));
+    let query = query.as_str();
     let limit = if rt.llm.configured() {
         FACTS
     } else {
         CANDIDATES
     };
-    let facts = match rt.knowledge.search(query, limit).await {
+    let hint = super::extract::hint(query);
+    let facts = match rt.knowledge.search_hinted(query, &hint, limit).await {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(error = %e, "knowledge lookup failed");
@@ -477,12 +483,20 @@ pub(super) async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut D
             (None, best) => best.is_some(),
             (_, None) => false,
         };
-        let reply = if facts.is_empty() || !(sure || super::extract::grounded(&passages, query)) {
+        // A fact in the question's own language that shares no word with it
+        // is about something else, however near its meaning ("Посоветуй,
+        // какую квартиру снять" and a car's place in a box); across languages
+        // only meaning can match.
+        let same_language = best.is_some_and(|f| {
+            crate::decide::detect_language(&f.content) == crate::decide::detect_language(query)
+        });
+        let quote = super::extract::grounded(&passages, query) || (sure && !same_language);
+        let reply = if facts.is_empty() || !quote {
             phrase(Phrase::NoAnswer, d.language).into()
         } else {
             super::extract::answer(&passages, query, super::extract::REPLY_CHARS)
         };
-        d.reply = if query.len() < text.len() {
+        d.reply = if greeted {
             format!("{} {reply}", phrase(Phrase::Salutation, d.language))
         } else {
             reply

@@ -9,7 +9,7 @@ use truffles_bot::knowledge::edge::EdgeStore;
 use truffles_bot::knowledge::lexical::{Lexical, Sparse};
 use truffles_bot::knowledge::qdrant::QdrantStore;
 use truffles_bot::knowledge::{
-    KnowledgeBase, KnowledgeConfig, Point, QdrantConfig, Search, VectorStore,
+    Knowledge, KnowledgeBase, KnowledgeConfig, Point, QdrantConfig, Search, VectorStore,
 };
 use truffles_migrations::collection::LEXICAL_VECTOR;
 use truffles_tests::qdrant::TestQdrant;
@@ -206,6 +206,39 @@ async fn a_store_from_before_lexical_search_gets_its_vector_and_is_reindexed() -
         Ok(())
     })
     .await?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+/// The vocabulary a customer's words are read against is the synced
+/// documents' own: empty before the first sync, a removed document's words
+/// gone after the next.
+#[tokio::test]
+async fn a_customers_misspelt_words_are_read_as_the_synced_documents_words() -> Result<()> {
+    let rt = TenantRuntime::new("kbvocab", json!({})).await?;
+    let (dir, sources) = sources()?;
+    let config = local_knowledge(&dir)?;
+    let kb = KnowledgeBase::open(&config)?;
+    assert_eq!(
+        kb.correct("каспи есть? хризантемки"),
+        "каспи есть? хризантемки"
+    );
+    run(&kb, &rt, &sources, &config).await?;
+    // «Kaspi» is in faq.md, «хризантемами» in prices.md.
+    assert_eq!(
+        kb.correct("каспи есть? хрезантемами"),
+        "kaspi есть? хризантемами"
+    );
+    let words: Vec<String> =
+        sqlx::query_scalar("SELECT unnest(words) FROM documents WHERE source_id = 'faq.md'")
+            .fetch_all(&rt.pool)
+            .await?;
+    assert!(words.iter().any(|w| w == "kaspi"), "{words:?}");
+    std::fs::remove_file(dir.join("sources/catalog/faq.md"))?;
+    run(&kb, &rt, &sources, &config).await?;
+    assert_eq!(kb.correct("каспи есть?"), "каспи есть?");
+    // The shard writes its segments when dropped: before its folder goes.
+    drop(kb);
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
