@@ -1,7 +1,8 @@
 //! Answer-quality evaluation: three businesses of different kinds
 //! (tests/eval/<business>/: `docs/` their customer-facing documents, `internal/`
 //! a salespeople's script marked internal, `messages.csv` labelled customer
-//! messages), each a real runtime in the default mode (no LLM key:
+//! messages the rules were tuned on, `held-out.csv` ones written after them
+//! and never tuned on), each set a real runtime in the default mode (no LLM key:
 //! retrieval-only, the local multilingual embedding model), every message
 //! posted through the real ChatFlow webhook and its reply read where the
 //! customer would (the fake ChatFlow) and where the runtime recorded it.
@@ -17,6 +18,7 @@
 //!
 //!   make bench        (or: scripts/testenv.sh run -- cargo bench -p truffles-tests --bench knowledge_eval)
 //!   TRUFFLES_EVAL=dental-clinic ...   one business only
+//!   TRUFFLES_EVAL_SET=held-out ...    one set only (messages, held-out)
 //!
 //! Figures are printed, never asserted. A label that cannot be met (a fact
 //! that is in no document) stops the bench.
@@ -33,6 +35,10 @@ use truffles_bot::texts::{Phrase, phrase};
 use truffles_crds::client::KnowledgeSource;
 use truffles_tests::runtime::{TenantRuntime, chatflow_text, local_knowledge};
 use truffles_tests::workspace_root;
+
+/// The labelled sets: what the rules were tuned on, and what was written
+/// after them to measure how they hold on messages nobody tuned for.
+const SETS: &[&str] = &["messages", "held-out"];
 
 const BUSINESSES: &[(&str, &str)] = &[
     ("flower-shop", "Цветы Алматы"),
@@ -241,25 +247,32 @@ impl Tally {
 async fn main() -> Result<()> {
     truffles_tests::init();
     let only = std::env::var("TRUFFLES_EVAL").ok();
-    let mut overall = Tally::default();
-    let mut failures = Vec::new();
-    for (business, company) in BUSINESSES {
-        if only.as_deref().is_some_and(|o| o != *business) {
+    let only_set = std::env::var("TRUFFLES_EVAL_SET").ok();
+    for set in SETS {
+        if only_set.as_deref().is_some_and(|o| o != *set) {
             continue;
         }
-        let mut tally = evaluate(business, company)
-            .await
-            .with_context(|| format!("evaluating {business}"))?;
-        tally.print(business);
-        failures.extend(
-            std::mem::take(&mut tally.failures)
-                .into_iter()
-                .map(|f| format!("  {business}: {f}")),
-        );
-        overall.add(tally);
+        println!("=== {set}.csv");
+        let mut overall = Tally::default();
+        let mut failures = Vec::new();
+        for (business, company) in BUSINESSES {
+            if only.as_deref().is_some_and(|o| o != *business) {
+                continue;
+            }
+            let mut tally = evaluate(business, company, set)
+                .await
+                .with_context(|| format!("evaluating {business} ({set})"))?;
+            tally.print(business);
+            failures.extend(
+                std::mem::take(&mut tally.failures)
+                    .into_iter()
+                    .map(|f| format!("  {business}: {f}")),
+            );
+            overall.add(tally);
+        }
+        overall.print(&format!("overall ({set})"));
+        println!("failures ({}):\n{}", failures.len(), failures.join("\n"));
     }
-    overall.print("overall");
-    println!("failures ({}):\n{}", failures.len(), failures.join("\n"));
     Ok(())
 }
 
@@ -297,7 +310,7 @@ fn forbidden(docs: &[(String, String)], internal: &[(String, String)]) -> Forbid
     Forbidden { titles, internal }
 }
 
-async fn evaluate(business: &str, company: &str) -> Result<Tally> {
+async fn evaluate(business: &str, company: &str, set: &str) -> Result<Tally> {
     let eval = workspace_root().join("tests/eval").join(business);
     let docs = read_folder(&eval.join("docs"))?;
     let internal = read_folder(&eval.join("internal"))?;
@@ -309,7 +322,8 @@ async fn evaluate(business: &str, company: &str) -> Result<Tally> {
             .collect::<Vec<_>>()
             .join("\n"),
     );
-    let mut reader = csv::Reader::from_path(eval.join("messages.csv")).context("messages.csv")?;
+    let file = format!("{set}.csv");
+    let mut reader = csv::Reader::from_path(eval.join(&file)).context(file)?;
     let rows: Vec<Labelled> = reader.deserialize().collect::<Result<_, _>>()?;
     for row in &rows {
         ensure!(
