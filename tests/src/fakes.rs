@@ -117,6 +117,23 @@ impl FakeChatflow {
         lock(&self.state).failing_text = Some((text.to_owned(), n));
     }
 
+    /// Waits for the first message accepted for the chat of `phone`. The
+    /// outbox delivers at least once (a runtime stopped between a send and
+    /// its record sends it again after a restart), so a test finds a reply
+    /// by its recipient, not by its position.
+    pub async fn wait_sent_to(&self, phone: &str, within: Duration) -> anyhow::Result<Sent> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(s) = self.sent().into_iter().find(|s| s.jid.starts_with(phone)) {
+                return Ok(s);
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("ChatFlow got no message for {phone} within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until `n` messages were accepted.
     pub async fn wait_sent(&self, n: usize, within: Duration) -> anyhow::Result<Vec<Sent>> {
         let deadline = tokio::time::Instant::now() + within;
