@@ -385,27 +385,6 @@ pub fn grounded(passages: &[&str], question: &str) -> bool {
     })
 }
 
-/// The units an answer has taken and the characters they use.
-struct Picked {
-    chosen: Vec<usize>,
-    length: usize,
-    max: usize,
-}
-
-impl Picked {
-    /// Takes unit `i` if it fits the budget (the first always does: a
-    /// long fact is cut, not dropped); false when it does not.
-    fn take(&mut self, i: usize, text: &str) -> bool {
-        let size = text.chars().count() + 1;
-        if !self.chosen.is_empty() && self.length + size > self.max {
-            return false;
-        }
-        self.length += size;
-        self.chosen.push(i);
-        true
-    }
-}
-
 /// The reply to `question` from `passages` (best first): their best units,
 /// at most `max` characters. Without any word in common, the best passage's
 /// first units.
@@ -425,11 +404,8 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
     let mut uncovered = question_words(question);
     let mut unmet = wants(question);
     let several = parts(question) > 1;
-    let mut picked = Picked {
-        chosen: Vec::new(),
-        length: 0,
-        max,
-    };
+    let mut chosen: Vec<usize> = Vec::new();
+    let mut length = 0;
     let worth_of = |u: &(usize, usize, String, Vec<String>), words: &[String], wanted: &[Want]| {
         words.iter().filter(|w| covers(&u.3, w)).count()
             + if wanted.iter().any(|w| holds(&u.2, *w)) {
@@ -450,7 +426,7 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
         let best = all
             .iter()
             .enumerate()
-            .filter(|(i, _)| !picked.chosen.contains(i))
+            .filter(|(i, _)| !chosen.contains(i))
             .filter_map(|(i, u)| {
                 let gain = uncovered.iter().filter(|w| covers(&u.3, w)).count();
                 let wanted = unmet.iter().any(|w| holds(&u.2, *w));
@@ -458,7 +434,7 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
                 let enough = match (u.0, gain) {
                     (0, _) => worth >= 1,
                     // The first unit from another passage only with the fact wanted.
-                    _ if picked.chosen.is_empty() => wanted && gain >= 1,
+                    _ if chosen.is_empty() => wanted && gain >= 1,
                     (_, 0) => several && wanted,
                     _ => worth >= 2,
                 };
@@ -467,51 +443,63 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
             // The most worth; among equals the earlier passage and unit.
             .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
         let Some((i, _)) = best else { break };
-        if !picked.take(i, &all[i].2) {
+        let size = all[i].2.chars().count() + 1;
+        if !chosen.is_empty() && length + size > max {
             break;
         }
+        length += size;
         uncovered.retain(|w| !covers(&all[i].3, w));
         unmet.retain(|w| !holds(&all[i].2, *w));
+        chosen.push(i);
     }
     // Rows as good as the first ("масло поменять": the oil change with and
     // without a filter) are part of the answer, up to three in all.
-    if let Some(&first) = picked.chosen.first() {
+    if let Some(&first) = chosen.first() {
         let top = worth_of(&all[first], &question_words_all, &wanted_all);
         let ties: Vec<usize> = (0..all.len())
-            .filter(|i| !picked.chosen.contains(i))
+            .filter(|i| !chosen.contains(i))
             .filter(|&i| {
                 question_words_all.iter().any(|w| covers(&all[i].3, w))
                     && worth_of(&all[i], &question_words_all, &wanted_all) == top
             })
             .collect();
         for i in ties {
-            if picked.chosen.len() >= 3 || !picked.take(i, &all[i].2) {
+            let size = all[i].2.chars().count() + 1;
+            if chosen.len() >= 3 || length + size > max {
                 break;
             }
+            length += size;
+            chosen.push(i);
         }
     }
-    if picked.chosen.is_empty() {
+    if chosen.is_empty() {
         // No word in common anywhere, but the question asks for a kind of
         // fact ("Где вы?"): the first unit holding each kind, best passage first.
         for want in &unmet {
             if let Some(i) =
-                (0..all.len()).find(|&i| !picked.chosen.contains(&i) && holds(&all[i].2, *want))
-                && !picked.take(i, &all[i].2)
+                (0..all.len()).find(|&i| !chosen.contains(&i) && holds(&all[i].2, *want))
             {
-                break;
+                let size = all[i].2.chars().count() + 1;
+                if !chosen.is_empty() && length + size > max {
+                    break;
+                }
+                length += size;
+                chosen.push(i);
             }
         }
     }
-    if picked.chosen.is_empty() {
+    if chosen.is_empty() {
         // Similar in meaning, no word of the best passage in common (another
         // language, other words): its opening.
         for (i, u) in all.iter().enumerate().filter(|(_, u)| u.0 == 0) {
-            if !picked.take(i, &u.2) {
+            let size = u.2.chars().count() + 1;
+            if !chosen.is_empty() && length + size > max {
                 break;
             }
+            length += size;
+            chosen.push(i);
         }
     }
-    let mut chosen = picked.chosen;
     chosen.sort_unstable();
     let mut reply = String::new();
     let mut previous: Option<(usize, usize)> = None;
