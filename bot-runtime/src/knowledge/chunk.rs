@@ -1,12 +1,21 @@
-//! Documents into chunks (≈500 tokens, 50 overlap by default: knowledge.chunking): Markdown, text,
-//! HTML pages (through Markdown) and Word documents split by headings first,
-//! PDFs by paragraphs (text-splitter, tokens counted with tiktoken's
-//! cl100k), CSV and spreadsheet price lists one row per fact with the header
-//! (and sheet name) as context.
+//! Documents into chunks: Markdown, text, HTML pages (through Markdown) and
+//! Word documents as facts ([`facts`]: a row, an item with a value, a
+//! question and its answer, a section's prose) after their heading path,
+//! prose past the budget (≈500 tokens, 50 overlap by default:
+//! knowledge.chunking; text-splitter, tokens counted with tiktoken's cl100k)
+//! split again; PDFs by paragraphs; CSV and spreadsheet price lists one row
+//! per fact with the header (and sheet name) as context.
 
 use anyhow::{Context, Result, bail};
 use text_splitter::{ChunkConfig, MarkdownSplitter};
 use tiktoken_rs::CoreBPE;
+
+use super::facts::{self, row_fact};
+
+/// The chunker's version, part of each document's stored hash: changing how
+/// documents are cut (here: one chunk per fact) changes it, and the next sync
+/// indexes every document again.
+pub const CHUNKING: &[u8] = b"facts-1\0";
 
 pub struct Chunker {
     splitter: MarkdownSplitter<CoreBPE>,
@@ -68,70 +77,28 @@ impl Chunker {
 }
 
 impl Chunker {
-    /// Headings first: every section is its own chunk (split further only when
-    /// it exceeds the token budget), prefixed with the document's title so a
-    /// short section still says what it is about.
+    /// One chunk per fact ([`facts`]: a row, an FAQ pair, a section's prose),
+    /// each after the heading lines above it; prose past the token budget is
+    /// split again.
     fn markdown(&self, text: &str) -> Vec<String> {
         let mut chunks = Vec::new();
-        for (title, section) in sections(text) {
+        for fact in facts::facts(text) {
+            let path = fact.path.join("\n");
             for piece in self
                 .splitter
-                .chunks(&section)
+                .chunks(&fact.text)
                 .map(str::trim)
                 .filter(|c| !c.is_empty())
             {
-                chunks.push(match &title {
-                    Some(t) if !piece.starts_with(t.as_str()) => format!("{t}\n{piece}"),
-                    _ => piece.to_owned(),
+                chunks.push(if path.is_empty() {
+                    piece.to_owned()
+                } else {
+                    format!("{path}\n{piece}")
                 });
             }
         }
         chunks
     }
-}
-
-/// Splits Markdown at its headings (outside code fences). Returns each
-/// section with the document's first-level title, if any.
-fn sections(text: &str) -> Vec<(Option<String>, String)> {
-    let mut title: Option<String> = None;
-    let mut out: Vec<(Option<String>, String)> = Vec::new();
-    let mut current = String::new();
-    let mut fenced = false;
-    for line in text.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with("```") {
-            fenced = !fenced;
-        }
-        if !fenced && trimmed.starts_with('#') {
-            if !current.trim().is_empty() {
-                out.push((title.clone(), std::mem::take(&mut current)));
-            }
-            current.clear();
-            if trimmed.starts_with("# ") && title.is_none() {
-                title = Some(trimmed.to_owned());
-            }
-        }
-        current.push_str(line);
-        current.push('\n');
-    }
-    if !current.trim().is_empty() {
-        out.push((title.clone(), current));
-    }
-    // A section that is only a heading (the title, say) joins the next one.
-    let mut merged: Vec<(Option<String>, String)> = Vec::new();
-    let mut carry = String::new();
-    for (t, body) in out {
-        if body.trim().lines().count() <= 1 && body.trim_start().starts_with('#') {
-            carry.push_str(&body);
-            continue;
-        }
-        merged.push((t, format!("{carry}{body}")));
-        carry.clear();
-    }
-    if !carry.trim().is_empty() {
-        merged.push((title, carry));
-    }
-    merged
 }
 
 /// A web page as Markdown: headings, paragraphs, lists and tables kept;
@@ -300,28 +267,6 @@ fn heading_level(style: &str) -> Option<usize> {
         .filter(|l| (1..=6).contains(l))
 }
 
-/// A row as a fact: "Header: value; Header: value" (empty cells left out).
-fn row_fact(context: Option<&str>, headers: &[String], values: &[String]) -> Option<String> {
-    let cells: Vec<String> = values
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| !v.trim().is_empty())
-        .map(
-            |(i, v)| match headers.get(i).map(|h| h.trim()).filter(|h| !h.is_empty()) {
-                Some(h) => format!("{h}: {}", v.trim()),
-                None => v.trim().to_owned(),
-            },
-        )
-        .collect();
-    if cells.is_empty() {
-        return None;
-    }
-    Some(match context {
-        Some(c) => format!("{c}; {}", cells.join("; ")),
-        None => cells.join("; "),
-    })
-}
-
 /// One fact per row of a CSV price list, with its header.
 fn csv_rows(content: &[u8]) -> Result<Vec<String>> {
     let mut reader = csv::ReaderBuilder::new()
@@ -396,10 +341,15 @@ mod tests {
         let chunks = chunker.split("faq.md", doc.as_bytes()).expect("chunks");
         assert!(chunks.len() >= 3, "{chunks:#?}");
         let bpe = tiktoken_rs::cl100k_base().expect("tokenizer");
-        // The budget, plus the title line that names the document.
-        let title = bpe.encode_ordinary("# Цветы Алматы\n").len();
+        // The budget, plus the heading lines that say what a piece is about.
         for c in &chunks {
-            assert!(bpe.encode_ordinary(c).len() <= 60 + title, "{c}");
+            let (path, body): (Vec<&str>, Vec<&str>) = c.lines().partition(|l| l.starts_with('#'));
+            let path = bpe.encode_ordinary(&path.join("\n")).len();
+            assert!(
+                path > 0 && bpe.encode_ordinary(&body.join("\n")).len() <= 60,
+                "{c}"
+            );
+            assert!(bpe.encode_ordinary(c).len() <= 60 + path + 1, "{c}");
         }
         assert!(
             chunks
@@ -512,11 +462,11 @@ mod tests {
         assert_eq!(chunks.len(), 2, "{chunks:#?}");
         assert_eq!(
             chunks[0],
-            "# Условия доставки\n\n## Сроки\n\nПривозим за 2–3 часа, R&D не при чём."
+            "# Условия доставки\n## Сроки\nПривозим за 2–3 часа, R&D не при чём."
         );
         assert_eq!(
             chunks[1],
-            "# Условия доставки\n## Оплата\n\nKaspi QR и наличные."
+            "# Условия доставки\n## Оплата\nKaspi QR и наличные."
         );
         assert!(
             Chunker::new(500, 50)

@@ -14,6 +14,7 @@ pub mod chunk;
 pub mod drive;
 pub mod edge;
 pub mod embed;
+mod facts;
 pub mod lexical;
 pub mod qdrant;
 pub mod query;
@@ -51,6 +52,12 @@ pub trait Knowledge: Send + Sync {
     /// read as the business's own (`vocabulary.rs`).
     fn correct(&self, text: &str) -> String {
         text.to_owned()
+    }
+
+    /// Whether the business's documents have `word` or another form of it;
+    /// `None` when that is not judged (no vocabulary, a short word).
+    fn knows(&self, _word: &str) -> Option<bool> {
+        None
     }
 
     /// The same, with `hint` words added to the lexical side only: what a
@@ -151,15 +158,23 @@ impl KnowledgeBase {
             vocabulary: Default::default(),
         })
     }
+
+    /// The vocabulary of the last sync.
+    fn words(&self) -> Arc<Vocabulary> {
+        match self.vocabulary.read() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
 }
 
 impl Knowledge for KnowledgeBase {
     fn correct(&self, text: &str) -> String {
-        let vocabulary = match self.vocabulary.read() {
-            Ok(v) => v.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        vocabulary.correct(text)
+        self.words().correct(text)
+    }
+
+    fn knows(&self, word: &str) -> Option<bool> {
+        self.words().knows(word, &self.lexical.query(word).indices)
     }
 
     fn search<'a>(&'a self, query: &'a str, limit: usize) -> SearchFuture<'a> {

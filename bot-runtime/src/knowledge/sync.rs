@@ -14,6 +14,7 @@ use truffles_crds::client::KnowledgeSource;
 use uuid::Uuid;
 
 use super::Point;
+use super::chunk::CHUNKING;
 use super::embed::Kind;
 use super::vocabulary::Vocabulary;
 use super::{KnowledgeBase, KnowledgeConfig};
@@ -196,8 +197,15 @@ pub async fn run(
     Ok(report)
 }
 
+/// What a document is indexed as: its content and the way it was cut
+/// ([`CHUNKING`]), so a new chunker re-indexes documents that did not change.
 fn hash(content: &[u8]) -> String {
-    hex::encode(Sha256::digest(content))
+    hex::encode(
+        Sha256::new()
+            .chain_update(CHUNKING)
+            .chain_update(content)
+            .finalize(),
+    )
 }
 
 /// Brings the vector store and the `documents` table in line with `docs`.
@@ -377,7 +385,8 @@ pub async fn load_vocabulary(kb: &KnowledgeBase, db: &PgPool) -> Result<()> {
     let vocabulary = Vocabulary::new(
         rows.into_iter()
             .map(|(w, n)| (w, u32::try_from(n).unwrap_or(u32::MAX))),
-    );
+    )
+    .with_stems(&kb.lexical);
     let mut slot = match kb.vocabulary.write() {
         Ok(slot) => slot,
         Err(poisoned) => poisoned.into_inner(),

@@ -4,7 +4,9 @@
 //! indexed document's words are kept in `documents.words`; the vocabulary is
 //! their union, loaded after every sync.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use super::lexical::Lexical;
 
 /// Words shorter than this are left alone: too many neighbours.
 const SHORTEST: usize = 4;
@@ -13,6 +15,8 @@ const SHORTEST: usize = 4;
 pub struct Vocabulary {
     /// word → how many documents have it
     words: HashMap<String, u32>,
+    /// the words' stems as the lexical search has them
+    stems: HashSet<u32>,
 }
 
 /// Lower-case, `ё` as `е`, split on anything but letters and digits.
@@ -29,7 +33,9 @@ pub fn document_words(text: &str) -> Vec<String> {
         .into_iter()
         // Codes with digits ("скидка5", "r18") are no spelling to read a
         // customer's word as.
-        .filter(|w| w.chars().count() >= SHORTEST && !w.chars().any(|c| c.is_ascii_digit()))
+        // Three letters and more: "шин" and "роз" are the documents' words
+        // too (for `knows`); a correction still reads no word that short.
+        .filter(|w| w.chars().count() >= 3 && !w.chars().any(|c| c.is_ascii_digit()))
         .collect();
     w.sort();
     w.dedup();
@@ -40,6 +46,7 @@ impl Vocabulary {
     pub fn new(words: impl IntoIterator<Item = (String, u32)>) -> Self {
         Self {
             words: words.into_iter().collect(),
+            stems: HashSet::new(),
         }
     }
 
@@ -78,6 +85,41 @@ impl Vocabulary {
         out
     }
 
+    /// The same words as the lexical search's stems (token ids): a
+    /// question's word is known when its stem is one of them.
+    pub fn with_stems(mut self, lexical: &Lexical) -> Self {
+        self.stems = self
+            .words
+            .keys()
+            .flat_map(|w| lexical.query(w).indices)
+            .collect();
+        self
+    }
+
+    /// Whether the documents have `word` in some form: its stem(s) as the
+    /// lexical search makes them (`ids`, from [`Lexical::query`]), or its
+    /// first four letters (the stemmer keeps «хранение» and "храните"
+    /// apart). Loose on purpose: a word wrongly called unknown costs an
+    /// answer. `None` when that is not judged: a stop word (no ids), or no
+    /// vocabulary loaded yet.
+    pub fn knows(&self, word: &str, ids: &[u32]) -> Option<bool> {
+        if self.stems.is_empty() || ids.is_empty() {
+            return None;
+        }
+        let lower = word.to_lowercase().replace('ё', "е");
+        let prefix: String = lower.chars().take(4).collect();
+        Some(
+            ids.iter().all(|id| self.stems.contains(id))
+                || self.words.keys().any(|known| known.starts_with(&prefix)),
+        )
+    }
+
+    /// A word of the documents with the same first five letters.
+    fn has_form(&self, lower: &str) -> bool {
+        let stem: String = lower.chars().take(5).collect();
+        self.words.keys().any(|known| known.starts_with(&stem))
+    }
+
     /// The documents' word `word` stands for, if it is not one of theirs nor
     /// another form of one: the word clipped by up to three letters, one typo
     /// away (from six letters; two from nine), or the same word in Latin
@@ -110,8 +152,7 @@ impl Vocabulary {
         // Another form of a word the documents have ("работаете" and
         // «работаем», "delivery" and «deliver»): the stemmer and the model
         // read it already; a question word must stay as the customer wrote it.
-        let stem: String = lower.chars().take(5).collect();
-        if self.words.keys().any(|known| known.starts_with(&stem)) {
+        if self.has_form(&lower) {
             return None;
         }
         let latin = latin(&lower);
@@ -205,6 +246,26 @@ mod tests {
     }
 
     #[test]
+    fn the_business_knows_its_words_in_any_form() {
+        let lexical = Lexical::new(10).expect("bm25");
+        let v = clinic().with_stems(&lexical);
+        let knows = |w: &str| v.knows(w, &lexical.query(w).indices);
+        for word in ["брекетов", "Удалением", "kaspi", "чистку", "удалить"]
+        {
+            assert_eq!(knows(word), Some(true), "{word}");
+        }
+        assert_eq!(knows("шашлык"), Some(false));
+        assert_eq!(knows("сериал"), Some(false));
+        // Not judged: stop words, a vocabulary not loaded yet.
+        assert_eq!(knows("где"), None);
+        assert_eq!(knows("сейчас"), None);
+        assert_eq!(
+            clinic().knows("шашлык", &lexical.query("шашлык").indices),
+            None
+        );
+    }
+
+    #[test]
     fn short_words_numbers_and_strangers_are_left_alone() {
         let v = clinic();
         // Short words have too many neighbours; numbers are exact.
@@ -214,7 +275,7 @@ mod tests {
         assert_eq!(Vocabulary::default().correct("брекиты"), "брекиты");
         assert_eq!(
             document_words("Ёлка, ёлка и 2024, код СКИДКА5"),
-            ["елка".to_owned()]
+            ["елка".to_owned(), "код".to_owned()]
         );
     }
 }

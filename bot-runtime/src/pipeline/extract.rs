@@ -11,7 +11,8 @@
 /// How long a retrieval-only answer may be: a fact or two, not a document.
 pub const REPLY_CHARS: usize = 350;
 
-use super::words::{covers, normalize, question_words, stem, tokens};
+use super::wants::{Want, cue_word, holds, wants};
+use super::words::{covers, normalize, question_words, tokens};
 
 /// A line without its list marker ("- ", "* ", "1. ") and Markdown emphasis.
 fn clean(line: &str) -> String {
@@ -105,219 +106,6 @@ fn shorten(text: &str, max: usize) -> String {
     })
 }
 
-/// Kinds of fact a question asks for, by its words, and how a unit shows it
-/// holds one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Want {
-    Price,
-    Hours,
-    Address,
-    Phone,
-    Duration,
-}
-
-const WANTS: &[(Want, &[&str])] = &[
-    (
-        Want::Price,
-        &[
-            "сколько стоит",
-            "сколько стоят",
-            "стоимост",
-            "цена",
-            "цену",
-            "цен ",
-            "почем",
-            "прайс",
-            "платн",
-            "сколько будет стоить",
-            "сколько выйдет",
-            "баға",
-            "қанша тұрады",
-            "how much",
-            "price",
-            "cost",
-        ],
-    ),
-    (
-        Want::Hours,
-        &[
-            "во сколько",
-            "до скольки",
-            "работаете",
-            "работает",
-            "открыт",
-            "часы работы",
-            "график",
-            "выходн",
-            "воскресень",
-            "суббот",
-            "жұмыс істей",
-            "қашан жұмыс",
-            "opening hours",
-            "open",
-        ],
-    ),
-    (
-        Want::Address,
-        &[
-            "где ",
-            "где?",
-            "адрес",
-            "находит",
-            "куда подъехать",
-            "как вас найти",
-            "қайда",
-            "қайда орналас",
-            "мекенжай",
-            "where",
-            "address",
-            "located",
-        ],
-    ),
-    (
-        Want::Phone,
-        &["как записаться", "телефон", "позвонить", "номер для записи"],
-    ),
-    (
-        Want::Duration,
-        &[
-            "сколько длится",
-            "сколько времени",
-            "как долго",
-            "по времени",
-            "за сколько часов",
-            "сколько ждать",
-            "how long",
-        ],
-    ),
-];
-
-/// What the question asks for (its words, lower-case, ё as е, with a space
-/// after so "где" at the end matches "где ").
-fn wants(question: &str) -> Vec<Want> {
-    let q = format!("{} ", normalize(question));
-    let found: Vec<Want> = WANTS
-        .iter()
-        .filter(|(_, cues)| cues.iter().any(|c| q.contains(c)))
-        .map(|(w, _)| *w)
-        .collect();
-    // "Фторирование сколько?": a bare "how much" in a shop's chat is a price.
-    if found.is_empty()
-        && ["сколько", "қанша", "how much"]
-            .iter()
-            .any(|c| q.contains(c))
-    {
-        return vec![Want::Price];
-    }
-    found
-}
-
-/// Words a customer names the business itself by ("Где находится
-/// клиника?" asks where the business is, nothing else).
-const THE_BUSINESS: &[&str] = &[
-    "клиник",
-    "магазин",
-    "сервис",
-    "салон",
-    "офис",
-    "студи",
-    "дүкен",
-    "клиника",
-    "shop",
-    "clinic",
-];
-
-/// A word of the question that only says what kind of fact is wanted
-/// ("находитесь" in "Где вы находитесь?"), or names the business.
-fn cue_word(word: &str, wants: &[Want]) -> bool {
-    THE_BUSINESS.iter().any(|b| word.starts_with(b))
-        || WANTS
-            .iter()
-            .filter(|(w, _)| wants.contains(w))
-            .flat_map(|(_, cues)| cues.iter().flat_map(|c| tokens(c)))
-            .any(|cue| word.starts_with(&cue) || cue.starts_with(&stem(word)))
-}
-
-/// Words a row holding the kind of fact asked for says, for the lexical
-/// search: "Где находится клиника?" should find the row with «ул.», not the
-/// one with «клиника».
-pub fn hint(question: &str) -> String {
-    // A Kazakh question is best answered by the Kazakh part of a document.
-    let kazakh = question.chars().any(|c| "әғқңөұүһіӘҒҚҢӨҰҮҺІ".contains(c));
-    wants(question)
-        .into_iter()
-        .map(|w| match (w, kazakh) {
-            (Want::Price, _) => "тенге",
-            (Want::Hours, false) => "ежедневно выходных",
-            (Want::Hours, true) => "күн сайын",
-            (Want::Address, false) => "ул улица проспект этаж",
-            (Want::Address, true) => "көшесі сі қабат",
-            (Want::Phone, _) => "телефон whatsapp",
-            (Want::Duration, _) => "минут",
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Whether a unit holds a fact of the kind.
-fn holds(unit: &str, want: Want) -> bool {
-    let lower = normalize(unit);
-    let digits = unit.chars().filter(char::is_ascii_digit).count();
-    match want {
-        Want::Price => {
-            (digits > 0
-                && ["₸", "тенге", "тг", "$", "руб"]
-                    .iter()
-                    .any(|c| lower.contains(c)))
-                || ["бесплатн", "тегін", "free of charge"]
-                    .iter()
-                    .any(|c| lower.contains(c))
-        }
-        Want::Hours => {
-            let chars: Vec<char> = unit.chars().collect();
-            chars
-                .windows(3)
-                .any(|w| w[0].is_ascii_digit() && w[1] == ':' && w[2].is_ascii_digit())
-                || ["ежедневно", "без выходных", "выходной", "күн сайын"]
-                    .iter()
-                    .any(|c| lower.contains(c))
-        }
-        Want::Address => [
-            "ул.",
-            "пр.",
-            "г. ",
-            "улиц",
-            "проспект",
-            "к-сі",
-            "бокс",
-            "этаж",
-            "бц ",
-            "тц ",
-            "қабат",
-            "напротив",
-        ]
-        .iter()
-        .any(|c| lower.contains(c)),
-        Want::Phone => unit.contains('+') && digits >= 10,
-        Want::Duration => {
-            digits > 0
-                && [
-                    "минут",
-                    "час",
-                    "дн",
-                    "недел",
-                    "месяц",
-                    "сағат",
-                    "minute",
-                    "hour",
-                    "day",
-                ]
-                .iter()
-                .any(|c| lower.contains(c))
-        }
-    }
-}
-
 /// Parts of a question joined by "и", "and", "және" or a comma-"а": each
 /// may want a fact of its own from another passage.
 fn parts(question: &str) -> usize {
@@ -385,16 +173,53 @@ pub fn grounded(passages: &[&str], question: &str) -> bool {
     })
 }
 
+/// Whether a retrieval-only reply quotes the passages found. Not when the
+/// business's documents lack most of the question's words (`known`: stop
+/// words and the asking ones aside), two or more of them, in any language:
+/// it is about something else ("Посоветуй хорошее кафе рядом"), whatever
+/// one word it shares with a passage («рядом бесплатная парковка»); one
+/// unknown word is not enough ("Вы сегодня работаете?"). Else when a passage is `grounded` in the question, or
+/// across languages, where only meaning can match, when the best is `sure`:
+/// a fact in the question's own language that shares no word with it is
+/// about something else ("Посоветуй, какую квартиру снять" and a car's
+/// place in a box).
+pub fn quotes(grounded: bool, sure: bool, same_language: bool, known: &[bool]) -> bool {
+    let unknown = known.iter().filter(|k| !**k).count();
+    let foreign = unknown >= 2 && unknown * 2 > known.len();
+    !foreign && (grounded || (sure && !same_language))
+}
+
 /// The reply to `question` from `passages` (best first): their best units,
 /// at most `max` characters. Without any word in common, the best passage's
 /// first units.
 pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
+    // Facts of one section (the same heading lines above them: the rows of a
+    // price list) are one passage here, as the section was before it was cut
+    // into facts: its rows may answer together.
+    let path = |p: &str| -> Vec<String> {
+        p.lines()
+            .filter(|l| l.trim_start().starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    let section: Vec<usize> = (0..passages.len())
+        .map(|i| {
+            let own = path(passages[i]);
+            (0..i)
+                .find(|&j| !own.is_empty() && path(passages[j]) == own)
+                .unwrap_or(i)
+        })
+        .collect();
     // (passage, line, text, tokens)
     let all: Vec<(usize, usize, String, Vec<String>)> = passages
         .iter()
         .enumerate()
         .flat_map(|(p, text)| {
+            // Lines numbered across passages: two rows stay two lines.
+            let first_line: usize = passages[..p].iter().map(|q| q.lines().count()).sum();
+            let p = section[p];
             units(text).into_iter().map(move |(line, s, heading)| {
+                let line = first_line + line;
                 let mut t = tokens(&s);
                 t.extend(tokens(&heading));
                 (p, line, s, t)
@@ -527,14 +352,6 @@ mod tests {
         assert!(grounded(&[wisdom], "удалить зубы мудрости сколько"));
     }
 
-    #[test]
-    fn the_lexical_hint_names_what_a_row_of_the_asked_kind_says() {
-        assert_eq!(hint("Где находится клиника?"), "ул улица проспект этаж");
-        assert_eq!(hint("Клиника қайда орналасқан?"), "көшесі сі қабат");
-        assert_eq!(hint("Сколько стоит чистка?"), "тенге");
-        assert_eq!(hint("Привет"), "");
-    }
-
     const PRICES: &str = "# Цены «Цветы Алматы»\n\n## Букеты из роз\n- Букет из 15 красных роз — 18 000 ₸\n- Букет из 25 роз — 27 000 ₸\n- Букет из 51 розы — 52 000 ₸\n";
     const SHOP: &str = "# Цветы Алматы\n\n## Адрес и часы\nМы находимся на ул. Абая, 10. Работаем ежедневно с 8:00 до 22:00.\n\n## Оплата\nПринимаем **Kaspi Pay**, наличные и карты.\n";
 
@@ -562,6 +379,52 @@ mod tests {
         );
         let both = answer(&[SHOP], "Адрес и до скольки работаете?", 350);
         assert!(both.contains("Абая") && both.contains("22:00"), "{both}");
+    }
+
+    #[test]
+    fn a_question_about_nothing_the_business_has_is_not_quoted() {
+        // Grounded, or sure across languages: quoted.
+        assert!(quotes(true, false, true, &[true, false]));
+        assert!(quotes(false, true, false, &[]));
+        // Near in meaning, nothing shared, one language: not.
+        assert!(!quotes(false, true, true, &[true]));
+        // Two or more words, most not the business's: not, even grounded or sure.
+        assert!(!quotes(true, true, true, &[false, false]));
+        assert!(!quotes(false, true, false, &[false, false, false]));
+        assert!(!quotes(true, true, true, &[true, false, false]));
+        // One unknown word alone says nothing; half known is enough.
+        assert!(quotes(true, false, true, &[false]));
+        assert!(quotes(true, false, true, &[false, true]));
+        assert!(quotes(true, false, true, &[false, false, true, true]));
+    }
+
+    #[test]
+    fn rows_of_one_section_answer_together_as_before_it_was_cut() {
+        let row = |r: &str| format!("# Цены\n## Шиномонтаж\n- {r}");
+        let (balance, r16, storage) = (
+            row("Балансировка одного колеса — 1 500 ₸"),
+            row("Сезонная переобувка R13–R16 — 12 000 ₸ за комплект"),
+            row("Хранение шин — 15 000 ₸ за сезон"),
+        );
+        let reply = answer(
+            &[&balance, &r16, &storage],
+            "Сколько переобувка R15 и балансировка одного колеса?",
+            350,
+        );
+        assert_eq!(
+            reply,
+            "Балансировка одного колеса — 1 500 ₸\nСезонная переобувка R13–R16 — 12 000 ₸ за комплект"
+        );
+        // A row of another section with one shared word stays out.
+        let other = "# Цены\n## Двигатель\n- Замена сцепления одного диска — от 45 000 ₸";
+        assert_eq!(
+            answer(
+                &[&balance, other],
+                "Балансировка колеса одного сколько?",
+                350
+            ),
+            "Балансировка одного колеса — 1 500 ₸"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod extract;
 pub(crate) mod respond;
 pub(crate) mod store;
 mod turn;
+mod wants;
 mod words;
 mod worker;
 

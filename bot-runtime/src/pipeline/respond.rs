@@ -428,7 +428,7 @@ pub(super) async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut D
     } else {
         CANDIDATES
     };
-    let hint = super::extract::hint(query);
+    let hint = super::wants::hint(query);
     let facts = match rt.knowledge.search_hinted(query, &hint, limit).await {
         Ok(f) => f,
         Err(e) => {
@@ -483,14 +483,20 @@ pub(super) async fn answer(rt: &Runtime, text: &str, history: &[Turn], d: &mut D
             (None, best) => best.is_some(),
             (_, None) => false,
         };
-        // A fact in the question's own language that shares no word with it
-        // is about something else, however near its meaning ("Посоветуй,
-        // какую квартиру снять" and a car's place in a box); across languages
-        // only meaning can match.
         let same_language = best.is_some_and(|f| {
             crate::decide::detect_language(&f.content) == crate::decide::detect_language(query)
         });
-        let quote = super::extract::grounded(&passages, query) || (sure && !same_language);
+        // Whether the business's documents have each of the question's words.
+        let known: Vec<bool> = super::wants::topic_words(query)
+            .iter()
+            .filter_map(|w| rt.knowledge.knows(w))
+            .collect();
+        let quote = super::extract::quotes(
+            super::extract::grounded(&passages, query),
+            sure,
+            same_language,
+            &known,
+        );
         let reply = if facts.is_empty() || !quote {
             phrase(Phrase::NoAnswer, d.language).into()
         } else {

@@ -211,8 +211,8 @@ async fn a_store_from_before_lexical_search_gets_its_vector_and_is_reindexed() -
 }
 
 /// The vocabulary a customer's words are read against is the synced
-/// documents' own: empty before the first sync, a removed document's words
-/// gone after the next.
+/// documents' own: empty before the first sync (nothing judged), a removed
+/// document's words gone after the next; a word is known in any form.
 #[tokio::test]
 async fn a_customers_misspelt_words_are_read_as_the_synced_documents_words() -> Result<()> {
     let rt = TenantRuntime::new("kbvocab", json!({})).await?;
@@ -223,7 +223,13 @@ async fn a_customers_misspelt_words_are_read_as_the_synced_documents_words() -> 
         kb.correct("каспи есть? хризантемки"),
         "каспи есть? хризантемки"
     );
+    assert_eq!(kb.knows("шашлык"), None);
     run(&kb, &rt, &sources, &config).await?;
+    // Another form of a document's word is known; a stranger is not; a stop
+    // word is not judged.
+    assert_eq!(kb.knows("хризантемы"), Some(true));
+    assert_eq!(kb.knows("шашлык"), Some(false));
+    assert_eq!(kb.knows("сейчас"), None);
     // «Kaspi» is in faq.md, «хризантемами» in prices.md.
     assert_eq!(
         kb.correct("каспи есть? хрезантемами"),
@@ -237,6 +243,7 @@ async fn a_customers_misspelt_words_are_read_as_the_synced_documents_words() -> 
     std::fs::remove_file(dir.join("sources/catalog/faq.md"))?;
     run(&kb, &rt, &sources, &config).await?;
     assert_eq!(kb.correct("каспи есть?"), "каспи есть?");
+    assert_eq!(kb.knows("kaspi"), Some(false));
     // The shard writes its segments when dropped: before its folder goes.
     drop(kb);
     let _ = std::fs::remove_dir_all(dir);
