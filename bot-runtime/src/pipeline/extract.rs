@@ -174,18 +174,19 @@ pub fn grounded(passages: &[&str], question: &str) -> bool {
 }
 
 /// Whether a retrieval-only reply quotes the passages found. Not when the
-/// business's documents lack most of the question's words (`known`: stop
-/// words and the asking ones aside), two or more of them, in any language:
-/// it is about something else ("Посоветуй хорошее кафе рядом"), whatever
-/// one word it shares with a passage («рядом бесплатная парковка»); one
-/// unknown word is not enough ("Вы сегодня работаете?"). Else when a passage is `grounded` in the question, or
+/// business's documents have none of the question's words (`known`: two or
+/// more judged, stop words and the asking ones aside), in any language: it
+/// is about something else ("Напиши стих про весну"), however near a
+/// passage's meaning. One unknown word is not enough ("Вы сегодня
+/// работаете?"), nor most (a rule of "most unknown" also caught "Посоветуй
+/// хорошее кафе рядом", but lost answers to questions in everyday verbs and
+/// Kazakh suffixes the documents do not use: BENCHMARKS.md). Else when a passage is `grounded` in the question, or
 /// across languages, where only meaning can match, when the best is `sure`:
 /// a fact in the question's own language that shares no word with it is
 /// about something else ("Посоветуй, какую квартиру снять" and a car's
 /// place in a box).
 pub fn quotes(grounded: bool, sure: bool, same_language: bool, known: &[bool]) -> bool {
-    let unknown = known.iter().filter(|k| !**k).count();
-    let foreign = unknown >= 2 && unknown * 2 > known.len();
+    let foreign = known.len() >= 2 && known.iter().all(|k| !k);
     !foreign && (grounded || (sure && !same_language))
 }
 
@@ -388,14 +389,12 @@ mod tests {
         assert!(quotes(false, true, false, &[]));
         // Near in meaning, nothing shared, one language: not.
         assert!(!quotes(false, true, true, &[true]));
-        // Two or more words, most not the business's: not, even grounded or sure.
+        // Two or more words, none the business's: not, even grounded or sure.
         assert!(!quotes(true, true, true, &[false, false]));
         assert!(!quotes(false, true, false, &[false, false, false]));
-        assert!(!quotes(true, true, true, &[true, false, false]));
-        // One unknown word alone says nothing; half known is enough.
+        // One unknown word alone says nothing, nor two beside a known one.
         assert!(quotes(true, false, true, &[false]));
-        assert!(quotes(true, false, true, &[false, true]));
-        assert!(quotes(true, false, true, &[false, false, true, true]));
+        assert!(quotes(true, false, true, &[false, false, true]));
     }
 
     #[test]
