@@ -124,6 +124,8 @@ const STEMS: &[(&str, &[&str])] = &[
             "здравствуй",
             "привет",
             "добрый",
+            "доброе утро",
+            "доброго",
             "салем",
             "сәлем",
             "сәлеметсіз",
@@ -326,6 +328,8 @@ mod tests {
         let cases = [
             ("Здравствуйте!", "greeting"),
             ("Сәлеметсіз бе", "greeting"),
+            ("Доброе утро", "greeting"),
+            ("Доброго дня!", "greeting"),
             ("Сколько стоит букет из 25 роз?", "question_price"),
             ("Баға қанша?", "question_price"),
             ("how much is delivery", "question_price"),
