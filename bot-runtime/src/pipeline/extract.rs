@@ -13,6 +13,7 @@ pub const REPLY_CHARS: usize = 350;
 
 use super::wants::{Want, cue_word, holds, wants};
 use super::words::{covers, normalize, question_words, tokens};
+use crate::decide::detect_language;
 
 /// A line without its list marker ("- ", "* ", "1. ") and Markdown emphasis.
 fn clean(line: &str) -> String {
@@ -191,6 +192,19 @@ pub fn quotes(grounded: bool, sure: bool, same_language: bool, known: &[bool]) -
     !foreign && (grounded || (sure && !same_language))
 }
 
+/// A sentence or row a reply may quote.
+struct Unit {
+    /// Its passage (the first of its section).
+    passage: usize,
+    /// Its line, counted across the passages.
+    line: usize,
+    text: String,
+    /// Its words and its headings'.
+    tokens: Vec<String>,
+    /// In the question's language, or in none (a number, a time).
+    native: bool,
+}
+
 /// The reply to `question` from `passages` (best first): their best units,
 /// at most `max` characters. Without any word in common, the best passage's
 /// first units.
@@ -212,19 +226,27 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
                 .unwrap_or(i)
         })
         .collect();
-    // (passage, line, text, tokens)
-    let all: Vec<(usize, usize, String, Vec<String>)> = passages
+    // In the question's language a unit wins over an equal one in another:
+    // a Russian question gets the address, not its Kazakh copy.
+    let asked = detect_language(question);
+    let all: Vec<Unit> = passages
         .iter()
         .enumerate()
         .flat_map(|(p, text)| {
             // Lines numbered across passages: two rows stay two lines.
             let first_line: usize = passages[..p].iter().map(|q| q.lines().count()).sum();
             let p = section[p];
-            units(text).into_iter().map(move |(line, s, heading)| {
-                let line = first_line + line;
-                let mut t = tokens(&s);
-                t.extend(tokens(&heading));
-                (p, line, s, t)
+            units(text).into_iter().map(move |(line, text, heading)| {
+                let mut words = tokens(&text);
+                words.extend(tokens(&heading));
+                let native = detect_language(&text).is_none_or(|l| Some(l) == asked);
+                Unit {
+                    passage: p,
+                    line: first_line + line,
+                    text,
+                    tokens: words,
+                    native,
+                }
             })
         })
         .collect();
@@ -233,9 +255,9 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
     let several = parts(question) > 1;
     let mut chosen: Vec<usize> = Vec::new();
     let mut length = 0;
-    let worth_of = |u: &(usize, usize, String, Vec<String>), words: &[String], wanted: &[Want]| {
-        words.iter().filter(|w| covers(&u.3, w)).count()
-            + if wanted.iter().any(|w| holds(&u.2, *w)) {
+    let worth_of = |u: &Unit, words: &[String], wanted: &[Want]| {
+        words.iter().filter(|w| covers(&u.tokens, w)).count()
+            + if wanted.iter().any(|w| holds(&u.text, *w)) {
                 2
             } else {
                 0
@@ -255,28 +277,29 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
             .enumerate()
             .filter(|(i, _)| !chosen.contains(i))
             .filter_map(|(i, u)| {
-                let gain = uncovered.iter().filter(|w| covers(&u.3, w)).count();
-                let wanted = unmet.iter().any(|w| holds(&u.2, *w));
+                let gain = uncovered.iter().filter(|w| covers(&u.tokens, w)).count();
+                let wanted = unmet.iter().any(|w| holds(&u.text, *w));
                 let worth = gain + if wanted { 2 } else { 0 };
-                let enough = match (u.0, gain) {
+                let enough = match (u.passage, gain) {
                     (0, _) => worth >= 1,
                     // The first unit from another passage only with the fact wanted.
                     _ if chosen.is_empty() => wanted && gain >= 1,
                     (_, 0) => several && wanted,
                     _ => worth >= 2,
                 };
-                enough.then_some((i, worth))
+                enough.then_some((i, (worth, u.native)))
             })
-            // The most worth; among equals the earlier passage and unit.
+            // The most worth; among equals the one in the question's
+            // language, then the earlier passage and unit.
             .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
         let Some((i, _)) = best else { break };
-        let size = all[i].2.chars().count() + 1;
+        let size = all[i].text.chars().count() + 1;
         if !chosen.is_empty() && length + size > max {
             break;
         }
         length += size;
-        uncovered.retain(|w| !covers(&all[i].3, w));
-        unmet.retain(|w| !holds(&all[i].2, *w));
+        uncovered.retain(|w| !covers(&all[i].tokens, w));
+        unmet.retain(|w| !holds(&all[i].text, *w));
         chosen.push(i);
     }
     // Rows as good as the first ("масло поменять": the oil change with and
@@ -286,12 +309,12 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
         let ties: Vec<usize> = (0..all.len())
             .filter(|i| !chosen.contains(i))
             .filter(|&i| {
-                question_words_all.iter().any(|w| covers(&all[i].3, w))
+                question_words_all.iter().any(|w| covers(&all[i].tokens, w))
                     && worth_of(&all[i], &question_words_all, &wanted_all) == top
             })
             .collect();
         for i in ties {
-            let size = all[i].2.chars().count() + 1;
+            let size = all[i].text.chars().count() + 1;
             if chosen.len() >= 3 || length + size > max {
                 break;
             }
@@ -301,12 +324,13 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
     }
     if chosen.is_empty() {
         // No word in common anywhere, but the question asks for a kind of
-        // fact ("Где вы?"): the first unit holding each kind, best passage first.
+        // fact ("Где вы?"): the first unit holding each kind, best passage
+        // first, one in the question's language before others.
         for want in &unmet {
-            if let Some(i) =
-                (0..all.len()).find(|&i| !chosen.contains(&i) && holds(&all[i].2, *want))
-            {
-                let size = all[i].2.chars().count() + 1;
+            let holding = |i: &usize| !chosen.contains(i) && holds(&all[*i].text, *want);
+            let native = (0..all.len()).find(|i| holding(i) && all[*i].native);
+            if let Some(i) = native.or_else(|| (0..all.len()).find(holding)) {
+                let size = all[i].text.chars().count() + 1;
                 if !chosen.is_empty() && length + size > max {
                     break;
                 }
@@ -318,8 +342,8 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
     if chosen.is_empty() {
         // Similar in meaning, no word of the best passage in common (another
         // language, other words): its opening.
-        for (i, u) in all.iter().enumerate().filter(|(_, u)| u.0 == 0) {
-            let size = u.2.chars().count() + 1;
+        for (i, u) in all.iter().enumerate().filter(|(_, u)| u.passage == 0) {
+            let size = u.text.chars().count() + 1;
             if !chosen.is_empty() && length + size > max {
                 break;
             }
@@ -331,13 +355,17 @@ pub fn answer(passages: &[&str], question: &str, max: usize) -> String {
     let mut reply = String::new();
     let mut previous: Option<(usize, usize)> = None;
     for i in chosen {
-        let (p, line, text, _) = &all[i];
+        let u = &all[i];
         if let Some(prev) = previous {
             // Sentences of one line stay a paragraph; lines stay lines.
-            reply.push(if prev == (*p, *line) { ' ' } else { '\n' });
+            reply.push(if prev == (u.passage, u.line) {
+                ' '
+            } else {
+                '\n'
+            });
         }
-        reply.push_str(text);
-        previous = Some((*p, *line));
+        reply.push_str(&u.text);
+        previous = Some((u.passage, u.line));
     }
     shorten(&reply, max)
 }
@@ -399,6 +427,20 @@ mod tests {
         // One unknown word alone says nothing; half known is enough.
         assert!(quotes(true, false, true, &[false]));
         assert!(quotes(true, false, true, &[false, false, true, true]));
+    }
+
+    #[test]
+    fn the_fact_in_the_question_s_language_wins_over_its_copy() {
+        let kazakh = "# Автосервис\n## Мекенжай (қазақша)\nҚарағанды қ., Бұқар жырау к-сі 112/3. Күн сайын 9:00–21:00.";
+        let russian = "# Автосервис\n## Адрес\nг. Караганда, ул. Бухар-Жырау 112/3, бокс 4.";
+        let hours = "# Автосервис\n## Часы работы\nЕжедневно с 9:00 до 21:00.";
+        let reply = answer(
+            &[kazakh, russian, hours],
+            "Где вы находитесь и до скольки работаете?",
+            350,
+        );
+        assert!(reply.contains("ул. Бухар-Жырау"), "{reply}");
+        assert!(!reply.contains("Қарағанды"), "{reply}");
     }
 
     #[test]
