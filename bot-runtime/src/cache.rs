@@ -3,6 +3,7 @@
 //! is an accelerator, never the source of truth: every call has a short
 //! timeout and callers degrade when it fails.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -26,9 +27,17 @@ pub enum CacheError {
     Redis(#[from] redis::RedisError),
 }
 
+/// Called with each message published on the tenant's channel (and with
+/// "subscribed" after every (re)subscription: what was published while the
+/// connection was down is lost, so the listener looks at everything again).
+pub type OnMessage = Arc<dyn Fn(&str) + Send + Sync>;
+
 pub struct Cache {
     prefix: String,
     client: Option<redis::Client>,
+    /// The tenant's channel this process listens to, on the same connection
+    /// as its commands (RESP3 push): no second connection per runtime.
+    channel: Option<(String, OnMessage)>,
     conn: OnceCell<ConnectionManager>,
     down_until: std::sync::Mutex<Option<std::time::Instant>>,
     /// Fixed-window counters of this process while Redis is down.
@@ -45,10 +54,45 @@ impl Cache {
         Ok(Self {
             prefix: format!("truffles:{client_name}:"),
             client,
+            channel: None,
             conn: OnceCell::new(),
             down_until: std::sync::Mutex::new(None),
             local_counts: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// Listens to the tenant's channel `suffix` from the first connection on
+    /// (RESP3, resubscribed after every reconnection).
+    pub fn with_channel(mut self, suffix: &str, on_message: OnMessage) -> anyhow::Result<Self> {
+        if let Some(client) = self.client.take() {
+            let info = client.get_connection_info().clone();
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(redis::ProtocolVersion::RESP3);
+            self.client = Some(
+                redis::Client::open(info.set_redis_settings(settings))
+                    .map_err(|e| anyhow::anyhow!("REDIS_URL: {:?}", e.kind()))?,
+            );
+        }
+        self.channel = Some((self.key(suffix), on_message));
+        Ok(self)
+    }
+
+    /// Connects (and so subscribes) if no connection is up yet; nothing when
+    /// Redis is down or not configured: the caller's sweep is the fallback.
+    pub async fn listen(&self) {
+        if self.channel.is_some() && self.conn.get().is_none() {
+            let _ = self.run(async |_| Ok(())).await;
+        }
+    }
+
+    /// Publishes `message` on the tenant's channel `suffix`.
+    pub async fn publish(&self, suffix: &str, message: &str) -> Result<(), CacheError> {
+        let channel = self.key(suffix);
+        let message = message.to_owned();
+        self.run(async move |mut c| c.publish::<_, _, ()>(&channel, message).await)
+            .await
     }
 
     /// The tenant's key for `suffix`.
@@ -61,17 +105,44 @@ impl Cache {
         let conn = self
             .conn
             .get_or_try_init(|| async move {
-                let config = ConnectionManagerConfig::new()
+                let mut config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(TIMEOUT))
                     .set_response_timeout(Some(TIMEOUT))
                     .set_number_of_retries(1);
-                tokio::time::timeout(
+                if let Some((_, on_message)) = &self.channel {
+                    let on_message = on_message.clone();
+                    config = config
+                        .set_push_sender(move |push: redis::PushInfo| {
+                            match push.kind {
+                                redis::PushKind::Message => {
+                                    if let Some(redis::Value::BulkString(payload)) =
+                                        push.data.get(1)
+                                    {
+                                        on_message(&String::from_utf8_lossy(payload));
+                                    }
+                                }
+                                redis::PushKind::Subscribe => on_message("subscribed"),
+                                _ => {}
+                            }
+                            Ok::<(), std::convert::Infallible>(())
+                        })
+                        .set_automatic_resubscription();
+                }
+                let mut conn = tokio::time::timeout(
                     TIMEOUT * 2,
                     ConnectionManager::new_with_config(client, config),
                 )
                 .await
                 .map_err(|_| CacheError::Timeout)?
-                .map_err(CacheError::from)
+                .map_err(CacheError::from)?;
+                if let Some((channel, _)) = &self.channel
+                    && let Err(e) = conn.subscribe(channel).await
+                {
+                    // Commands still work; other replicas' wakes reach this
+                    // one through the sweep (an ACL from an older operator).
+                    tracing::warn!(error = %e, "could not subscribe to the tenant's channel");
+                }
+                Ok::<_, CacheError>(conn)
             })
             .await?;
         Ok(conn.clone())

@@ -42,8 +42,13 @@ pub struct Tuning {
     /// A claimed inbox or outbox row is retried by anyone after this lease (a
     /// runtime killed mid-turn loses nothing).
     pub lease: Duration,
-    /// How often the workers look for due rows when nothing woke them.
-    pub poll_interval: Duration,
+    /// Nothing polls: work wakes the workers (in-process, and from other
+    /// replicas through Redis), the earliest retry sets a timer, and this slow
+    /// jittered sweep finds what no wake announced (a dead replica's leases,
+    /// an event stored while Redis was down). See `wake.rs`.
+    pub sweep: Duration,
+    /// Concurrent turns per process; each sender's messages still go in order.
+    pub inbox_workers: usize,
     pub max_inbox_attempts: i32,
     pub max_send_attempts: i32,
     /// Silence after which a customer's next message starts a new conversation.
@@ -51,9 +56,18 @@ pub struct Tuning {
     pub max_body_bytes: usize,
     /// Timeout of each dependency probe of `/readyz`.
     pub probe_timeout: Duration,
-    /// PostgreSQL connections of one process: thousands of tenants on one
-    /// server want few each (or a pooler in front).
-    pub db_connections: u32,
+    /// PostgreSQL connections of one process at most: thousands of tenants on
+    /// one server want few each (or a pooler in front). None: one per worker
+    /// plus two (the sender and the notifier; the gateway shares them).
+    pub db_connections: Option<u32>,
+    /// An idle connection is closed after this, so an idle runtime holds none
+    /// between its sweeps.
+    pub db_idle_timeout: Duration,
+    /// Backpressure: past this many unanswered events, or when the oldest has
+    /// waited this long, the webhook answers 503 with `Retry-After` (ChatFlow
+    /// and Telegram deliver again later) instead of growing the backlog.
+    pub max_backlog: i64,
+    pub max_backlog_age: Duration,
     /// Reminders to managers about a handover nobody took, after these delays.
     pub handover_reminders: Vec<Duration>,
     /// How often open handovers are checked for reminders and the timeout
@@ -61,19 +75,38 @@ pub struct Tuning {
     pub handover_sweep: Duration,
 }
 
+impl Tuning {
+    /// The pool's maximum: what the tasks that hold a connection can use at once.
+    pub fn max_connections(&self) -> u32 {
+        self.db_connections
+            .unwrap_or(self.inbox_workers as u32 + 2)
+            .max(2)
+    }
+
+    /// The next sweep: `sweep` ± a quarter, so a thousand runtimes started
+    /// together do not sweep in the same second. `unit` is uniform in [0, 1).
+    pub fn jittered_sweep(&self, unit: f64) -> Duration {
+        self.sweep.mul_f64(0.75 + unit.clamp(0.0, 1.0) / 2.0)
+    }
+}
+
 impl Default for Tuning {
     fn default() -> Self {
         Self {
             coalesce_window: Duration::from_millis(1500),
             lease: Duration::from_secs(120),
-            poll_interval: Duration::from_secs(1),
+            sweep: Duration::from_secs(60),
+            inbox_workers: 8,
             max_inbox_attempts: 5,
             max_send_attempts: 8,
             session_gap: Duration::from_secs(6 * 3600),
             // ChatFlow may inline media as base64.
             max_body_bytes: 16 * 1024 * 1024,
             probe_timeout: Duration::from_secs(2),
-            db_connections: 16,
+            db_connections: None,
+            db_idle_timeout: Duration::from_secs(20),
+            max_backlog: 300,
+            max_backlog_age: Duration::from_secs(600),
             handover_reminders: vec![Duration::from_secs(30 * 60), Duration::from_secs(60 * 60)],
             handover_sweep: Duration::from_secs(30),
         }
@@ -170,9 +203,12 @@ pub struct ServeArgs {
     pub fetch_allow_cidrs: String,
     #[arg(long, env = "TRUFFLES_COALESCE_MS", default_value_t = 1500)]
     pub coalesce_ms: u64,
-    /// PostgreSQL connections of this process.
-    #[arg(long, env = "TRUFFLES_DB_CONNECTIONS", default_value_t = 16)]
-    pub db_connections: u32,
+    /// PostgreSQL connections of this process at most (default: workers + 2).
+    #[arg(long, env = "TRUFFLES_DB_CONNECTIONS")]
+    pub db_connections: Option<u32>,
+    /// Concurrent turns of this process.
+    #[arg(long, env = "TRUFFLES_INBOX_WORKERS", default_value_t = 8)]
+    pub inbox_workers: usize,
     /// The runtime's volume (the Qdrant Edge shard lives in `knowledge/`).
     #[arg(long, env = env::DATA_DIR, default_value = DATA_DIR)]
     pub data_dir: PathBuf,
@@ -298,7 +334,8 @@ impl Config {
             fetch,
             tuning: Tuning {
                 coalesce_window: Duration::from_millis(args.coalesce_ms),
-                db_connections: args.db_connections.max(2),
+                db_connections: args.db_connections.map(|n| n.max(2)),
+                inbox_workers: args.inbox_workers.clamp(1, 64),
                 ..Tuning::default()
             },
             spec,

@@ -2,6 +2,7 @@
 //! message pipeline and the outbox, one process per tenant replica.
 
 pub mod audit;
+pub mod backlog;
 pub mod backup;
 pub mod breaker;
 pub mod cache;
@@ -14,6 +15,7 @@ pub mod fetch;
 pub mod gateway;
 pub mod handover;
 pub mod health;
+pub mod health_cache;
 pub mod keywords;
 pub mod knowledge;
 pub mod llm;
@@ -24,7 +26,9 @@ pub mod pii;
 pub mod pipeline;
 pub mod platform;
 pub mod runtime;
+pub mod schedule;
 pub mod semantic;
 pub mod serve;
 pub mod texts;
 pub mod topics;
+pub mod wake;

@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -46,6 +47,8 @@ pub struct Metrics {
     rag_queries: Family<TenantLabels, Counter>,
     rag_hits: Family<TenantLabels, Counter>,
     response_seconds: Family<TenantLabels, Histogram>,
+    backlog_events: Family<TenantLabels, Gauge>,
+    backlog_oldest: Family<TenantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Metrics {
@@ -91,8 +94,29 @@ impl Metrics {
             "From the webhook's arrival to the reply being decided",
             response_seconds.clone(),
         );
+        let backlog_events = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "inbox_backlog_events",
+            "Customer events stored and not yet answered",
+            backlog_events.clone(),
+        );
+        let backlog_oldest =
+            Family::<TenantLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "inbox_oldest_event_seconds",
+            "How long the oldest unanswered customer event has waited",
+            backlog_oldest.clone(),
+        );
+        // Exported from the start, so an idle runtime reports an empty backlog.
+        let labels = TenantLabels {
+            tenant: tenant.to_owned(),
+        };
+        backlog_events.get_or_create(&labels).set(0);
+        backlog_oldest.get_or_create(&labels).set(0.0);
         Self {
             tenant: tenant.to_owned(),
+            backlog_events,
+            backlog_oldest,
             registry,
             messages,
             webhooks,
@@ -157,6 +181,16 @@ impl Metrics {
         self.response_seconds
             .get_or_create(&self.tenant())
             .observe(seconds);
+    }
+
+    /// The inbox's depth, as the scheduler or the gateway last counted it.
+    pub fn backlog(&self, events: i64, oldest_seconds: f64) {
+        self.backlog_events
+            .get_or_create(&self.tenant())
+            .set(events);
+        self.backlog_oldest
+            .get_or_create(&self.tenant())
+            .set(oldest_seconds);
     }
 
     /// The OpenMetrics text exposition.

@@ -5,18 +5,20 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use tokio::sync::Notify;
 
 use crate::audit::{self, Level};
+use crate::backlog::Backlog;
 use crate::breaker::Breakers;
 use crate::cache::Cache;
 use crate::channels::Channels;
 use crate::config::Config;
 use crate::handover::Managers;
+use crate::health_cache::Probes;
 use crate::knowledge::{Knowledge, KnowledgeBase};
 use crate::llm::Llm;
 use crate::metrics::Metrics;
 use crate::pii::Pii;
+use crate::wake::Wakes;
 
 pub struct Runtime {
     pub config: Config,
@@ -43,14 +45,15 @@ pub struct Runtime {
     pub http: reqwest::Client,
     /// For URLs that come from outside (customers' media links).
     pub fetch: crate::fetch::Fetcher,
-    /// Woken when the gateway stores an event.
-    pub inbox_wake: Notify,
-    /// Woken when a reply is queued.
-    pub outbox_wake: Notify,
+    /// Wakes the inbox workers, the outbox sender, the managers' notifier
+    /// and the scheduler (nothing polls: `wake.rs`).
+    pub wakes: Arc<Wakes>,
+    /// The inbox's bound (backpressure).
+    pub backlog: Backlog,
+    /// What `/readyz` may trust without asking again.
+    pub probes: Probes,
     /// The tenant's handover adapters.
     pub managers: Managers,
-    /// Woken when a notice for managers is queued.
-    pub manager_wake: Notify,
 }
 
 impl Runtime {
@@ -61,20 +64,31 @@ impl Runtime {
             .database_url
             .parse()
             .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+        // Named in pg_stat_activity, so an operator sees whose connections these are.
+        let options = options.application_name("truffles-bot");
+        // No minimum and a short idle timeout: an idle runtime holds no
+        // connection between its sweeps (the server's backends are what a
+        // thousand tenants run out of first).
         let db = PgPoolOptions::new()
-            .max_connections(config.tuning.db_connections)
+            .max_connections(config.tuning.max_connections())
+            .min_connections(0)
+            .idle_timeout(config.tuning.db_idle_timeout)
             .acquire_timeout(std::time::Duration::from_secs(3))
             .connect_lazy_with(options);
-        let cache = Arc::new(Cache::new(
-            &config.client_name,
-            config.redis_url.as_deref(),
-        )?);
+        let wakes = Arc::new(Wakes::default());
+        let on_wake = {
+            let wakes = wakes.clone();
+            Arc::new(move |payload: &str| wakes.on_message(payload))
+        };
+        let cache = Arc::new(
+            Cache::new(&config.client_name, config.redis_url.as_deref())?
+                .with_channel(crate::wake::CHANNEL, on_wake)?,
+        );
         let breakers = Arc::new(Breakers::new(cache.clone()));
         let http = reqwest::Client::new();
         let fetch = crate::fetch::Fetcher::new(config.fetch.clone())?;
         Ok(Self {
             managers: Managers::build(&config.handover, &fetch, &config.client_name),
-            manager_wake: Notify::new(),
             llm: Llm::new(config.llm.clone(), breakers.clone()),
             channels: Channels::new(
                 config.chatflow.clone(),
@@ -94,8 +108,9 @@ impl Runtime {
             fetch,
             http,
             db,
-            inbox_wake: Notify::new(),
-            outbox_wake: Notify::new(),
+            wakes,
+            backlog: Backlog::default(),
+            probes: Probes::default(),
             config,
         })
     }

@@ -1,5 +1,5 @@
 //! `truffles-bot serve`: binds the HTTP listener and starts every task of one
-//! tenant's runtime (inbox workers, outbox sender, managers' notifier, the
+//! tenant's runtime (inbox workers, the scheduler, outbox sender, managers' notifier, the
 //! Telegram bots' webhooks or polling, the hourly knowledge sync and the
 //! retention job) over one shared [`Runtime`].
 
@@ -11,10 +11,7 @@ use tokio::task::JoinSet;
 
 use crate::audit;
 use crate::runtime::Runtime;
-use crate::{gateway, handover, outbox, pipeline};
-
-/// Concurrent turns per process; each sender's messages still go in order.
-const INBOX_WORKERS: usize = 8;
+use crate::{gateway, handover, outbox, pipeline, schedule};
 
 /// A started runtime. Dropping it stops every task at once (as a killed pod
 /// would): work in flight is finished by the next start.
@@ -69,13 +66,18 @@ pub async fn start(runtime: Runtime) -> Result<Running> {
             .await
             .context("admin HTTP server")
     });
-    for worker in 0..INBOX_WORKERS {
+    for worker in 0..runtime.config.tuning.inbox_workers {
         let rt = runtime.clone();
         tasks.spawn(async move {
             pipeline::run_worker(rt, worker).await;
             Ok(())
         });
     }
+    let rt = runtime.clone();
+    tasks.spawn(async move {
+        schedule::run_scheduler(rt).await;
+        Ok(())
+    });
     let rt = runtime.clone();
     tasks.spawn(async move {
         outbox::sender::run_sender(rt).await;

@@ -122,11 +122,9 @@ async fn sync_figures(docs: usize) -> Result<()> {
     let total = started.elapsed();
     // The embedder's own time for the same chunks, measured apart.
     let mut texts = Vec::new();
+    let chunker = kb.chunker()?;
     for d in 0..docs {
-        texts.extend(
-            kb.chunker
-                .split("d.md", &std::fs::read(folder.join(format!("doc-{d}.md")))?)?,
-        );
+        texts.extend(chunker.split("d.md", &std::fs::read(folder.join(format!("doc-{d}.md")))?)?);
     }
     let t = Instant::now();
     kb.embedder.embed(&texts, Kind::Passage).await?;

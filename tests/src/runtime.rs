@@ -186,7 +186,7 @@ impl TenantRuntime {
             tuning: Tuning {
                 coalesce_window: Duration::from_millis(150),
                 lease: Duration::from_secs(2),
-                poll_interval: Duration::from_millis(100),
+                sweep: Duration::from_millis(100),
                 handover_sweep: Duration::from_millis(100),
                 ..Tuning::default()
             },

@@ -369,8 +369,32 @@ async fn rate_limited(rt: &Runtime, inbound: &Inbound) -> Option<Response> {
     None
 }
 
-/// Deduplicates and stores the event: ACK only once it is durable.
+/// The outcome of an event refused because the tenant's backlog is full.
+const BACKPRESSURE: &str = "backpressure";
+
+/// Deduplicates and stores the event: ACK only once it is durable, and only
+/// while the tenant's backlog has room (`backlog.rs`).
 async fn store(rt: &Runtime, inbound: &Inbound, value: &Value) -> (Response, &'static str) {
+    if let Some((why, first)) = rt
+        .backlog
+        .check(&rt.db, &rt.metrics, &rt.config.tuning)
+        .await
+    {
+        tracing::warn!(reason = %why, "backlog full: the event is refused for a later delivery");
+        if first {
+            rt.report("gateway", Level::Critical, "backlog_full", &why, None)
+                .await;
+        }
+        let mut refused = reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "the tenant's backlog is full, retry later", "reason": why}),
+        );
+        refused.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(crate::backlog::RETRY_AFTER_SECONDS),
+        );
+        return (refused, BACKPRESSURE);
+    }
     let dedup_key = format!("dedup:{}", inbound.message_id);
     match rt.cache.mark_once(&dedup_key, DEDUP_TTL).await {
         Ok(false) => {
@@ -405,7 +429,8 @@ async fn store(rt: &Runtime, inbound: &Inbound, value: &Value) -> (Response, &'s
     match inserted {
         Ok(Some(_)) => {
             rt.metrics.message("in");
-            rt.inbox_wake.notify_one();
+            rt.probes.postgres_answered(true);
+            crate::schedule::announce(rt, crate::wake::Queue::Inbox).await;
             (
                 reply(StatusCode::OK, json!({"status": "accepted"})),
                 "accepted",
@@ -422,6 +447,7 @@ async fn store(rt: &Runtime, inbound: &Inbound, value: &Value) -> (Response, &'s
             // Not stored: let the sender retry, and do not let the dedup mark
             // swallow that retry.
             let _ = rt.cache.delete(&dedup_key).await;
+            rt.probes.postgres_answered(false);
             tracing::error!(error = %e, "could not store the webhook event");
             rt.metrics.error("critical");
             (
@@ -480,6 +506,14 @@ pub async fn poll_telegram(rt: Arc<Runtime>) {
                     rt.metrics.webhook(outcome);
                     if outcome == "unavailable" {
                         tokio::time::sleep(telegram::POLL_BACKOFF).await;
+                        break;
+                    }
+                    if outcome == BACKPRESSURE {
+                        // Asked for again once the backlog has room.
+                        tokio::time::sleep(Duration::from_secs(
+                            crate::backlog::RETRY_AFTER_SECONDS,
+                        ))
+                        .await;
                         break;
                     }
                     offset = offset.max(update.id.0 as i32 + 1);

@@ -18,35 +18,37 @@ use crate::audit::Level;
 use crate::outbox::sender::{Queue, record_failure};
 use crate::runtime::Runtime;
 
+/// Delivers while notices are due, then waits to be woken (a queued notice,
+/// or the scheduler's timer for a retry). The sweep of open handovers is run
+/// by the scheduler (`schedule.rs`) while any is open.
 pub async fn run_notifier(rt: Arc<Runtime>) {
-    let poll = rt.config.tuning.poll_interval;
-    let mut last_sweep: Option<tokio::time::Instant> = None;
     loop {
-        if last_sweep.is_none_or(|t| t.elapsed() >= rt.config.tuning.handover_sweep) {
-            last_sweep = Some(tokio::time::Instant::now());
-            if let Err(e) = sweep(&rt).await {
-                tracing::warn!(error = %format!("{e:#}"), "handover sweep");
-            }
-        }
-        loop {
+        let failed = loop {
             match deliver_due(&rt).await {
                 Ok(true) => continue,
-                Ok(false) => break,
+                Ok(false) => break false,
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "handover notices");
-                    break;
+                    break true;
                 }
             }
-        }
-        tokio::select! {
-            () = rt.manager_wake.notified() => {}
-            () = tokio::time::sleep(poll) => {}
+        };
+        if failed {
+            tokio::select! {
+                () = rt.wakes.managers.notified() => {}
+                () = tokio::time::sleep(AFTER_ERROR) => {}
+            }
+        } else {
+            rt.wakes.managers.notified().await;
         }
     }
 }
 
+/// After an error the notifier looks again this soon.
+const AFTER_ERROR: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Reminders for handovers nobody took, and the timeout return to the bot.
-async fn sweep(rt: &Runtime) -> Result<()> {
+pub(crate) async fn sweep(rt: &Runtime) -> Result<()> {
     let hours = rt.config.spec.handover.auto_return_hours;
     let expired: Vec<Uuid> = sqlx::query_scalar(
         "SELECT id FROM handovers WHERE status IN ('pending', 'notified', 'active')

@@ -202,7 +202,7 @@ pub async fn handle_update(
                 None => Relayed::Unknown,
             };
             match outcome {
-                Relayed::Queued => rt.outbox_wake.notify_one(),
+                Relayed::Queued => rt.wakes.outbox.notify_one(),
                 Relayed::Duplicate => {}
                 Relayed::Held(owner) => {
                     telegram
@@ -231,7 +231,7 @@ pub async fn handle_update(
                 .await;
         }
     }
-    rt.manager_wake.notify_one();
+    rt.wakes.managers.notify_one();
     Ok(())
 }
 
@@ -379,8 +379,8 @@ pub async fn reply_webhook(
         Ok::<_, anyhow::Error>((relayed, closed))
     }
     .await;
-    rt.outbox_wake.notify_one();
-    rt.manager_wake.notify_one();
+    rt.wakes.outbox.notify_one();
+    rt.wakes.managers.notify_one();
     match outcome {
         Ok((Some(Relayed::Unknown), _)) | Ok((None, Some(Closed::Unknown))) => {
             answer(StatusCode::NOT_FOUND, json!({"error": "no such handover"}))

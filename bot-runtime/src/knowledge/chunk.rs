@@ -22,6 +22,14 @@ pub struct Chunker {
 }
 
 impl Chunker {
+    /// Checks the sizes without loading the tokenizer; returns them.
+    pub fn check(max_tokens: usize, overlap_tokens: usize) -> Result<(usize, usize)> {
+        ChunkConfig::new(max_tokens)
+            .with_overlap(overlap_tokens)
+            .context("chunk overlap must be smaller than the chunk size")?;
+        Ok((max_tokens, overlap_tokens))
+    }
+
     pub fn new(max_tokens: usize, overlap_tokens: usize) -> Result<Self> {
         let tokenizer = tiktoken_rs::cl100k_base().context("loading the cl100k tokenizer")?;
         let config = ChunkConfig::new(max_tokens)

@@ -126,8 +126,11 @@ pub fn default_min_score(model: &str) -> f32 {
 }
 
 pub struct KnowledgeBase {
-    /// Shared with the blocking thread that parses a document.
-    pub chunker: Arc<Chunker>,
+    /// The chunker's tokenizer (cl100k's 100k-entry tables, ~10 MiB) is
+    /// needed only while documents are indexed: loaded for a sync and
+    /// dropped after it, so an idle runtime does not carry it.
+    chunker: std::sync::Mutex<std::sync::Weak<Chunker>>,
+    chunking: (usize, usize),
     pub embedder: Embedder,
     /// BM25 term weights of chunks and questions.
     pub lexical: Arc<Lexical>,
@@ -140,7 +143,8 @@ pub struct KnowledgeBase {
 impl KnowledgeBase {
     pub fn open(config: &KnowledgeConfig) -> Result<Self> {
         Ok(Self {
-            chunker: Arc::new(Chunker::new(config.max_tokens, config.overlap_tokens)?),
+            chunker: Default::default(),
+            chunking: Chunker::check(config.max_tokens, config.overlap_tokens)?,
             embedder: Embedder::new(
                 &config.embeddings_url,
                 &config.api_key,
@@ -157,6 +161,19 @@ impl KnowledgeBase {
             min_score: config.min_score,
             vocabulary: Default::default(),
         })
+    }
+
+    /// The chunker, loaded if nobody holds it now; it lives as long as a
+    /// holder does (a sync holds it for its whole run).
+    pub fn chunker(&self) -> Result<Arc<Chunker>> {
+        let mut slot = self.chunker.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(chunker) = slot.upgrade() {
+            return Ok(chunker);
+        }
+        let (max_tokens, overlap_tokens) = self.chunking;
+        let chunker = Arc::new(Chunker::new(max_tokens, overlap_tokens)?);
+        *slot = Arc::downgrade(&chunker);
+        Ok(chunker)
     }
 
     /// The vocabulary of the last sync.

@@ -234,6 +234,8 @@ pub async fn sync(
         );
     }
     let mut seen = HashSet::new();
+    // The tokenizer, once a document needs indexing, held until the run ends.
+    let mut _chunker = None;
     for doc in docs {
         seen.insert((doc.source_name.clone(), doc.source_id.clone()));
         let content_hash = hash(&doc.content);
@@ -260,6 +262,9 @@ pub async fn sync(
             }
             None => (Uuid::new_v4(), Vec::new(), "added"),
         };
+        if _chunker.is_none() {
+            _chunker = Some(kb.chunker()?);
+        }
         match index(kb, doc, id).await {
             Ok((points, words)) => {
                 // New points first, then the old ones go: a search meanwhile
@@ -402,11 +407,7 @@ async fn index(
     document_id: Uuid,
 ) -> Result<(Vec<Uuid>, Vec<String>)> {
     // Parsing is CPU-bound and runs untrusted files: off the async workers.
-    let (chunker, name, content) = (
-        kb.chunker.clone(),
-        doc.file_name.clone(),
-        doc.content.clone(),
-    );
+    let (chunker, name, content) = (kb.chunker()?, doc.file_name.clone(), doc.content.clone());
     let chunks = tokio::task::spawn_blocking(move || chunker.split(&name, &content))
         .await
         .context("the parsing thread")??;

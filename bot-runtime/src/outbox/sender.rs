@@ -2,6 +2,7 @@
 //! with retries, backoff and the channel's circuit breaker.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::json;
@@ -13,19 +14,42 @@ use crate::audit::{self, Level};
 use crate::channels::{self, Channel, Outgoing, SendError, instagram};
 use crate::runtime::Runtime;
 
+/// Delivers while rows are due, then waits to be woken: by a queued reply,
+/// the scheduler's timer for a retry, or (rows held back by an open breaker)
+/// the breaker's half-open time.
 pub async fn run_sender(rt: Arc<Runtime>) {
-    let poll = rt.config.tuning.poll_interval;
     loop {
-        match send_due(&rt).await {
-            Ok(true) => continue,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "outbox"),
-        }
-        tokio::select! {
-            () = rt.outbox_wake.notified() => {}
-            () = tokio::time::sleep(poll) => {}
+        let wait = match send_due(&rt).await {
+            Ok(Sent::One) => continue,
+            Ok(Sent::Nothing) => None,
+            Ok(Sent::HeldBack) => Some(crate::breaker::OPEN_FOR),
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox");
+                Some(AFTER_ERROR)
+            }
+        };
+        match wait {
+            None => rt.wakes.outbox.notified().await,
+            Some(wait) => {
+                tokio::select! {
+                    () = rt.wakes.outbox.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
         }
     }
+}
+
+/// After an error the sender looks again this soon (a database that is
+/// back, a row that could not be read).
+const AFTER_ERROR: Duration = Duration::from_secs(5);
+
+/// What one look at the outbox did.
+enum Sent {
+    One,
+    Nothing,
+    /// Due rows wait for a channel's breaker.
+    HeldBack,
 }
 
 /// The queues that deliver with retries: the customers' and the managers'.
@@ -61,15 +85,17 @@ pub async fn record_failure(
     .bind(error)
     .execute(&rt.db)
     .await?;
+    // The retry's time may be the earliest now.
+    rt.wakes.schedule.notify_one();
     Ok(give_up)
 }
 
 /// Sends one due row; false when none is due. A row claimed by a runtime that
 /// died is due again when its lease runs out (stuck rows recover). Rows of a
 /// channel whose breaker is open wait; the others go on.
-async fn send_due(rt: &Runtime) -> Result<bool> {
+async fn send_due(rt: &Runtime) -> Result<Sent> {
     if !rt.channels.any() {
-        return Ok(false);
+        return Ok(Sent::Nothing);
     }
     // Only the tenant's own channels: this runs on every poll of an idle runtime.
     let mut open = Vec::new();
@@ -91,7 +117,11 @@ async fn send_due(rt: &Runtime) -> Result<bool> {
     .fetch_optional(&rt.db)
     .await?;
     let Some(row) = row else {
-        return Ok(false);
+        return Ok(if open.is_empty() {
+            Sent::Nothing
+        } else {
+            Sent::HeldBack
+        });
     };
     let id: i64 = row.try_get("id")?;
     let key: String = row.try_get("idempotency_key")?;
@@ -153,7 +183,7 @@ async fn send_due(rt: &Runtime) -> Result<bool> {
     }
     .instrument(span)
     .await?;
-    Ok(true)
+    Ok(Sent::One)
 }
 
 /// Instagram lets a business answer within 24 hours of the customer's last message.
@@ -222,7 +252,7 @@ async fn tell_manager(rt: &Runtime, outbox_id: i64, error: &str) -> Result<()> {
             &format!("undelivered:{outbox_id}"),
         )
         .await?;
-        rt.manager_wake.notify_one();
+        rt.wakes.managers.notify_one();
     }
     Ok(())
 }

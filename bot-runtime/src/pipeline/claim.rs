@@ -28,15 +28,19 @@ pub(super) async fn claim(rt: &Runtime) -> Result<Option<Vec<Claimed>>> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.inbox-claim'))")
         .execute(&mut *tx)
         .await?;
+    // The oldest due event whose sender is claimable: no live lease on the
+    // sender, and the sender's burst quiet for the window. Walked in id order
+    // on `inbox_open` with the sender checks on `inbox_sender_pending`, so it
+    // stops at the first claimable event instead of grouping the backlog.
     let rows = sqlx::query(
         "WITH candidate AS (
-             SELECT sender FROM inbox i
-             WHERE status IN ('pending', 'processing') AND next_attempt_at <= now()
+             SELECT i.sender FROM inbox i
+             WHERE i.status IN ('pending', 'processing') AND i.next_attempt_at <= now()
                AND NOT EXISTS (SELECT 1 FROM inbox p WHERE p.sender = i.sender
-                               AND p.status = 'processing' AND p.next_attempt_at > now())
-             GROUP BY sender
-             HAVING max(received_at) <= now() - make_interval(secs => $1)
-             ORDER BY min(id) LIMIT 1)
+                               AND p.status IN ('pending', 'processing')
+                               AND ((p.status = 'processing' AND p.next_attempt_at > now())
+                                    OR p.received_at > now() - make_interval(secs => $1)))
+             ORDER BY i.id LIMIT 1)
          UPDATE inbox SET status = 'processing', attempts = attempts + 1,
                           next_attempt_at = now() + make_interval(secs => $2)
          WHERE sender = (SELECT sender FROM candidate)

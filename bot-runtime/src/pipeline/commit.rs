@@ -43,7 +43,7 @@ pub(super) async fn forward_to_managers(
         )
         .await?;
     }
-    rt.manager_wake.notify_one();
+    rt.wakes.managers.notify_one();
     Ok(())
 }
 
@@ -128,8 +128,8 @@ pub(super) async fn commit_reply(
         .await?;
     mark_done(&mut tx, ids).await?;
     tx.commit().await?;
-    rt.outbox_wake.notify_one();
-    rt.manager_wake.notify_one();
+    rt.wakes.outbox.notify_one();
+    rt.wakes.managers.notify_one();
     tracing::info!(intent = %d.intent, action = d.action.as_str(), "reply queued");
     Ok(())
 }

@@ -19,22 +19,28 @@ use crate::outbox;
 use crate::runtime::Runtime;
 use crate::texts::{Phrase, phrase};
 
+/// One inbox worker: claims while there is work, then waits to be woken (by
+/// the gateway, another replica, a peer, or the scheduler's timer).
 pub async fn run_worker(rt: Arc<Runtime>, worker: usize) {
     let tuning = rt.config.tuning.clone();
     loop {
         match claim(&rt).await {
             Ok(Some(rows)) => {
+                // More may be waiting: let a peer look while this one works.
+                rt.wakes.inbox.notify_one();
+                let _busy = rt.wakes.turn();
                 process(&rt, rows).await;
                 continue;
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(worker, error = %e, "could not claim inbox events"),
+            Err(e) => {
+                tracing::warn!(worker, error = %e, "could not claim inbox events");
+                // The scheduler's next look (soon after a database error) wakes us.
+            }
         }
-        tokio::select! {
-            // A new event: give the customer's burst the window to complete.
-            () = rt.inbox_wake.notified() => tokio::time::sleep(tuning.coalesce_window).await,
-            () = tokio::time::sleep(tuning.poll_interval) => {}
-        }
+        rt.wakes.inbox.notified().await;
+        // Give the customer's burst the window to complete.
+        tokio::time::sleep(tuning.coalesce_window).await;
     }
 }
 
@@ -73,9 +79,11 @@ pub(super) async fn fail(rt: &Runtime, rows: &[Claimed], error: &anyhow::Error) 
     .bind(&message)
     .execute(&rt.db)
     .await;
-    if let Err(e) = updated {
+    match updated {
+        // The retry's time may be the earliest now.
+        Ok(_) => rt.wakes.schedule.notify_one(),
         // The lease runs out and the turn is retried anyway.
-        tracing::error!(error = %e, "could not record the failure");
+        Err(e) => tracing::error!(error = %e, "could not record the failure"),
     }
     let input = json!(rows.iter().map(|r| &r.payload).collect::<Vec<_>>());
     let level = if give_up {
@@ -138,8 +146,8 @@ pub(super) async fn apologize(rt: &Runtime, last: &Inbound) {
             if opened {
                 rt.metrics.handover(Trigger::Error.as_str());
             }
-            rt.outbox_wake.notify_one();
-            rt.manager_wake.notify_one();
+            rt.wakes.outbox.notify_one();
+            rt.wakes.managers.notify_one();
             return;
         }
         Err(e) => {
@@ -157,7 +165,7 @@ pub(super) async fn apologize(rt: &Runtime, last: &Inbound) {
     )
     .await;
     match queued {
-        Ok(()) => rt.outbox_wake.notify_one(),
+        Ok(()) => rt.wakes.outbox.notify_one(),
         Err(e) => tracing::error!(error = %e, "could not queue the apology"),
     }
 }

@@ -38,9 +38,10 @@ pub fn user_name(client: &str) -> String {
 }
 
 /// The ACL rules of the tenant's user: its key prefix only; reading and
-/// writing keys, nothing that lists, scans or administers the server; no
-/// Pub/Sub channel. The password is given as its SHA-256, so no command
-/// carries it in clear.
+/// writing keys, nothing that lists, scans or administers the server; Pub/Sub
+/// only on its own prefix's channels (the replicas' wake-ups), with no
+/// pattern subscriptions or channel listing. The password is given as its
+/// SHA-256, so no command carries it in clear.
 pub fn user_rules(client: &str, password: &str) -> Vec<String> {
     let hash = hex::encode(Sha256::digest(password.as_bytes()));
     [
@@ -49,6 +50,7 @@ pub fn user_rules(client: &str, password: &str) -> Vec<String> {
         &format!("#{hash}"),
         &format!("~{}*", key_prefix(client)),
         "resetchannels",
+        &format!("&{}*", key_prefix(client)),
         "-@all",
         "+@read",
         "+@write",
@@ -61,6 +63,9 @@ pub fn user_rules(client: &str, password: &str) -> Vec<String> {
         "-randomkey",
         "-select",
         "-@pubsub",
+        "+publish",
+        "+subscribe",
+        "+unsubscribe",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -128,6 +133,13 @@ mod tests {
                 .any(|r| r.contains("pw") && !r.starts_with('#'))
         );
         assert_eq!(rules.iter().filter(|r| r.starts_with('~')).count(), 1);
+        assert_eq!(
+            rules
+                .iter()
+                .filter(|r| r.starts_with('&'))
+                .collect::<Vec<_>>(),
+            ["&truffles:flower-shop:*"]
+        );
         let url = tenant_url(
             "redis://:admin@redis.truffles-system:6379/0",
             "flower-shop",

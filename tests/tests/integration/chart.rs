@@ -169,6 +169,7 @@ async fn chart_lints_and_renders_what_the_api_server_accepts() -> Result<()> {
         m.handover("keyword");
         m.rag(true);
         m.response_time(1.0);
+        m.backlog(1, 1.0);
         m.render()
     };
     let used: std::collections::BTreeSet<&str> = monitored

@@ -13,6 +13,7 @@ mod database;
 mod end_to_end;
 mod handover;
 mod health;
+mod idle;
 mod knowledge;
 mod kubernetes;
 mod leader;

@@ -548,12 +548,34 @@ async fn a_tenants_redis_user_is_refused_on_other_tenants_keys() -> Result<()> {
             "reading the server's users",
             redis::cmd("ACL").arg("LIST").clone(),
         ),
+        (
+            "waking B's runtime on its channel",
+            redis::cmd("PUBLISH")
+                .arg("truffles:rb-shop:wake")
+                .arg("inbox")
+                .clone(),
+        ),
+        (
+            "listing the server's channels",
+            redis::cmd("PUBSUB").arg("CHANNELS").clone(),
+        ),
+        (
+            "listening to every channel",
+            redis::cmd("PSUBSCRIBE").arg("*").clone(),
+        ),
     ] {
         attack(&format!("with tenant A's Redis user: {what}"));
         assert!(refused(cmd.query_async(&mut a).await), "{what}");
     }
     let still: Option<String> = redis::cmd("GET").arg(b_key).query_async(&mut admin).await?;
     assert_eq!(still.as_deref(), Some("1"), "B's key is untouched");
+    // Its own channel is A's to use (its replicas wake each other there).
+    let listeners: i64 = redis::cmd("PUBLISH")
+        .arg("truffles:ra-shop:wake")
+        .arg("inbox")
+        .query_async(&mut a)
+        .await?;
+    assert_eq!(listeners, 0, "no runtime of A listens yet");
 
     // A's runtime, with the credentials the operator rendered, uses its prefix.
     let extra = ["--chatflow-token=chatflow-token-value"];
