@@ -226,7 +226,7 @@ impl Platform {
         })
     }
 
-    async fn ensure_namespace(&self, name: &str) -> Result<()> {
+    pub async fn ensure_namespace(&self, name: &str) -> Result<()> {
         let ns: Namespace =
             serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
         match Api::<Namespace>::all(self.client.clone())

@@ -62,11 +62,11 @@ async fn another_replica_wakes_this_one_through_redis() -> Result<()> {
     .await?;
     // The subscription is made at start; wait until Redis has it.
     let mut redis = truffles_tests::redis_connection().await?;
-    let channel = "truffles:idle-replica:wake";
+    let channel = format!("truffles:{}:wake", rt.name);
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let listeners: i64 = redis::cmd("PUBLISH")
-            .arg(channel)
+            .arg(&channel)
             .arg("inbox")
             .query_async(&mut redis)
             .await?;
@@ -140,7 +140,10 @@ async fn a_full_backlog_is_refused_with_retry_after_and_counted() -> Result<()> 
         .text()
         .await?;
     assert!(
-        metrics.contains("truffles_inbox_backlog_events{tenant=\"idle-full\"} 2"),
+        metrics.contains(&format!(
+            "truffles_inbox_backlog_events{{tenant=\"{}\"}} 2",
+            rt.name
+        )),
         "{metrics}"
     );
     assert!(
