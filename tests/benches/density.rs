@@ -65,6 +65,59 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Where a process's resident memory is, by mapping (`/proc/PID/smaps`):
+/// kind → (resident, private) KiB. The binary's clean pages are shared by
+/// every runtime (one page cache); private pages are each process's own.
+fn smaps_breakdown(pid: u32) -> Vec<(String, (u64, u64))> {
+    let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return Vec::new();
+    };
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut kind = String::new();
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            let path = line.split_whitespace().nth(5).unwrap_or("");
+            kind = match path {
+                "" => "anonymous (malloc arenas, thread stacks, mmap)".into(),
+                "[heap]" => "heap (brk)".into(),
+                p if p == exe => "the binary (code, data)".into(),
+                p if p.contains(".so") => "shared libraries".into(),
+                p if p.starts_with('[') => p.into(),
+                _ => "other files (the knowledge shard)".into(),
+            };
+        } else if let Some((field, rest)) = line.split_once(':') {
+            let kib: u64 = rest
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let entry = by.entry(kind.clone()).or_default();
+            match field {
+                "Rss" => entry.0 += kib,
+                "Private_Clean" | "Private_Dirty" => entry.1 += kib,
+                _ => {}
+            }
+        }
+    }
+    let mut by: Vec<_> = by.into_iter().filter(|(_, (rss, _))| *rss > 0).collect();
+    by.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+    by
+}
+
+/// Proportional set size: shared pages divided among the processes sharing them.
+fn pss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -167,7 +220,7 @@ async fn run(n: usize, idle: Duration) -> Result<()> {
         });
     }
     // Settle: start-up syncs and the first sweeps are not idle cost.
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(45)).await;
     let (busy0, total0) = cpu_jiffies()?;
     let tx0 = transactions(&platform_db).await?;
     let t0 = Instant::now();
@@ -183,6 +236,23 @@ async fn run(n: usize, idle: Duration) -> Result<()> {
     .await?
     .into_iter()
     .collect();
+    let threads = runtimes
+        .first()
+        .and_then(|r| r.pid)
+        .and_then(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).ok())
+        .map(|d| d.count())
+        .unwrap_or(0);
+    if let Some(pid) = runtimes.first().and_then(|r| r.pid) {
+        println!("one idle runtime's resident memory ({threads} threads):");
+        println!("  resident    private   mapping");
+        for (kind, (rss, private)) in smaps_breakdown(pid) {
+            println!(
+                "  {:>6.1} MiB {:>6.1} MiB  {kind}",
+                rss as f64 / 1024.0,
+                private as f64 / 1024.0
+            );
+        }
+    }
     let mut rss: Vec<f64> = runtimes
         .iter()
         .filter_map(|r| r.pid.and_then(rss_kib))
@@ -190,6 +260,11 @@ async fn run(n: usize, idle: Duration) -> Result<()> {
         .collect();
     rss.sort_by(f64::total_cmp);
     let total_rss: f64 = rss.iter().sum();
+    let total_pss: f64 = runtimes
+        .iter()
+        .filter_map(|r| r.pid.and_then(pss_kib))
+        .map(|kib| kib as f64 / 1024.0)
+        .sum();
     let idle_share = 1.0 - (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;
     probing.abort_all();
 
@@ -233,13 +308,14 @@ async fn run(n: usize, idle: Duration) -> Result<()> {
     replies.sort_by(f64::total_cmp);
 
     println!(
-        "| tenants | all running | runtime RSS total | p50 | max | PostgreSQL tx/s | connections | machine idle | first reply p50 | p99 |"
+        "| tenants | all running | runtime RSS total | PSS total | RSS p50 | max | PostgreSQL tx/s | connections | machine idle | first reply p50 | p99 |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {n} | {:.0} s | {:.0} MiB | {:.1} MiB | {:.1} MiB | {:.1} | {} ({}) | {:.0}% | {:.0} ms | {:.0} ms |",
+        "| {n} | {:.0} s | {:.0} MiB | {:.0} MiB | {:.1} MiB | {:.1} MiB | {:.1} | {} ({}) | {:.0}% | {:.0} ms | {:.0} ms |",
         all_running.as_secs_f64(),
         total_rss,
+        total_pss,
         percentile(&rss, 0.5),
         rss.last().copied().unwrap_or(f64::NAN),
         (tx1 - tx0) as f64 / seconds,

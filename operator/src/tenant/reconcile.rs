@@ -5,16 +5,18 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{Instrument, warn};
 use truffles_crds::client::TenantState;
@@ -36,19 +38,46 @@ use super::validate::{self};
 use super::vectors;
 
 /// Runs the controller until the process is asked to stop.
+///
+/// What triggers a reconcile is chosen so that a new tenant takes two: its
+/// creation, and the creation of its objects. A TrufflesClient triggers one
+/// only when what it asks for changes (`desired_state`: spec through the
+/// generation, annotations, deletion), never for the operator's own status
+/// or finalizer writes; the objects it owns are watched as metadata only
+/// (ownerReferences are all that maps them to their tenant), except the
+/// Deployment, whose available replicas are the RuntimeReady condition.
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let owned = watcher::Config::default().labels(CLIENT_LABEL);
     let ns = ctx.settings.namespace.clone();
     let clients: Api<TrufflesClient> = scoped(&client, ns.as_deref());
-    Controller::new(clients, watcher::Config::default())
-        .owns(scoped::<Deployment>(&client, ns.as_deref()), owned.clone())
-        .owns(scoped::<ConfigMap>(&client, ns.as_deref()), owned.clone())
-        .owns(scoped::<Secret>(&client, ns.as_deref()), owned.clone())
-        .owns(scoped::<Service>(&client, ns.as_deref()), owned.clone())
-        .owns(scoped::<Ingress>(&client, ns.as_deref()), owned.clone())
-        .owns(scoped::<CronJob>(&client, ns.as_deref()), owned.clone())
-        .owns(scoped::<NetworkPolicy>(&client, ns.as_deref()), owned)
+    let (reader, writer) = reflector::store();
+    let trigger = watcher(clients, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(desired_state, Default::default());
+    let deployments = watcher(scoped::<Deployment>(&client, ns.as_deref()), owned.clone())
+        .default_backoff()
+        // A deleted Deployment must come back: its last state as deleted, so
+        // the predicate sees a change.
+        .map_ok(|event| match event {
+            watcher::Event::Delete(mut d) => {
+                d.metadata.deletion_timestamp.get_or_insert_with(now);
+                watcher::Event::Delete(d)
+            }
+            other => other,
+        })
+        .touched_objects()
+        .predicate_filter(deployment_state, Default::default());
+    Controller::for_stream(trigger, reader)
+        .owns_stream(deployments)
+        .owns_stream(metadata_of::<ConfigMap>(&client, ns.as_deref(), &owned))
+        .owns_stream(metadata_of::<Secret>(&client, ns.as_deref(), &owned))
+        .owns_stream(metadata_of::<Service>(&client, ns.as_deref(), &owned))
+        .owns_stream(metadata_of::<Ingress>(&client, ns.as_deref(), &owned))
+        .owns_stream(metadata_of::<CronJob>(&client, ns.as_deref(), &owned))
+        .owns_stream(metadata_of::<NetworkPolicy>(&client, ns.as_deref(), &owned))
         // A billing state change suspends or resumes the client it refers to.
         .watches(
             scoped::<Subscription>(&client, ns.as_deref()),
@@ -67,6 +96,61 @@ pub async fn run(ctx: Arc<Context>) {
             }
         })
         .await;
+}
+
+/// Changes of the tenant's objects of kind `K`, as metadata only (the API
+/// server sends no data, spec or status: a thousand tenants' Secrets and
+/// ConfigMaps are not held or decoded to learn which tenant they belong to).
+fn metadata_of<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    config: &watcher::Config,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<PartialObjectMeta<K>> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    watcher(api, config.clone())
+        .default_backoff()
+        .touched_objects()
+}
+
+/// What a TrufflesClient asks for: its spec (the generation, which deletion
+/// bumps too), its annotations (credential rotation requests) and whether
+/// it is being deleted. Status and finalizers are the operator's own writes.
+fn desired_state(tc: &TrufflesClient) -> Option<u64> {
+    let meta = tc.meta();
+    Some(hash(&(
+        meta.generation,
+        tc.annotations(),
+        meta.deletion_timestamp.is_some(),
+    )))
+}
+
+/// What of a runtime Deployment the tenant's status shows: its spec (drift)
+/// and its available replicas (RuntimeReady), or its deletion.
+fn deployment_state(d: &Deployment) -> Option<u64> {
+    Some(hash(&(
+        d.meta().generation,
+        d.status.as_ref().and_then(|s| s.available_replicas),
+        d.meta().deletion_timestamp.is_some(),
+    )))
+}
+
+fn hash(value: &impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -94,6 +178,10 @@ fn reconcile(
             .namespace()
             .ok_or_else(|| Error::InvalidSpec("TrufflesClient must be namespaced".into()))?;
         let api: Api<TrufflesClient> = Api::namespaced(ctx.client.clone(), &ns);
+        // The finalizer is added here and the tenant provisioned in the same
+        // pass (the helper alone would wait for the update's watch event: one
+        // reconcile more per new tenant).
+        let tc = add_finalizer(&api, tc).await?;
         let result = finalizer(&api, FINALIZER, tc, move |event| async move {
             match event {
                 Finalizer::Apply(tc) => apply(tc, ctx).await,
@@ -108,6 +196,31 @@ fn reconcile(
     }
     .instrument(span)
     .boxed()
+}
+
+/// Adds the cleanup finalizer to a live TrufflesClient that lacks it; the
+/// resource version makes it a no-op on a stale copy (a conflict, retried).
+async fn add_finalizer(
+    api: &Api<TrufflesClient>,
+    tc: Arc<TrufflesClient>,
+) -> Result<Arc<TrufflesClient>, Error> {
+    if tc.meta().deletion_timestamp.is_some() || tc.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(tc);
+    }
+    let mut finalizers = tc.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    let patch = serde_json::json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": tc.resource_version(),
+    }});
+    let updated = api
+        .patch(
+            &tc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(Arc::new(updated))
 }
 
 fn error_policy(tc: Arc<TrufflesClient>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -126,7 +239,10 @@ async fn apply(tc: Arc<TrufflesClient>, ctx: Arc<Context>) -> Result<Action, Err
     };
     let previous_phase = tc.status.as_ref().and_then(|s| s.phase);
     let new_status = status::build(tc, &outcome, now());
-    patch_status(tc, ctx, &new_status).await?;
+    // A status that says the same is not written again.
+    if tc.status.as_ref() != Some(&new_status) {
+        patch_status(tc, ctx, &new_status).await?;
+    }
     publish_transition(
         tc,
         ctx,
