@@ -45,6 +45,8 @@ pub fn refusal(depth: Depth, tuning: &Tuning) -> Option<String> {
 pub struct Backlog {
     seen: Mutex<Option<(Instant, Depth)>>,
     refusing: AtomicBool,
+    /// One webhook counts; the others meanwhile use the last count.
+    counting: AtomicBool,
 }
 
 impl Backlog {
@@ -58,10 +60,15 @@ impl Backlog {
         metrics.backlog(events, oldest_seconds);
     }
 
-    fn fresh(&self) -> Option<Depth> {
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.filter(|(at, _)| at.elapsed() < FRESH_FOR)
-            .map(|(_, depth)| depth)
+    /// The last count if it is fresh, or if another webhook is counting now.
+    fn usable(&self) -> Option<Depth> {
+        let seen = *self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        match seen {
+            Some((at, depth)) if at.elapsed() < FRESH_FOR => Some(depth),
+            Some((_, depth)) if self.counting.swap(true, Ordering::SeqCst) => Some(depth),
+            None if self.counting.swap(true, Ordering::SeqCst) => Some(Depth::default()),
+            _ => None,
+        }
     }
 
     /// Whether a new event may be stored. The count is at most a second old;
@@ -73,7 +80,7 @@ impl Backlog {
         metrics: &Metrics,
         tuning: &Tuning,
     ) -> Option<(String, bool)> {
-        let depth = match self.fresh() {
+        let depth = match self.usable() {
             Some(depth) => depth,
             None => {
                 let counted: sqlx::Result<(i64, f64)> = sqlx::query_as(
@@ -82,6 +89,7 @@ impl Backlog {
                 )
                 .fetch_one(db)
                 .await;
+                self.counting.store(false, Ordering::SeqCst);
                 let Ok((events, oldest)) = counted else {
                     return None;
                 };

@@ -11,15 +11,26 @@ use crate::wake::{CHANNEL, Queue, look, next_wait, unit_random};
 /// After a database error the scheduler tries again this soon.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
 
+/// While this replica's workers are all busy, other replicas are told at
+/// most this often: once woken, a replica claims until nothing is due.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(250);
+
 /// Wakes `queue` here, and announces it to the other replicas when this one
-/// cannot take it now (for the inbox: every worker busy).
-pub async fn announce(rt: &Runtime, queue: Queue) {
+/// cannot take it now (for the inbox: every worker busy). The announcement
+/// is sent beside the caller (a webhook's ACK does not wait for Redis).
+pub fn announce(rt: &Runtime, queue: Queue) {
     rt.wakes.wake(queue);
-    if queue == Queue::Inbox && rt.wakes.saturated(rt.config.tuning.inbox_workers) {
-        // Best effort: the sweep finds it if Redis is down.
-        if let Err(e) = rt.cache.publish(CHANNEL, queue.as_str()).await {
-            tracing::debug!(error = %e, "could not announce to the other replicas");
-        }
+    if queue == Queue::Inbox
+        && rt.wakes.saturated(rt.config.tuning.inbox_workers)
+        && rt.wakes.may_announce(ANNOUNCE_EVERY)
+    {
+        let cache = rt.cache.clone();
+        tokio::spawn(async move {
+            // Best effort: the sweep finds it if Redis is down.
+            if let Err(e) = cache.publish(CHANNEL, queue.as_str()).await {
+                tracing::debug!(error = %e, "could not announce to the other replicas");
+            }
+        });
     }
 }
 

@@ -13,8 +13,8 @@
 //! - what no wake announced (a dead replica's leases, an event stored while
 //!   Redis was down): the same query in a slow jittered sweep (`Tuning::sweep`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use sqlx::Row;
 use tokio::sync::Notify;
@@ -43,7 +43,6 @@ impl Queue {
 
 /// The runtime's wake-ups. `Notify` keeps one permit, so a wake that comes
 /// while its task is busy is not lost.
-#[derive(Default)]
 pub struct Wakes {
     pub inbox: Notify,
     pub outbox: Notify,
@@ -52,6 +51,23 @@ pub struct Wakes {
     pub schedule: Notify,
     /// Inbox workers in a turn now.
     busy: AtomicUsize,
+    /// When the other replicas were last told (milliseconds since `since`).
+    announced_at: AtomicU64,
+    since: Instant,
+}
+
+impl Default for Wakes {
+    fn default() -> Self {
+        Self {
+            inbox: Notify::new(),
+            outbox: Notify::new(),
+            managers: Notify::new(),
+            schedule: Notify::new(),
+            busy: AtomicUsize::new(0),
+            announced_at: AtomicU64::new(0),
+            since: Instant::now(),
+        }
+    }
 }
 
 impl Wakes {
@@ -83,6 +99,18 @@ impl Wakes {
     pub fn turn(&self) -> Busy<'_> {
         self.busy.fetch_add(1, Ordering::SeqCst);
         Busy(&self.busy)
+    }
+
+    /// Whether an announcement may go now: none in the last `every` (one
+    /// caller wins when several ask at once).
+    pub fn may_announce(&self, every: Duration) -> bool {
+        let now = self.since.elapsed().as_millis() as u64 + every.as_millis() as u64;
+        let last = self.announced_at.load(Ordering::SeqCst);
+        now >= last + every.as_millis() as u64
+            && self
+                .announced_at
+                .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
     }
 
     /// Whether every one of `workers` is in a turn: a new event is then
@@ -232,6 +260,16 @@ mod tests {
         assert!(!woken(&wakes.inbox));
         wakes.on_message("reconnected");
         assert!(woken(&wakes.inbox) && woken(&wakes.outbox) && woken(&wakes.managers));
+    }
+
+    #[test]
+    fn announcements_are_spaced() {
+        let wakes = Wakes::default();
+        let every = Duration::from_millis(200);
+        assert!(wakes.may_announce(every), "the first goes at once");
+        assert!(!wakes.may_announce(every), "the next waits");
+        std::thread::sleep(Duration::from_millis(210));
+        assert!(wakes.may_announce(every));
     }
 
     #[test]

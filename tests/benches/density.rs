@@ -104,7 +104,7 @@ fn smaps_breakdown(pid: u32) -> Vec<(String, (u64, u64))> {
         }
     }
     let mut by: Vec<_> = by.into_iter().filter(|(_, (rss, _))| *rss > 0).collect();
-    by.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+    by.sort_by_key(|(_, (rss, _))| std::cmp::Reverse(*rss));
     by
 }
 

@@ -430,7 +430,7 @@ async fn store(rt: &Runtime, inbound: &Inbound, value: &Value) -> (Response, &'s
         Ok(Some(_)) => {
             rt.metrics.message("in");
             rt.probes.postgres_answered(true);
-            crate::schedule::announce(rt, crate::wake::Queue::Inbox).await;
+            crate::schedule::announce(rt, crate::wake::Queue::Inbox);
             (
                 reply(StatusCode::OK, json!({"status": "accepted"})),
                 "accepted",
