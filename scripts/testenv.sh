@@ -300,7 +300,7 @@ start_postgres() {
         --auth-local=scram-sha-256 --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$TMP/logs/initdb.log" 2>&1
     # Durability is pointless for throwaway test data; speed is not.
     as_pg "$(pg_bin pg_ctl)" -D "$TMP/pg/data" -l "$TMP/pg/postgres.log" -w -t 60 start -o \
-        "-h 127.0.0.1 -p $port -k $TMP/pg -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+        "-h 127.0.0.1 -p $port -k $TMP/pg -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=${TRUFFLES_PG_MAX_CONNECTIONS:-300}" \
         >"$TMP/logs/pg_ctl.log" 2>&1 || { cat "$TMP/pg/postgres.log" >&2; die "PostgreSQL did not start"; }
     ln -sf "$TMP/pg/postgres.log" "$TMP/logs/postgres.log"
     PGPASSWORD=$password "$(pg_bin psql)" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qAt \

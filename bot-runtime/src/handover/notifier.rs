@@ -22,6 +22,8 @@ use crate::runtime::Runtime;
 /// or the scheduler's timer for a retry). The sweep of open handovers is run
 /// by the scheduler (`schedule.rs`) while any is open.
 pub async fn run_notifier(rt: Arc<Runtime>) {
+    // At start the scheduler's first look wakes it when notices are due.
+    rt.wakes.managers.notified().await;
     loop {
         let failed = loop {
             match deliver_due(&rt).await {

@@ -18,6 +18,8 @@ use crate::runtime::Runtime;
 /// the scheduler's timer for a retry, or (rows held back by an open breaker)
 /// the breaker's half-open time.
 pub async fn run_sender(rt: Arc<Runtime>) {
+    // At start the scheduler's first look wakes it when rows are due.
+    rt.wakes.outbox.notified().await;
     loop {
         let wait = match send_due(&rt).await {
             Ok(Sent::One) => continue,

@@ -24,23 +24,29 @@ use crate::texts::{Phrase, phrase};
 pub async fn run_worker(rt: Arc<Runtime>, worker: usize) {
     let tuning = rt.config.tuning.clone();
     loop {
-        match claim(&rt).await {
-            Ok(Some(rows)) => {
-                // More may be waiting: let a peer look while this one works.
-                rt.wakes.inbox.notify_one();
-                let _busy = rt.wakes.turn();
-                process(&rt, rows).await;
-                continue;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(worker, error = %e, "could not claim inbox events");
-                // The scheduler's next look (soon after a database error) wakes us.
-            }
-        }
+        // Woken first: at start the scheduler's first look wakes a worker when
+        // events are due, so a thousand runtimes starting together do not
+        // each open a connection per worker.
         rt.wakes.inbox.notified().await;
         // Give the customer's burst the window to complete.
         tokio::time::sleep(tuning.coalesce_window).await;
+        // Then claim until nothing is due.
+        loop {
+            match claim(&rt).await {
+                Ok(Some(rows)) => {
+                    // More may be waiting: let a peer look while this one works.
+                    rt.wakes.inbox.notify_one();
+                    let _busy = rt.wakes.turn();
+                    process(&rt, rows).await;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // The scheduler's next look (soon after a database error) wakes us.
+                    tracing::warn!(worker, error = %e, "could not claim inbox events");
+                    break;
+                }
+            }
+        }
     }
 }
 
