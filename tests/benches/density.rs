@@ -13,6 +13,8 @@
 //!   make bench-density                              # N = 100
 //!   TRUFFLES_BENCH_DENSITY=100,500 make bench-density
 //!   TRUFFLES_BENCH_IDLE_SECONDS=60 (the idle window)
+//!   TRUFFLES_DEV_BOT=/path/to/truffles-bot runs another build of the runtime
+//!   (before and after a change) under the same operator and supervisor
 //!   TRUFFLES_PG_MAX_CONNECTIONS=1000 for N = 500 and more (the test
 //!   environment's server allows 300; what is open is measured, not the limit)
 //!

@@ -49,6 +49,12 @@ pub struct Context {
     /// Caps concurrent database provisioning (DDL and catalog locks, and one extra
     /// connection each) so a thousand new tenants do not stampede PostgreSQL.
     pub provisioning: tokio::sync::Semaphore,
+    /// The Subscriptions the controller watches, once its watch has listed
+    /// them: a reconcile reads its tenant's billing state here instead of
+    /// listing every Subscription of the namespace (a thousand tenants made
+    /// that a thousand objects per reconcile).
+    pub subscriptions:
+        std::sync::OnceLock<kube::runtime::reflector::Store<truffles_crds::Subscription>>,
 }
 
 impl Context {
@@ -72,6 +78,7 @@ impl Context {
             settings,
             redis: None,
             provisioning: tokio::sync::Semaphore::new(4),
+            subscriptions: std::sync::OnceLock::new(),
         }
     }
 

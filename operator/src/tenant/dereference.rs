@@ -25,10 +25,25 @@ pub struct Billing {
 }
 
 pub async fn billing(ctx: &Context, ns: &str, name: &str) -> Result<Billing, Error> {
-    let subscriptions: Api<Subscription> = Api::namespaced(ctx.client.clone(), ns);
-    let list = subscriptions.list(&ListParams::default()).await?;
-    let statuses = list
-        .items
+    let items: Vec<Subscription> = match ctx.subscriptions.get() {
+        Some(store) => {
+            // Never decided on a partial list: a suspended tenant would start.
+            if store.wait_until_ready().await.is_err() {
+                return Err(Error::InvalidSpec("the Subscription watch stopped".into()));
+            }
+            store
+                .state()
+                .iter()
+                .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+                .map(|s| s.as_ref().clone())
+                .collect()
+        }
+        None => {
+            let subscriptions: Api<Subscription> = Api::namespaced(ctx.client.clone(), ns);
+            subscriptions.list(&ListParams::default()).await?.items
+        }
+    };
+    let statuses = items
         .into_iter()
         .filter(|s| s.spec.client_ref.name == name)
         .filter_map(|s| s.status);

@@ -70,6 +70,15 @@ pub async fn run(ctx: Arc<Context>) {
         })
         .touched_objects()
         .predicate_filter(deployment_state, Default::default());
+    let (store, writer) = reflector::store();
+    let subscriptions = watcher(
+        scoped::<Subscription>(&client, ns.as_deref()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects();
+    let _ = ctx.subscriptions.set(store);
     Controller::for_stream(trigger, reader)
         .owns_stream(deployments)
         .owns_stream(metadata_of::<ConfigMap>(&client, ns.as_deref(), &owned))
@@ -78,15 +87,12 @@ pub async fn run(ctx: Arc<Context>) {
         .owns_stream(metadata_of::<Ingress>(&client, ns.as_deref(), &owned))
         .owns_stream(metadata_of::<CronJob>(&client, ns.as_deref(), &owned))
         .owns_stream(metadata_of::<NetworkPolicy>(&client, ns.as_deref(), &owned))
-        // A billing state change suspends or resumes the client it refers to.
-        .watches(
-            scoped::<Subscription>(&client, ns.as_deref()),
-            watcher::Config::default(),
-            |sub: Subscription| {
-                let ns = sub.namespace()?;
-                Some(ObjectRef::new(&sub.spec.client_ref.name).within(&ns))
-            },
-        )
+        // A billing state change suspends or resumes the client it refers to;
+        // the reflected Subscriptions are what a reconcile reads its billing in.
+        .watches_stream(subscriptions, |sub: Subscription| {
+            let ns = sub.namespace()?;
+            Some(ObjectRef::new(&sub.spec.client_ref.name).within(&ns))
+        })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

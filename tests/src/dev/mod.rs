@@ -129,10 +129,16 @@ impl Platform {
                 .join("truffles-operator.log"),
         )?;
         tracing::info!(log = %operator.log.display(), "truffles-operator started");
+        // TRUFFLES_DEV_BOT runs another build of the runtime under this
+        // operator (the density bench's before-and-after).
+        let bot = match std::env::var_os("TRUFFLES_DEV_BOT") {
+            Some(path) => std::path::PathBuf::from(path),
+            None => binary("truffles-bot")?,
+        };
         let supervisor = Supervisor::start(
             client.clone(),
             settings.namespace.as_deref(),
-            binary("truffles-bot")?,
+            bot,
             settings.state_dir.clone(),
         )
         .await?;
