@@ -31,12 +31,14 @@ toolchain:
 ## runtime throughput (TRUFFLES_BENCH_MESSAGES, TRUFFLES_BENCH_CONCURRENCY) and the
 ## knowledge store (TRUFFLES_BENCH_CHUNKS, TRUFFLES_BENCH_DOCS).
 bench: toolchain
+	$(CARGO) build --release --workspace --bins --locked
 	scripts/testenv.sh run -- sh -c '$(CARGO) bench -p truffles-tests --bench runtime_pipeline && $(CARGO) bench -p truffles-tests --bench knowledge_store && $(CARGO) bench -p truffles-tests --bench knowledge_eval && $(CARGO) bench -p truffles-tests --bench operator_scale && $(CARGO) bench -p truffles-tests --bench density'
 
 ## Density: N idle tenants provisioned by the real operator, run by the
 ## development supervisor (TRUFFLES_BENCH_DENSITY=100,500): RSS, PostgreSQL
 ## transactions/s, connections, idle CPU, first reply of an idle tenant.
-bench-density: binaries
+bench-density: toolchain
+	$(CARGO) build --release --workspace --bins --locked
 	scripts/testenv.sh run -- $(CARGO) bench -p truffles-tests --bench density
 
 ## Truffles against n8n on this machine, one load generator (wrk) for both;

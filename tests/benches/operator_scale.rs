@@ -20,6 +20,35 @@ use truffles_tests::{
     peak_rss_mib,
 };
 
+/// CPU seconds used so far by each kind of process on the machine (by its
+/// command name: kube-apiserver, etcd, postgres, kube-controller, this bench).
+fn cpu_by_process() -> std::collections::BTreeMap<String, f64> {
+    let mut by = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return by;
+    };
+    for entry in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ... utime stime are fields 14 and 15.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_owned();
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let name = if comm.starts_with("operator_scale") {
+            "this bench (operator + client)".to_owned()
+        } else {
+            comm
+        };
+        *by.entry(name).or_insert(0.0) += ticks as f64 / 100.0;
+    }
+    by
+}
+
 fn reconciles(metrics: &str) -> u64 {
     metrics
         .lines()
@@ -40,6 +69,7 @@ async fn run(n: usize) -> Result<()> {
     let ctx = Arc::new(operator_context(client.clone(), &db, Some(&ns.name)));
     let operator = tokio::spawn(tenant::run(ctx.clone()));
 
+    let cpu_before = cpu_by_process();
     let started = Instant::now();
     let prefix = format!("b{}", &ns.name[ns.name.len() - 6..]);
     futures::stream::iter(0..n)
@@ -98,7 +128,9 @@ async fn run(n: usize) -> Result<()> {
         if ready == n || Instant::now() > deadline {
             break ready;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Each look lists every tenant: once a second keeps the bench's own
+        // load on the API server small.
+        tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let all_ready = started.elapsed();
     let count = reconciles(&ctx.metrics.render());
@@ -109,6 +141,20 @@ async fn run(n: usize) -> Result<()> {
         ready as f64 / all_ready.as_secs_f64(),
         count as f64 / all_ready.as_secs_f64(),
         peak_rss_mib(),
+    );
+    let cpu_after = cpu_by_process();
+    let mut used: Vec<(String, f64)> = cpu_after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - cpu_before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v >= 1.0)
+        .collect();
+    used.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!(
+        "CPU seconds until all Ready: {}",
+        used.iter()
+            .map(|(k, v)| format!("{k} {v:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     operator.abort();
     ns.delete().await.context("deleting the bench namespace")

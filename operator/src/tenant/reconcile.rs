@@ -54,6 +54,8 @@ pub async fn run(ctx: Arc<Context>) {
     let (reader, writer) = reflector::store();
     let trigger = watcher(clients, watcher::Config::default())
         .default_backoff()
+        // The store holds every tenant: not the API server's field bookkeeping.
+        .modify(|tc| tc.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(desired_state, Default::default());
@@ -76,6 +78,7 @@ pub async fn run(ctx: Arc<Context>) {
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(|sub| sub.managed_fields_mut().clear())
     .reflect(writer)
     .touched_objects();
     let _ = ctx.subscriptions.set(store);
