@@ -60,11 +60,12 @@ fn cpu_jiffies() -> Result<(u64, u64)> {
     Ok((total - idle, total))
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+/// A "Field:   N kB" line of a `/proc/PID/…` file, in KiB.
+fn proc_kib(pid: u32, file: &str, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .ok()?
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
 }
@@ -110,16 +111,6 @@ fn smaps_breakdown(pid: u32) -> Vec<(String, (u64, u64))> {
     let mut by: Vec<_> = by.into_iter().filter(|(_, (rss, _))| *rss > 0).collect();
     by.sort_by_key(|(_, (rss, _))| std::cmp::Reverse(*rss));
     by
-}
-
-/// Proportional set size: shared pages divided among the processes sharing them.
-fn pss_kib(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -259,14 +250,15 @@ async fn run(n: usize, idle: Duration) -> Result<()> {
     }
     let mut rss: Vec<f64> = runtimes
         .iter()
-        .filter_map(|r| r.pid.and_then(rss_kib))
+        .filter_map(|r| r.pid.and_then(|pid| proc_kib(pid, "status", "VmRSS")))
         .map(|kib| kib as f64 / 1024.0)
         .collect();
     rss.sort_by(f64::total_cmp);
     let total_rss: f64 = rss.iter().sum();
     let total_pss: f64 = runtimes
         .iter()
-        .filter_map(|r| r.pid.and_then(pss_kib))
+        // Proportional set size: shared pages divided among the processes sharing them.
+        .filter_map(|r| r.pid.and_then(|pid| proc_kib(pid, "smaps_rollup", "Pss")))
         .map(|kib| kib as f64 / 1024.0)
         .sum();
     let idle_share = 1.0 - (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;

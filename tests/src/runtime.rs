@@ -205,6 +205,17 @@ impl TenantRuntime {
         serve::start(Runtime::from_config(config)?).await
     }
 
+    /// The runtime's Prometheus exposition.
+    pub async fn metrics(&self, running: &Running) -> Result<String> {
+        Ok(self
+            .http
+            .get(format!("http://{}/metrics", running.addr))
+            .send()
+            .await?
+            .text()
+            .await?)
+    }
+
     pub fn webhook_url(&self, running: &Running) -> String {
         format!(
             "http://{}/t/{}/webhook/{WEBHOOK_SECRET}",

@@ -132,13 +132,7 @@ async fn a_full_backlog_is_refused_with_retry_after_and_counted() -> Result<()> 
         .fetch_one(&rt.pool)
         .await?;
     assert_eq!(stored, 2);
-    let metrics = rt
-        .http
-        .get(format!("http://{}/metrics", running.addr))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = rt.metrics(&running).await?;
     assert!(
         metrics.contains(&format!(
             "truffles_inbox_backlog_events{{tenant=\"{}\"}} 2",

@@ -122,13 +122,7 @@ async fn a_conversation_from_greeting_to_a_manager() -> Result<()> {
         0
     );
 
-    let metrics = rt
-        .http
-        .get(format!("http://{}/metrics", running.addr))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = rt.metrics(&running).await?;
     for needle in [
         "truffles_messages_total{tenant=",
         "truffles_rag_hits_total",

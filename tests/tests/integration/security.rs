@@ -111,13 +111,7 @@ async fn the_admin_api_takes_its_own_token_on_its_own_port_only() -> Result<()> 
     )
     .await?;
     assert_eq!(locked.status(), 429);
-    let metrics = rt
-        .http
-        .get(format!("http://{}/metrics", running.addr))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = rt.metrics(&running).await?;
     assert!(metrics.contains("admin_unauthorized"), "{metrics}");
     tried("admin API");
     Ok(())
