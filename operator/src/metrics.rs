@@ -15,9 +15,16 @@ pub struct FailureLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApplyLabels {
+    /// `sent`, or `unchanged` (not sent: see `tenant::applied`).
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     reconciles: Counter,
+    applies: Family<ApplyLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     duration: Histogram,
 }
@@ -27,6 +34,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("truffles_operator");
         let reconciles = Counter::default();
         let failures = Family::<FailureLabels, Counter>::default();
+        let applies = Family::<ApplyLabels, Counter>::default();
         // 5 ms .. ~40 s
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         registry.register(
@@ -40,6 +48,11 @@ impl Default for Metrics {
             failures.clone(),
         );
         registry.register(
+            "applies",
+            "Desired objects of tenants: applied, or unchanged and not sent",
+            applies.clone(),
+        );
+        registry.register(
             "reconcile_duration_seconds",
             "Duration of one reconcile",
             duration.clone(),
@@ -47,6 +60,7 @@ impl Default for Metrics {
         Self {
             registry,
             reconciles,
+            applies,
             failures,
             duration,
         }
@@ -64,6 +78,12 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// One desired object: sent to the API server, or unchanged and not.
+    pub fn applied(&self, sent: bool) {
+        let outcome = if sent { "sent" } else { "unchanged" };
+        self.applies.get_or_create(&ApplyLabels { outcome }).inc();
     }
 
     /// The OpenMetrics text exposition.

@@ -28,6 +28,7 @@ use futures::StreamExt;
 use serde_json::json;
 use truffles_tests::dev::{LocalTenant, Platform, Settings, StandIns};
 use truffles_tests::fakes::{FakeChatflow, FakeLlm};
+use truffles_tests::proc_kib;
 use truffles_tests::runtime::chatflow_text;
 
 const TOKEN: &str = "density-chatflow-token";
@@ -58,16 +59,6 @@ fn cpu_jiffies() -> Result<(u64, u64)> {
     // idle + iowait
     let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
     Ok((total - idle, total))
-}
-
-/// A "Field:   N kB" line of a `/proc/PID/…` file, in KiB.
-fn proc_kib(pid: u32, file: &str, field: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// Where a process's resident memory is, by mapping (`/proc/PID/smaps`):

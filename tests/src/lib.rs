@@ -56,19 +56,18 @@ pub fn env_var(name: &str) -> Result<String> {
 
 /// Peak resident memory of this process (benchmarks print it).
 pub fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    proc_kib("self", "status", "VmHWM").map_or(0.0, |kb| kb as f64 / 1024.0)
+}
+
+/// A KiB figure of a process from `/proc/PID/FILE` (`status`: VmRSS,
+/// VmHWM; `smaps_rollup`: Pss…); `pid` may be "self".
+pub fn proc_kib(pid: impl std::fmt::Display, file: &str, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// A free TCP port on the loopback interface (for a server to start on, or

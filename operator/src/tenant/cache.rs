@@ -74,20 +74,27 @@ pub fn user_rules(client: &str, password: &str) -> Vec<String> {
 
 /// Creates or updates the tenant's user (idempotent; run on every reconcile,
 /// so a Redis that restarted without an ACL file gets it back), and saves the
-/// ACL file when the server has one.
+/// ACL file when the server has one and the user changed: a save writes
+/// every tenant's user, so a save per reconcile grew with the square of
+/// the tenants.
 pub async fn ensure_user(
-    redis: &redis::Client,
+    conn: &mut redis::aio::ConnectionManager,
     client: &str,
     password: &str,
 ) -> redis::RedisResult<()> {
-    let mut conn = redis.get_multiplexed_async_connection().await?;
+    let user = user_name(client);
+    let get_user = || redis::cmd("ACL").arg("GETUSER").arg(&user).clone();
+    let before: redis::Value = get_user().query_async(conn).await?;
     redis::cmd("ACL")
         .arg("SETUSER")
-        .arg(user_name(client))
+        .arg(&user)
         .arg(user_rules(client, password))
-        .query_async::<()>(&mut conn)
+        .query_async::<()>(conn)
         .await?;
-    save_acl(&mut conn).await;
+    let after: redis::Value = get_user().query_async(conn).await?;
+    if before != after {
+        save_acl(conn).await;
+    }
     Ok(())
 }
 
@@ -105,7 +112,7 @@ pub async fn delete_user(redis: &redis::Client, client: &str) -> redis::RedisRes
 
 /// `ACL SAVE` fails when the server has no ACL file: users then live until
 /// a restart, and the next reconcile of each tenant makes its user again.
-async fn save_acl(conn: &mut redis::aio::MultiplexedConnection) {
+async fn save_acl(conn: &mut impl redis::aio::ConnectionLike) {
     if let Err(e) = redis::cmd("ACL").arg("SAVE").query_async::<()>(conn).await {
         tracing::debug!(error = %e, "ACL SAVE (no ACL file configured?)");
     }

@@ -46,6 +46,8 @@ pub struct Context {
     pub settings: Settings,
     /// Where tenants' Redis keys live; purge deletes them.
     pub redis: Option<redis::Client>,
+    /// One connection to it for every reconcile (made on first use).
+    redis_connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
     /// Caps concurrent database provisioning (DDL and catalog locks, and one extra
     /// connection each) so a thousand new tenants do not stampede PostgreSQL.
     pub provisioning: tokio::sync::Semaphore,
@@ -55,6 +57,11 @@ pub struct Context {
     /// that a thousand objects per reconcile).
     pub subscriptions:
         std::sync::OnceLock<kube::runtime::reflector::Store<truffles_crds::Subscription>>,
+    /// The tenants' objects as the watches of the running controller have
+    /// them (replaced when the controller starts again).
+    owned: std::sync::RwLock<Option<std::sync::Arc<super::applied::Owned>>>,
+    /// What this process applied last (an unchanged object is not sent again).
+    pub applied: super::applied::Applied,
 }
 
 impl Context {
@@ -77,9 +84,33 @@ impl Context {
             recorder,
             settings,
             redis: None,
+            redis_connection: tokio::sync::OnceCell::new(),
             provisioning: tokio::sync::Semaphore::new(4),
             subscriptions: std::sync::OnceLock::new(),
+            owned: Default::default(),
+            applied: Default::default(),
         }
+    }
+
+    pub fn owned(&self) -> Option<std::sync::Arc<super::applied::Owned>> {
+        self.owned.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_owned(&self, owned: super::applied::Owned) {
+        *self.owned.write().unwrap_or_else(|e| e.into_inner()) = Some(std::sync::Arc::new(owned));
+    }
+
+    /// The shared Redis connection (reconnecting by itself), if there is a Redis.
+    pub async fn redis_connection(
+        &self,
+    ) -> Option<redis::RedisResult<redis::aio::ConnectionManager>> {
+        let redis = self.redis.as_ref()?;
+        Some(
+            self.redis_connection
+                .get_or_try_init(|| redis.get_connection_manager())
+                .await
+                .cloned(),
+        )
     }
 
     pub fn with_redis(self, redis: redis::Client) -> Self {

@@ -115,6 +115,14 @@ pub enum CustodyError {
     Corrupt(String),
 }
 
+/// Whether the runtime Secret must be read: the platform lacks a credential
+/// that the Secret may hold ([`decide`] takes what is kept over it).
+pub fn needs_secret(kept: Option<&Kept>) -> bool {
+    kept.is_none_or(|k| {
+        k.pii_key.is_empty() || k.webhook_secret.current.is_empty() || k.db_password.is_empty()
+    })
+}
+
 /// The custody decision, without I/O: what is kept wins over the Secret; what
 /// neither has is generated, except a PII key for a tenant with a schema.
 pub fn decide(
@@ -245,6 +253,38 @@ pub async fn store(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_secret_is_read_only_when_the_platform_lacks_what_it_may_hold() {
+        assert!(needs_secret(None));
+        let decided = decide(None, InSecret::default(), false, &BTreeMap::new(), 0).expect("new");
+        let complete = decided.kept;
+        assert!(!needs_secret(Some(&complete)));
+        // Whatever the Secret says, a complete custody record decides alone.
+        let found = InSecret {
+            pii_key: Some("other".into()),
+            webhook_secret: Some("other".into()),
+            db_password: Some("other".into()),
+        };
+        let again = decide(Some(complete.clone()), found, true, &BTreeMap::new(), 0).expect("kept");
+        assert!(!again.store && again.kept == complete);
+        for lacking in [
+            Kept {
+                pii_key: String::new(),
+                ..complete.clone()
+            },
+            Kept {
+                db_password: String::new(),
+                ..complete.clone()
+            },
+            Kept {
+                webhook_secret: Rotating::default(),
+                ..complete.clone()
+            },
+        ] {
+            assert!(needs_secret(Some(&lacking)));
+        }
+    }
 
     fn found(pii: &str, secret: &str, password: &str) -> InSecret {
         InSecret {

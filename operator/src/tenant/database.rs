@@ -9,6 +9,7 @@ use truffles_migrations::TenantDb;
 
 use super::context::Context;
 use super::custody::{self, InSecret, Kept};
+use super::dereference;
 use super::error::Error;
 use super::keys;
 use super::platform::{self};
@@ -24,13 +25,12 @@ pub struct Provisioned {
 }
 
 /// The client's record (created or updated from the spec), its credentials
-/// (see [`custody`]), its schema and role when they are behind, and its backup
+/// (see [`custody`]; the runtime Secret is read only when custody lacks one), its schema and role when they are behind, and its backup
 /// data key.
 pub async fn provision(
     tc: &TrufflesClient,
     ctx: &Context,
     tenant: &TenantDb,
-    in_secret: InSecret,
 ) -> Result<Provisioned, Error> {
     let name = tc.name_any();
     let ns = tc.namespace().unwrap_or_default();
@@ -46,6 +46,13 @@ pub async fn provision(
     .await?;
     let master = &ctx.settings.backup_master_key;
     let kept = custody::load(&ctx.pool, record.id, master).await?;
+    // A tenant from before custody, or a Secret restored by hand: only then
+    // is the runtime Secret read (a GET per reconcile otherwise).
+    let in_secret = if custody::needs_secret(kept.as_ref()) {
+        dereference::in_secret(ctx, &ns, &name).await?
+    } else {
+        InSecret::default()
+    };
     let requests = custody::rotation_requests(tc.annotations());
     // Only a tenant whose PII key is nowhere needs to know (a catalog query).
     let key_known =

@@ -111,10 +111,15 @@ pub async fn check_referenced_secrets(
                 .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
                 .map(|r| (r.name.as_str(), r.key.as_str())),
         );
+    // Each Secret is read once, however many of its keys the spec names.
+    let mut read: std::collections::BTreeMap<&str, Option<Secret>> = Default::default();
     for (name, key) in keys {
-        let secret = secrets
-            .get_opt(name)
-            .await?
+        if !read.contains_key(name) {
+            read.insert(name, secrets.get_opt(name).await?);
+        }
+        let secret = read
+            .get(name)
+            .and_then(Option::as_ref)
             .ok_or_else(|| missing(name, key))?;
         let has_key = secret.data.as_ref().is_some_and(|d| d.contains_key(key))
             || secret
@@ -126,10 +131,12 @@ pub async fn check_referenced_secrets(
         }
     }
     for (_, name) in references::referenced_secrets(tc) {
-        secrets
-            .get_opt(name)
-            .await?
-            .ok_or_else(|| missing(name, "*"))?;
+        if !read.contains_key(name) {
+            read.insert(name, secrets.get_opt(name).await?);
+        }
+        if read.get(name).is_none_or(Option::is_none) {
+            return Err(missing(name, "*"));
+        }
     }
     Ok(())
 }

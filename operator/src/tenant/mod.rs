@@ -4,6 +4,7 @@
 //! `build/` (the desired objects, pure) → `apply` (and prune) → `status` and
 //! `publish`; `retire` when the tenant goes.
 
+pub mod applied;
 pub mod apply;
 pub mod build;
 pub mod cache;

@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
@@ -23,6 +23,7 @@ use truffles_crds::client::TenantState;
 use truffles_crds::{Subscription, TrufflesClient};
 use truffles_migrations::TenantDb;
 
+use super::applied::Owned;
 use super::apply::apply_objects;
 use super::build::{self, BuildInputs, CLIENT_LABEL, Names};
 use super::cache;
@@ -59,8 +60,10 @@ pub async fn run(ctx: Arc<Context>) {
         .reflect(writer)
         .applied_objects()
         .predicate_filter(desired_state, Default::default());
+    let (deployment_store, deployment_writer) = reflector::store();
     let deployments = watcher(scoped::<Deployment>(&client, ns.as_deref()), owned.clone())
         .default_backoff()
+        .modify(|d| d.managed_fields_mut().clear())
         // A deleted Deployment must come back: its last state as deleted, so
         // the predicate sees a change.
         .map_ok(|event| match event {
@@ -70,6 +73,7 @@ pub async fn run(ctx: Arc<Context>) {
             }
             other => other,
         })
+        .reflect(deployment_writer)
         .touched_objects()
         .predicate_filter(deployment_state, Default::default());
     let (store, writer) = reflector::store();
@@ -82,14 +86,67 @@ pub async fn run(ctx: Arc<Context>) {
     .reflect(writer)
     .touched_objects();
     let _ = ctx.subscriptions.set(store);
+    let (config_maps, config_maps_writer) = reflector::store();
+    let (secrets, secrets_writer) = reflector::store();
+    let (services, services_writer) = reflector::store();
+    let (ingresses, ingresses_writer) = reflector::store();
+    let (cron_jobs, cron_jobs_writer) = reflector::store();
+    let (network_policies, network_policies_writer) = reflector::store();
+    let (volumes, volumes_writer) = reflector::store();
+    // Volumes are looked up, never a trigger: a claim's binding is not a
+    // change of the tenant (and would be one reconcile more per tenant).
+    let volumes_watch = tokio::spawn(
+        metadata_of::<PersistentVolumeClaim>(&client, ns.as_deref(), &owned, volumes_writer)
+            .for_each(|_| std::future::ready(())),
+    );
+    ctx.set_owned(Owned {
+        deployments: deployment_store,
+        config_maps,
+        secrets,
+        services,
+        ingresses,
+        cron_jobs,
+        network_policies,
+        volumes,
+    });
     Controller::for_stream(trigger, reader)
         .owns_stream(deployments)
-        .owns_stream(metadata_of::<ConfigMap>(&client, ns.as_deref(), &owned))
-        .owns_stream(metadata_of::<Secret>(&client, ns.as_deref(), &owned))
-        .owns_stream(metadata_of::<Service>(&client, ns.as_deref(), &owned))
-        .owns_stream(metadata_of::<Ingress>(&client, ns.as_deref(), &owned))
-        .owns_stream(metadata_of::<CronJob>(&client, ns.as_deref(), &owned))
-        .owns_stream(metadata_of::<NetworkPolicy>(&client, ns.as_deref(), &owned))
+        .owns_stream(metadata_of::<ConfigMap>(
+            &client,
+            ns.as_deref(),
+            &owned,
+            config_maps_writer,
+        ))
+        .owns_stream(metadata_of::<Secret>(
+            &client,
+            ns.as_deref(),
+            &owned,
+            secrets_writer,
+        ))
+        .owns_stream(metadata_of::<Service>(
+            &client,
+            ns.as_deref(),
+            &owned,
+            services_writer,
+        ))
+        .owns_stream(metadata_of::<Ingress>(
+            &client,
+            ns.as_deref(),
+            &owned,
+            ingresses_writer,
+        ))
+        .owns_stream(metadata_of::<CronJob>(
+            &client,
+            ns.as_deref(),
+            &owned,
+            cron_jobs_writer,
+        ))
+        .owns_stream(metadata_of::<NetworkPolicy>(
+            &client,
+            ns.as_deref(),
+            &owned,
+            network_policies_writer,
+        ))
         // A billing state change suspends or resumes the client it refers to;
         // the reflected Subscriptions are what a reconcile reads its billing in.
         .watches_stream(subscriptions, |sub: Subscription| {
@@ -105,15 +162,19 @@ pub async fn run(ctx: Arc<Context>) {
             }
         })
         .await;
+    volumes_watch.abort();
 }
 
 /// Changes of the tenant's objects of kind `K`, as metadata only (the API
 /// server sends no data, spec or status: a thousand tenants' Secrets and
 /// ConfigMaps are not held or decoded to learn which tenant they belong to).
+/// They are kept in `store` (see [`Owned`]), without the API server's field
+/// bookkeeping.
 fn metadata_of<K>(
     client: &Client,
     namespace: Option<&str>,
     config: &watcher::Config,
+    store: reflector::store::Writer<PartialObjectMeta<K>>,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -130,6 +191,8 @@ where
     };
     watcher(api, config.clone())
         .default_backoff()
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(store)
         .touched_objects()
 }
 
@@ -275,7 +338,6 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
 
     // dereference
     dereference::check_referenced_secrets(tc, ctx, &ns).await?;
-    let in_secret = dereference::in_secret(ctx, &ns, &name).await?;
 
     // validate
     validate::validate(tc)?;
@@ -297,13 +359,16 @@ async fn provision(tc: &TrufflesClient, ctx: &Context) -> Result<Outcome, Error>
     }
 
     // provision: the database, then the vector store
-    let database = database::provision(tc, ctx, &tenant, in_secret).await?;
+    let database = database::provision(tc, ctx, &tenant).await?;
     let credentials = database.credentials;
     // The tenant's own Redis user: its runtime reaches its key prefix only.
     // An operator without Redis access hands the runtimes the shared URL.
-    let redis_url = match (&ctx.redis, &ctx.settings.runtime_redis_url) {
-        (Some(redis), Some(base)) => {
-            cache::ensure_user(redis, &name, &credentials.redis_password).await?;
+    let redis_url = match (
+        ctx.redis_connection().await,
+        &ctx.settings.runtime_redis_url,
+    ) {
+        (Some(connection), Some(base)) => {
+            cache::ensure_user(&mut connection?, &name, &credentials.redis_password).await?;
             Some(
                 cache::tenant_url(base, &name, &credentials.redis_password).ok_or_else(|| {
                     Error::InvalidSpec("the runtimes' Redis URL does not parse".into())

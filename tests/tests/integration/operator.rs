@@ -349,6 +349,117 @@ async fn drift_is_corrected_and_spec_changes_roll_out() -> Result<()> {
     env.finish().await
 }
 
+/// `truffles_operator_applies_total{outcome=…}` of the test's controller.
+fn applies(env: &Env, outcome: &str) -> u64 {
+    let metrics = env.ctx.metrics.render();
+    let prefix = format!("truffles_operator_applies_total{{outcome=\"{outcome}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn reconciles(env: &Env) -> u64 {
+    env.ctx
+        .metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("truffles_operator_reconciles_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_reconcile_that_wants_nothing_new_sends_nothing_and_an_edit_is_still_put_back()
+-> Result<()> {
+    let env = Env::start("op-noop").await?;
+    env.onboard("noop-shop", json!({})).await?;
+    // Quiet: the objects' creation has been reconciled too.
+    let mut last = (reconciles(&env), applies(&env, "sent"));
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = (reconciles(&env), applies(&env, "sent"));
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let (reconciled, sent, unchanged) = (last.0, last.1, applies(&env, "unchanged"));
+
+    // An annotation of nobody's concern: one more reconcile, nothing sent.
+    let note = json!({"metadata": {"annotations": {"example.com/note": "checked"}}});
+    env.clients()
+        .patch("noop-shop", &PatchParams::default(), &Patch::Merge(&note))
+        .await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while reconciles(&env) == reconciled {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no reconcile after the annotation"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(applies(&env, "sent"), sent, "nothing is sent again");
+    assert!(
+        applies(&env, "unchanged") >= unchanged + 7,
+        "every object was found unchanged: {} → {}",
+        unchanged,
+        applies(&env, "unchanged")
+    );
+
+    // A ConfigMap (no generation: any write counts) edited by hand is put back.
+    let config_maps: Api<ConfigMap> = env.ns.api();
+    let before = config_maps.get("noop-shop-runtime").await?;
+    let key = before
+        .data
+        .as_ref()
+        .and_then(|d| d.keys().next().cloned())
+        .context("the runtime ConfigMap has data")?;
+    let wanted = before.data.as_ref().and_then(|d| d.get(&key)).cloned();
+    let tamper = json!({"data": {&key: "tampered"}});
+    config_maps
+        .patch(
+            "noop-shop-runtime",
+            &PatchParams::default(),
+            &Patch::Merge(&tamper),
+        )
+        .await?;
+    wait_for(
+        &config_maps,
+        "noop-shop-runtime",
+        "its value put back",
+        WAIT,
+        |c| c.data.as_ref().and_then(|d| d.get(&key)) == wanted.as_ref(),
+    )
+    .await?;
+    // A label removed from the Service (metadata only) is put back.
+    let services: Api<Service> = env.ns.api();
+    let labels = services.get("noop-shop-bot").await?.labels().clone();
+    let (label, value) = labels.iter().next().context("the Service is labelled")?;
+    let unlabel = json!({"metadata": {"labels": {label: null}}});
+    services
+        .patch(
+            "noop-shop-bot",
+            &PatchParams::default(),
+            &Patch::Merge(&unlabel),
+        )
+        .await?;
+    wait_for(
+        &services,
+        "noop-shop-bot",
+        "its label put back",
+        WAIT,
+        |s| s.labels().get(label) == Some(value),
+    )
+    .await?;
+    assert!(
+        applies(&env, "sent") >= sent + 2,
+        "the two edited objects were applied"
+    );
+    env.finish().await
+}
+
 #[tokio::test]
 async fn suspend_keeps_data_and_reactivation_restores_the_runtime() -> Result<()> {
     let env = Env::start("op-suspend").await?;
