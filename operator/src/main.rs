@@ -122,6 +122,14 @@ struct Args {
     #[arg(long, env = "POD_NAME", default_value = "truffles-operator")]
     pod_name: String,
     /// Address of /metrics (Prometheus) and /healthz.
+    /// Connections to the platform database.
+    #[arg(long, env = "TRUFFLES_DB_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=200))]
+    db_connections: u32,
+    /// Tenants provisioned at once (roles, schemas, grants and migrations:
+    /// catalog locks, and one connection more each). More is slower on a
+    /// small server (BENCHMARKS.md, "Operator scale").
+    #[arg(long, env = "TRUFFLES_PROVISIONING", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
+    provisioning: u32,
     #[arg(long, env = "TRUFFLES_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
 }
@@ -155,7 +163,7 @@ async fn main() -> Result<()> {
         .map(parse_host_port)
         .transpose()?;
     let pool = PgPoolOptions::new()
-        .max_connections(10)
+        .max_connections(args.db_connections)
         .connect_with(database.clone())
         .await
         .context("connecting to the platform database")?;
@@ -247,7 +255,8 @@ async fn main() -> Result<()> {
         }
         return Ok(());
     }
-    let mut ctx = Context::new(client, pool, database, settings);
+    let mut ctx = Context::new(client, pool, database, settings)
+        .with_provisioning(args.provisioning as usize);
     match &args.redis_url {
         Some(url) => {
             ctx = ctx.with_redis(

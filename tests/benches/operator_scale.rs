@@ -136,8 +136,16 @@ async fn run(n: usize) -> Result<()> {
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         ),
     ]);
-    if let Ok(redis) = std::env::var("REDIS_URL") {
-        env.insert("REDIS_URL".to_owned(), redis);
+    // The test environment's Redis, and the operator's database settings
+    // when they are set (its defaults otherwise).
+    for name in [
+        "REDIS_URL",
+        "TRUFFLES_DB_CONNECTIONS",
+        "TRUFFLES_PROVISIONING",
+    ] {
+        if let Ok(value) = std::env::var(name) {
+            env.insert(name.to_owned(), value);
+        }
     }
     let log = std::env::temp_dir().join(format!("{}-truffles-operator.log", ns.name));
     let operator = LocalProcess::spawn(&binary("truffles-operator")?, &[], &env, log.clone())?;

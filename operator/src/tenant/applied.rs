@@ -21,6 +21,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Servi
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
+
+use super::build::CLIENT_LABEL;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 
@@ -66,10 +68,46 @@ impl Applied {
             .insert((key.kind, key.name.to_owned()), record);
     }
 
+    /// Whether `meta` is the object of `kind` exactly as this process last
+    /// applied it: its own write coming back through the watch, which the
+    /// reconcile that wrote it already knows (not a trigger).
+    pub fn is_own_write(&self, kind: &'static str, meta: &ObjectMeta) -> bool {
+        let tenant = meta.labels.as_ref().and_then(|l| l.get(CLIENT_LABEL));
+        let (Some(namespace), Some(name), Some(tenant)) = (&meta.namespace, &meta.name, tenant)
+        else {
+            return false;
+        };
+        let key = Key {
+            namespace,
+            tenant,
+            kind,
+            name,
+        };
+        self.last(&key).is_some_and(|r| r.seen == fingerprint(meta))
+    }
+
     /// Forgets a tenant whose objects were deleted.
     pub fn forget(&self, namespace: &str, tenant: &str) {
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         records.remove(&(namespace.to_owned(), tenant.to_owned()));
+    }
+}
+
+/// The kind's name as a `'static` key (the kinds the operator applies).
+pub fn kind_of<K: Resource>() -> &'static str
+where
+    <K as Resource>::DynamicType: Default,
+{
+    match K::kind(&Default::default()).as_ref() {
+        "Deployment" => "Deployment",
+        "CronJob" => "CronJob",
+        "ConfigMap" => "ConfigMap",
+        "Secret" => "Secret",
+        "Service" => "Service",
+        "Ingress" => "Ingress",
+        "NetworkPolicy" => "NetworkPolicy",
+        "PersistentVolumeClaim" => "PersistentVolumeClaim",
+        _ => "Other",
     }
 }
 
@@ -217,6 +255,35 @@ mod tests {
         assert_ne!(fingerprint(&applied), fingerprint(&relabelled));
         let spec_edit = meta(Some(4), "102");
         assert_ne!(fingerprint(&applied), fingerprint(&spec_edit));
+    }
+
+    #[test]
+    fn only_the_object_as_it_was_applied_is_an_own_write() {
+        let applied = Applied::default();
+        let mine = ObjectMeta {
+            namespace: Some("shops".into()),
+            labels: Some([(CLIENT_LABEL.to_owned(), "shop".to_owned())].into()),
+            ..meta(None, "7")
+        };
+        assert!(
+            !applied.is_own_write("ConfigMap", &mine),
+            "nothing applied yet"
+        );
+        let key = Key {
+            namespace: "shops",
+            tenant: "shop",
+            kind: "ConfigMap",
+            name: "bot-shop",
+        };
+        let seen = fingerprint(&mine);
+        applied.record(&key, Record { wanted: 1, seen });
+        assert!(applied.is_own_write("ConfigMap", &mine));
+        assert!(!applied.is_own_write("Secret", &mine));
+        let edited = ObjectMeta {
+            resource_version: Some("8".into()),
+            ..mine.clone()
+        };
+        assert!(!applied.is_own_write("ConfigMap", &edited));
     }
 
     #[test]

@@ -109,7 +109,7 @@ where
         v["kind"] = K::kind(&Default::default()).into();
         v
     };
-    let kind = kind_of::<K>();
+    let kind = applied::kind_of::<K>();
     let key = Key {
         namespace: ns,
         tenant,
@@ -138,24 +138,6 @@ where
     Ok(Some(obj))
 }
 
-/// The kind's name as a `'static` key (the kinds the operator applies).
-fn kind_of<K: Resource>() -> &'static str
-where
-    <K as Resource>::DynamicType: Default,
-{
-    match K::kind(&Default::default()).as_ref() {
-        "Deployment" => "Deployment",
-        "CronJob" => "CronJob",
-        "ConfigMap" => "ConfigMap",
-        "Secret" => "Secret",
-        "Service" => "Service",
-        "Ingress" => "Ingress",
-        "NetworkPolicy" => "NetworkPolicy",
-        "PersistentVolumeClaim" => "PersistentVolumeClaim",
-        _ => "Other",
-    }
-}
-
 pub async fn delete_if_exists<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
@@ -167,7 +149,7 @@ where
     // The watch of the tenants' objects knows it is not there.
     let known = ctx
         .owned()
-        .and_then(|owned| owned.live(kind_of::<K>(), ns, name));
+        .and_then(|owned| owned.live(applied::kind_of::<K>(), ns, name));
     if known == Some(None) {
         return Ok(());
     }

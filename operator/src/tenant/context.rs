@@ -113,6 +113,14 @@ impl Context {
         )
     }
 
+    /// How many tenants may be provisioned at once (at least one).
+    pub fn with_provisioning(self, concurrency: usize) -> Self {
+        Self {
+            provisioning: tokio::sync::Semaphore::new(concurrency.max(1)),
+            ..self
+        }
+    }
+
     pub fn with_redis(self, redis: redis::Client) -> Self {
         Self {
             redis: Some(redis),

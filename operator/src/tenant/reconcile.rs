@@ -96,7 +96,7 @@ pub async fn run(ctx: Arc<Context>) {
     // Volumes are looked up, never a trigger: a claim's binding is not a
     // change of the tenant (and would be one reconcile more per tenant).
     let volumes_watch = tokio::spawn(
-        metadata_of::<PersistentVolumeClaim>(&client, ns.as_deref(), &owned, volumes_writer)
+        metadata_of::<PersistentVolumeClaim>(&ctx, ns.as_deref(), &owned, volumes_writer)
             .for_each(|_| std::future::ready(())),
     );
     ctx.set_owned(Owned {
@@ -112,37 +112,37 @@ pub async fn run(ctx: Arc<Context>) {
     Controller::for_stream(trigger, reader)
         .owns_stream(deployments)
         .owns_stream(metadata_of::<ConfigMap>(
-            &client,
+            &ctx,
             ns.as_deref(),
             &owned,
             config_maps_writer,
         ))
         .owns_stream(metadata_of::<Secret>(
-            &client,
+            &ctx,
             ns.as_deref(),
             &owned,
             secrets_writer,
         ))
         .owns_stream(metadata_of::<Service>(
-            &client,
+            &ctx,
             ns.as_deref(),
             &owned,
             services_writer,
         ))
         .owns_stream(metadata_of::<Ingress>(
-            &client,
+            &ctx,
             ns.as_deref(),
             &owned,
             ingresses_writer,
         ))
         .owns_stream(metadata_of::<CronJob>(
-            &client,
+            &ctx,
             ns.as_deref(),
             &owned,
             cron_jobs_writer,
         ))
         .owns_stream(metadata_of::<NetworkPolicy>(
-            &client,
+            &ctx,
             ns.as_deref(),
             &owned,
             network_policies_writer,
@@ -171,7 +171,7 @@ pub async fn run(ctx: Arc<Context>) {
 /// They are kept in `store` (see [`Owned`]), without the API server's field
 /// bookkeeping.
 fn metadata_of<K>(
-    client: &Client,
+    ctx: &Arc<Context>,
     namespace: Option<&str>,
     config: &watcher::Config,
     store: reflector::store::Writer<PartialObjectMeta<K>>,
@@ -186,13 +186,20 @@ where
         + 'static,
 {
     let api: Api<PartialObjectMeta<K>> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
     };
+    let ctx = ctx.clone();
+    let kind = super::applied::kind_of::<K>();
     watcher(api, config.clone())
         .default_backoff()
         .modify(|o| o.managed_fields_mut().clear())
         .reflect(store)
+        // The operator's own writes are not triggers (a deletion always is).
+        .try_filter(move |event| {
+            let own = matches!(event, watcher::Event::Apply(o) if ctx.applied.is_own_write(kind, o.meta()));
+            std::future::ready(!own)
+        })
         .touched_objects()
 }
 
