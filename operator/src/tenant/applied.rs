@@ -71,7 +71,8 @@ impl Applied {
     /// Whether `meta` is the object of `kind` exactly as this process last
     /// applied it: its own write coming back through the watch, which the
     /// reconcile that wrote it already knows (not a trigger).
-    pub fn is_own_write(&self, kind: &'static str, meta: &ObjectMeta) -> bool {
+    pub fn is_own_write<K: Resource + 'static>(&self, kind: &'static str, obj: &K) -> bool {
+        let meta = obj.meta();
         let tenant = meta.labels.as_ref().and_then(|l| l.get(CLIENT_LABEL));
         let (Some(namespace), Some(name), Some(tenant)) = (&meta.namespace, &meta.name, tenant)
         else {
@@ -83,7 +84,7 @@ impl Applied {
             kind,
             name,
         };
-        self.last(&key).is_some_and(|r| r.seen == fingerprint(meta))
+        self.last(&key).is_some_and(|r| r.seen == seen(obj))
     }
 
     /// Forgets a tenant whose objects were deleted.
@@ -158,7 +159,7 @@ where
     Some(
         store
             .get(&ObjectRef::new(name).within(ns))
-            .map(|o| fingerprint(o.meta())),
+            .map(|o| seen(o.as_ref())),
     )
 }
 
@@ -193,6 +194,19 @@ pub fn fingerprint(meta: &ObjectMeta) -> u64 {
         owner.uid.hash(&mut hasher);
     }
     meta.deletion_timestamp.is_some().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What of an object tells that it changed: the [`fingerprint`] of its
+/// metadata, and for the Deployment its available replicas too (they are
+/// the RuntimeReady condition, so a change is a trigger; it costs one
+/// no-op apply of the Deployment).
+pub fn seen<K: Resource + 'static>(obj: &K) -> u64 {
+    let available = (obj as &dyn std::any::Any)
+        .downcast_ref::<Deployment>()
+        .and_then(|d| d.status.as_ref()?.available_replicas);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (fingerprint(obj.meta()), available).hash(&mut hasher);
     hasher.finish()
 }
 
@@ -266,7 +280,13 @@ mod tests {
             ..meta(None, "7")
         };
         assert!(
-            !applied.is_own_write("ConfigMap", &mine),
+            !applied.is_own_write(
+                "ConfigMap",
+                &ConfigMap {
+                    metadata: mine.clone(),
+                    ..Default::default()
+                }
+            ),
             "nothing applied yet"
         );
         let key = Key {
@@ -275,15 +295,48 @@ mod tests {
             kind: "ConfigMap",
             name: "bot-shop",
         };
-        let seen = fingerprint(&mine);
-        applied.record(&key, Record { wanted: 1, seen });
+        let mine = ConfigMap {
+            metadata: mine,
+            ..Default::default()
+        };
+        applied.record(
+            &key,
+            Record {
+                wanted: 1,
+                seen: seen(&mine),
+            },
+        );
         assert!(applied.is_own_write("ConfigMap", &mine));
         assert!(!applied.is_own_write("Secret", &mine));
-        let edited = ObjectMeta {
-            resource_version: Some("8".into()),
-            ..mine.clone()
-        };
+        let mut edited = mine.clone();
+        edited.metadata.resource_version = Some("8".into());
         assert!(!applied.is_own_write("ConfigMap", &edited));
+        // A Deployment's status is its own, but its available replicas count.
+        let deployment = Deployment {
+            metadata: ObjectMeta {
+                name: Some("bot-shop".into()),
+                ..mine.metadata.clone()
+            },
+            ..Default::default()
+        };
+        let key = Key {
+            kind: "Deployment",
+            ..key
+        };
+        applied.record(
+            &key,
+            Record {
+                wanted: 1,
+                seen: seen(&deployment),
+            },
+        );
+        assert!(applied.is_own_write("Deployment", &deployment));
+        let mut available = deployment.clone();
+        available.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+            available_replicas: Some(1),
+            ..Default::default()
+        });
+        assert!(!applied.is_own_write("Deployment", &available));
     }
 
     #[test]

@@ -97,7 +97,8 @@ where
         + Clone
         + Serialize
         + DeserializeOwned
-        + std::fmt::Debug,
+        + std::fmt::Debug
+        + 'static,
     <K as Resource>::DynamicType: Default,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
@@ -133,7 +134,7 @@ where
             &Patch::Apply(&value),
         )
         .await?;
-    let seen = applied::fingerprint(obj.meta());
+    let seen = applied::seen(&obj);
     ctx.applied.record(&key, Record { wanted, seen });
     Ok(Some(obj))
 }

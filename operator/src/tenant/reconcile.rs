@@ -74,6 +74,15 @@ pub async fn run(ctx: Arc<Context>) {
             other => other,
         })
         .reflect(deployment_writer)
+        // Its creation by the reconcile that applied it is not a trigger;
+        // its available replicas changing are.
+        .try_filter({
+            let ctx = ctx.clone();
+            move |event| {
+                let own = matches!(event, watcher::Event::Apply(d) if ctx.applied.is_own_write("Deployment", d));
+                std::future::ready(!own)
+            }
+        })
         .touched_objects()
         .predicate_filter(deployment_state, Default::default());
     let (store, writer) = reflector::store();
@@ -197,7 +206,8 @@ where
         .reflect(store)
         // The operator's own writes are not triggers (a deletion always is).
         .try_filter(move |event| {
-            let own = matches!(event, watcher::Event::Apply(o) if ctx.applied.is_own_write(kind, o.meta()));
+            let own =
+                matches!(event, watcher::Event::Apply(o) if ctx.applied.is_own_write(kind, o));
             std::future::ready(!own)
         })
         .touched_objects()

@@ -461,6 +461,51 @@ async fn a_reconcile_that_wants_nothing_new_sends_nothing_and_an_edit_is_still_p
 }
 
 #[tokio::test]
+async fn the_runtime_becoming_available_is_seen_in_the_status() -> Result<()> {
+    let env = Env::start("op-avail").await?;
+    env.onboard("avail-shop", json!({})).await?;
+    let runtime_ready = |tc: &TrufflesClient| condition_reason(tc, "RuntimeReady");
+    let tc = env.clients().get("avail-shop").await?;
+    assert_eq!(runtime_ready(&tc).as_deref(), Some("ReplicasUnavailable"));
+
+    // No kubelet here: the runtime's pod is made Ready as a kubelet would
+    // report it; the controller-manager then counts the Deployment's
+    // replica available, and the operator must see that change.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = env.ns.api();
+    let selector = format!("{}=avail-shop", tenant::build::CLIENT_LABEL);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let pod = loop {
+        let list = pods
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await?;
+        if let Some(pod) = list.items.into_iter().next() {
+            break pod;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no runtime pod");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let ready = json!({"status": {
+        "phase": "Running",
+        "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+        ],
+    }});
+    pods.patch_status(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&ready),
+    )
+    .await?;
+    env.wait_for("avail-shop", "RuntimeReady=True", |tc| {
+        condition_is(tc, "RuntimeReady", "True")
+    })
+    .await?;
+    env.finish().await
+}
+
+#[tokio::test]
 async fn suspend_keeps_data_and_reactivation_restores_the_runtime() -> Result<()> {
     let env = Env::start("op-suspend").await?;
     env.onboard("pause-shop", json!({})).await?;
