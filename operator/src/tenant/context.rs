@@ -54,9 +54,10 @@ pub struct Context {
     /// The Subscriptions the controller watches, once its watch has listed
     /// them: a reconcile reads its tenant's billing state here instead of
     /// listing every Subscription of the namespace (a thousand tenants made
-    /// that a thousand objects per reconcile).
-    pub subscriptions:
-        std::sync::OnceLock<kube::runtime::reflector::Store<truffles_crds::Subscription>>,
+    /// that a thousand objects per reconcile). Replaced when the controller
+    /// starts again, like `owned`.
+    subscriptions:
+        std::sync::RwLock<Option<kube::runtime::reflector::Store<truffles_crds::Subscription>>>,
     /// The tenants' objects as the watches of the running controller have
     /// them (replaced when the controller starts again).
     owned: std::sync::RwLock<Option<std::sync::Arc<super::applied::Owned>>>,
@@ -86,10 +87,29 @@ impl Context {
             redis: None,
             redis_connection: tokio::sync::OnceCell::new(),
             provisioning: tokio::sync::Semaphore::new(4),
-            subscriptions: std::sync::OnceLock::new(),
+            subscriptions: Default::default(),
             owned: Default::default(),
             applied: Default::default(),
         }
+    }
+
+    pub fn subscriptions(
+        &self,
+    ) -> Option<kube::runtime::reflector::Store<truffles_crds::Subscription>> {
+        self.subscriptions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_subscriptions(
+        &self,
+        store: kube::runtime::reflector::Store<truffles_crds::Subscription>,
+    ) {
+        *self
+            .subscriptions
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(store);
     }
 
     pub fn owned(&self) -> Option<std::sync::Arc<super::applied::Owned>> {

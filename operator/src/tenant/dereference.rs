@@ -25,7 +25,7 @@ pub struct Billing {
 }
 
 pub async fn billing(ctx: &Context, ns: &str, name: &str) -> Result<Billing, Error> {
-    let items: Vec<Subscription> = match ctx.subscriptions.get() {
+    let items: Vec<Subscription> = match ctx.subscriptions() {
         Some(store) => {
             // Never decided on a partial list: a suspended tenant would start.
             if store.wait_until_ready().await.is_err() {

@@ -94,7 +94,7 @@ pub async fn run(ctx: Arc<Context>) {
     .modify(|sub| sub.managed_fields_mut().clear())
     .reflect(writer)
     .touched_objects();
-    let _ = ctx.subscriptions.set(store);
+    ctx.set_subscriptions(store);
     let (config_maps, config_maps_writer) = reflector::store();
     let (secrets, secrets_writer) = reflector::store();
     let (services, services_writer) = reflector::store();
