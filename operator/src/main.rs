@@ -121,7 +121,6 @@ struct Args {
     /// This replica's identity in the election.
     #[arg(long, env = "POD_NAME", default_value = "truffles-operator")]
     pod_name: String,
-    /// Address of /metrics (Prometheus) and /healthz.
     /// Connections to the platform database.
     #[arg(long, env = "TRUFFLES_DB_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=200))]
     db_connections: u32,
@@ -130,6 +129,7 @@ struct Args {
     /// small server (BENCHMARKS.md, "Operator scale").
     #[arg(long, env = "TRUFFLES_PROVISIONING", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
     provisioning: u32,
+    /// Address of /metrics (Prometheus) and /healthz.
     #[arg(long, env = "TRUFFLES_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
 }
