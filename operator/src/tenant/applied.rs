@@ -94,24 +94,6 @@ impl Applied {
     }
 }
 
-/// The kind's name as a `'static` key (the kinds the operator applies).
-pub fn kind_of<K: Resource>() -> &'static str
-where
-    <K as Resource>::DynamicType: Default,
-{
-    match K::kind(&Default::default()).as_ref() {
-        "Deployment" => "Deployment",
-        "CronJob" => "CronJob",
-        "ConfigMap" => "ConfigMap",
-        "Secret" => "Secret",
-        "Service" => "Service",
-        "Ingress" => "Ingress",
-        "NetworkPolicy" => "NetworkPolicy",
-        "PersistentVolumeClaim" => "PersistentVolumeClaim",
-        _ => "Other",
-    }
-}
-
 /// The tenants' objects as the controller's watches have them: metadata
 /// only, but the Deployment whole (its status is the RuntimeReady condition).
 pub struct Owned {

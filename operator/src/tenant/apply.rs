@@ -98,6 +98,7 @@ where
         + Serialize
         + DeserializeOwned
         + std::fmt::Debug
+        + k8s_openapi::Resource
         + 'static,
     <K as Resource>::DynamicType: Default,
 {
@@ -110,7 +111,7 @@ where
         v["kind"] = K::kind(&Default::default()).into();
         v
     };
-    let kind = applied::kind_of::<K>();
+    let kind = <K as k8s_openapi::Resource>::KIND;
     let key = Key {
         namespace: ns,
         tenant,
@@ -144,13 +145,14 @@ where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + DeserializeOwned
-        + std::fmt::Debug,
+        + std::fmt::Debug
+        + k8s_openapi::Resource,
     <K as Resource>::DynamicType: Default,
 {
     // The watch of the tenants' objects knows it is not there.
     let known = ctx
         .owned()
-        .and_then(|owned| owned.live(applied::kind_of::<K>(), ns, name));
+        .and_then(|owned| owned.live(<K as k8s_openapi::Resource>::KIND, ns, name));
     if known == Some(None) {
         return Ok(());
     }

@@ -76,13 +76,10 @@ pub async fn run(ctx: Arc<Context>) {
         .reflect(deployment_writer)
         // Its creation by the reconcile that applied it is not a trigger;
         // its available replicas changing are.
-        .try_filter({
-            let ctx = ctx.clone();
-            move |event| {
-                let own = matches!(event, watcher::Event::Apply(d) if ctx.applied.is_own_write("Deployment", d));
-                std::future::ready(!own)
-            }
-        })
+        .try_filter(not_own_write(
+            &ctx,
+            <Deployment as k8s_openapi::Resource>::KIND,
+        ))
         .touched_objects()
         .predicate_filter(deployment_state, Default::default());
     let (store, writer) = reflector::store();
@@ -187,6 +184,7 @@ fn metadata_of<K>(
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + k8s_openapi::Resource
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
@@ -198,19 +196,26 @@ where
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    let ctx = ctx.clone();
-    let kind = super::applied::kind_of::<K>();
     watcher(api, config.clone())
         .default_backoff()
         .modify(|o| o.managed_fields_mut().clear())
         .reflect(store)
-        // The operator's own writes are not triggers (a deletion always is).
-        .try_filter(move |event| {
-            let own =
-                matches!(event, watcher::Event::Apply(o) if ctx.applied.is_own_write(kind, o));
-            std::future::ready(!own)
-        })
+        .try_filter(not_own_write(ctx, K::KIND))
         .touched_objects()
+}
+
+/// A watch filter: the operator's own write of an object of `kind`, coming
+/// back exactly as the API server returned it, is not a trigger (the
+/// reconcile that wrote it knows it); a deletion always is.
+fn not_own_write<K: Resource + 'static>(
+    ctx: &Arc<Context>,
+    kind: &'static str,
+) -> impl FnMut(&watcher::Event<K>) -> std::future::Ready<bool> + Send + 'static {
+    let ctx = ctx.clone();
+    move |event| {
+        let own = matches!(event, watcher::Event::Apply(o) if ctx.applied.is_own_write(kind, o));
+        std::future::ready(!own)
+    }
 }
 
 /// What a TrufflesClient asks for: its spec (the generation, which deletion
