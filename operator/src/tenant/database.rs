@@ -25,8 +25,8 @@ pub struct Provisioned {
 }
 
 /// The client's record (created or updated from the spec), its credentials
-/// (see [`custody`]; the runtime Secret is read only when custody lacks one), its schema and role when they are behind, and its backup
-/// data key.
+/// (see [`custody`]; the runtime Secret is read only when custody lacks
+/// one), its schema and role when they are behind, and its backup data key.
 pub async fn provision(
     tc: &TrufflesClient,
     ctx: &Context,

@@ -112,14 +112,10 @@ pub async fn check_referenced_secrets(
                 .map(|r| (r.name.as_str(), r.key.as_str())),
         );
     // Each Secret is read once, however many of its keys the spec names.
-    let mut read: std::collections::BTreeMap<&str, Option<Secret>> = Default::default();
+    let mut read = std::collections::BTreeMap::new();
     for (name, key) in keys {
-        if !read.contains_key(name) {
-            read.insert(name, secrets.get_opt(name).await?);
-        }
-        let secret = read
-            .get(name)
-            .and_then(Option::as_ref)
+        let secret = read_once(&secrets, &mut read, name)
+            .await?
             .ok_or_else(|| missing(name, key))?;
         let has_key = secret.data.as_ref().is_some_and(|d| d.contains_key(key))
             || secret
@@ -131,12 +127,22 @@ pub async fn check_referenced_secrets(
         }
     }
     for (_, name) in references::referenced_secrets(tc) {
-        if !read.contains_key(name) {
-            read.insert(name, secrets.get_opt(name).await?);
-        }
-        if read.get(name).is_none_or(Option::is_none) {
-            return Err(missing(name, "*"));
-        }
+        read_once(&secrets, &mut read, name)
+            .await?
+            .ok_or_else(|| missing(name, "*"))?;
     }
     Ok(())
+}
+
+/// The Secret `name` (none if it does not exist), read on first asking.
+async fn read_once<'m, 'n>(
+    secrets: &Api<Secret>,
+    read: &'m mut std::collections::BTreeMap<&'n str, Option<Secret>>,
+    name: &'n str,
+) -> Result<Option<&'m Secret>, kube::Error> {
+    if !read.contains_key(name) {
+        let found = secrets.get_opt(name).await?;
+        read.insert(name, found);
+    }
+    Ok(read.get(name).and_then(Option::as_ref))
 }
