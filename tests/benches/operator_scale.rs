@@ -22,7 +22,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use truffles_tests::dev::supervisor::{LocalProcess, binary};
 use truffles_tests::{
     TEST_MASTER_KEY, TestDatabase, TestNamespace, create_raw, free_port, install_crds, kube_client,
-    proc_kib,
+    metric_value, proc_kib,
 };
 
 /// CPU seconds used so far by each kind of process on the machine (by its
@@ -89,14 +89,6 @@ async fn api_requests(client: &kube::Client) -> std::collections::BTreeMap<Strin
         *by.entry(key).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
     }
     by
-}
-
-fn reconciles(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("truffles_operator_reconciles_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// The DATABASE_URL of the test environment, on database `name`.
@@ -231,7 +223,7 @@ async fn run(n: usize) -> Result<()> {
     let all_ready = started.elapsed();
     watching.abort();
     let metrics = http.get(&metrics_url).send().await?.text().await?;
-    let count = reconciles(&metrics);
+    let count = metric_value(&metrics, "truffles_operator_reconciles_total");
     let kib = |field| proc_kib(pid, "status", field).unwrap_or(0) as f64 / 1024.0;
     println!(
         "tenants={n} ready={ready} created_in={:.1}s all_ready_in={:.1}s tenants_per_s={:.1} reconciles={count} reconciles_per_tenant={:.2} operator_peak_rss_mib={:.0} operator_rss_mib={:.0}",

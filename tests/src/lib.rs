@@ -70,6 +70,17 @@ pub fn proc_kib(pid: impl std::fmt::Display, file: &str, field: &str) -> Option<
         .and_then(|v| v.parse().ok())
 }
 
+/// The value of one series in a Prometheus text exposition: `series` is
+/// the name with its labels as printed, e.g. `x_total{outcome="sent"}`;
+/// 0 when the series is absent (a counter not yet incremented).
+pub fn metric_value(exposition: &str, series: &str) -> u64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// A free TCP port on the loopback interface (for a server to start on, or
 /// for a dependency that is "down": nothing listens there).
 pub fn free_port() -> Result<u16> {

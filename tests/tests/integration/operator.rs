@@ -27,8 +27,8 @@ use truffles_operator::tenant::{self, Context, Settings};
 use truffles_tests::qdrant::TestQdrant;
 use truffles_tests::{
     TestDatabase, TestNamespace, client_manifest, condition_reason, create_all, create_raw,
-    install_crds, kube_client, operator_context, read_manifests, secret_manifest, test_master_key,
-    wait_for, wait_for_event, wait_until, workspace_root,
+    install_crds, kube_client, metric_value, operator_context, read_manifests, secret_manifest,
+    test_master_key, wait_for, wait_for_event, wait_until, workspace_root,
 };
 
 pub(crate) const WAIT: Duration = Duration::from_secs(90);
@@ -351,23 +351,15 @@ async fn drift_is_corrected_and_spec_changes_roll_out() -> Result<()> {
 
 /// `truffles_operator_applies_total{outcome=…}` of the test's controller.
 fn applies(env: &Env, outcome: &str) -> u64 {
-    let metrics = env.ctx.metrics.render();
-    let prefix = format!("truffles_operator_applies_total{{outcome=\"{outcome}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    let series = format!("truffles_operator_applies_total{{outcome=\"{outcome}\"}}");
+    metric_value(&env.ctx.metrics.render(), &series)
 }
 
 fn reconciles(env: &Env) -> u64 {
-    env.ctx
-        .metrics
-        .render()
-        .lines()
-        .find_map(|l| l.strip_prefix("truffles_operator_reconciles_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    metric_value(
+        &env.ctx.metrics.render(),
+        "truffles_operator_reconciles_total",
+    )
 }
 
 #[tokio::test]
